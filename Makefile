@@ -1,0 +1,41 @@
+# The README's commands. `make demo` and `make test` do all set-up on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test test-fast lint format bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/jammi-sql demo
+
+test: install
+	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+lint: install
+	$(VENV)/bin/ruff check jammi_sql tests benchmarks
+	$(VENV)/bin/ruff format --check jammi_sql tests benchmarks
+
+format: install
+	$(VENV)/bin/ruff format jammi_sql tests benchmarks
+	$(VENV)/bin/ruff check --fix jammi_sql tests benchmarks
+
+bench: install
+	$(PY) benchmarks/embed_throughput.py
+	$(PY) benchmarks/eval_speed.py
+	$(PY) benchmarks/finetune_speed.py
+	$(PY) benchmarks/quality.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache

@@ -1,0 +1,44 @@
+"""jammi-sql: fine-tune and serve text-embedding models from DuckDB SQL.
+
+    import jammi_sql
+    db = jammi_sql.connect("work.duckdb")
+    db.sql("SELECT embed('all-MiniLM-L6-v2', 'hello')")
+
+Importing this package does not import torch; the engine loads on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+__version__ = "0.1.0"
+__all__ = ["connect", "install", "Database", "Job", "JammiError", "__version__"]
+
+if TYPE_CHECKING:
+    from .database import Database, Job
+
+
+def connect(path: str = ":memory:", *, home: str | None = None, dimensions: int | None = None) -> Database:
+    """Open (or create) a DuckDB database with every jammi function installed."""
+    from .database import Database
+
+    return Database(path, home=home, dimensions=dimensions)
+
+
+def install(con, *, home: str | None = None, dimensions: int | None = None):
+    """Install jammi into a duckdb connection you already have; returns its Context."""
+    from .database import install as _install
+
+    return _install(con, home=home, dimensions=dimensions)
+
+
+def __getattr__(name: str):
+    if name in ("Database", "Job"):
+        from . import database
+
+        return getattr(database, name)
+    if name == "JammiError":
+        from .errors import JammiError
+
+        return JammiError
+    raise AttributeError(name)

@@ -1,0 +1,306 @@
+"""The on-disk layout of fine-tuned models: ``save`` writes one, ``load`` reads it back.
+
+Three kinds, told apart by ``adapter_type``:
+
+- ``projection_head``: ``adapter.safetensors`` (the head's ``lora_A``/``lora_B``) and
+  ``adapter_config.json``; the base model is loaded from ``base_model_path``.
+- ``encoder_adapters``: the same two files, holding only the LoRA weights of the encoder.
+- ``full``: a complete Hugging Face folder (safetensors weights, config, tokenizer, and the
+  sentence-transformers files copied from the base) plus ``jammi_model.json``, so it loads
+  with ``Encoder.from_folder`` and with ``SentenceTransformer`` alike.
+
+Every folder carries ``format_version``; ``load`` refuses a version or type it does not know.
+A folder is written under a temporary sibling name and renamed into place, so a crash never
+leaves half a model. This is the only module that knows these file names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .encoder import Encoder, ModelSpec
+from .errors import ArtifactError
+
+FORMAT_VERSION = 1
+ADAPTER_FILE = "adapter.safetensors"
+ADAPTER_CONFIG = "adapter_config.json"
+FULL_MARKER = "jammi_model.json"
+ADAPTER_TYPES = ("projection_head", "encoder_adapters", "full")
+REQUIRED_KEYS = {
+    "projection_head": ("lora_rank", "lora_alpha", "head_layers"),
+    "encoder_adapters": (
+        "model_type",
+        "lora_rank",
+        "lora_alpha",
+        "use_rslora",
+        "target_modules",
+        "layers_to_transform",
+        "rank_pattern",
+        "backbone_dtype",
+    ),
+    "full": (),
+}
+# Sentence-transformers files that describe how a folder is used (pooling, normalisation).
+ST_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
+
+
+@dataclass
+class Artifact:
+    """A fine-tuned model folder, read back: what ``load`` returns."""
+
+    folder: Path
+    adapter_type: str  # 'projection_head' | 'encoder_adapters' | 'full'
+    config: dict  # the JSON file's content
+    base_model_id: str | None = None
+    base_model_path: str | None = None
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)  # empty for 'full'
+
+
+# ---- save ----------------------------------------------------------------------------
+def save(
+    output_dir: str | Path,
+    adapter_type: str,
+    *,
+    config: dict,
+    base_model_id: str | None,
+    base_model_path: str | Path | None,
+    tensors: dict[str, torch.Tensor] | None = None,
+    encoder: Encoder | None = None,
+) -> Path:
+    """Write a model folder atomically; returns ``output_dir``.
+
+    ``config`` holds the adapter keys (see ``REQUIRED_KEYS``); ``tensors`` the adapter
+    weights (adapter types); ``encoder`` the trained model ('full').
+    """
+    from safetensors.torch import save_file
+
+    if adapter_type not in ADAPTER_TYPES:
+        raise ValueError(f"unknown adapter_type {adapter_type!r}")
+    missing = [k for k in REQUIRED_KEYS[adapter_type] if k not in config]
+    if missing:
+        raise ValueError(f"{adapter_type} config lacks {missing}")
+    meta = {
+        "adapter_type": adapter_type,
+        **config,
+        "base_model_id": base_model_id,
+        "base_model_path": str(base_model_path) if base_model_path is not None else None,
+        "format_version": FORMAT_VERSION,
+    }
+    output_dir = Path(output_dir)
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output_dir.parent / f".{output_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        if adapter_type == "full":
+            if encoder is None:
+                raise ValueError("saving a 'full' model needs the encoder")
+            _write_full_folder(tmp, encoder, base_model_path)
+            (tmp / FULL_MARKER).write_text(json.dumps(meta, indent=2))
+        else:
+            weights = {
+                k: v.detach().to("cpu", torch.float32).contiguous()
+                for k, v in (tensors or {}).items()
+            }
+            if not weights:
+                raise ValueError(f"saving a {adapter_type} needs its tensors")
+            save_file(weights, str(tmp / ADAPTER_FILE), metadata={"format": "pt"})
+            (tmp / ADAPTER_CONFIG).write_text(json.dumps(meta, indent=2))
+        _replace_dir(tmp, output_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return output_dir
+
+
+def _write_full_folder(folder: Path, encoder: Encoder, base_folder: str | Path | None) -> None:
+    encoder.transformer.save_pretrained(str(folder), safe_serialization=True)
+    encoder.tokenizer.save_pretrained(str(folder))
+    base = Path(base_folder) if base_folder is not None else encoder.spec.folder
+    modules_file = base / "modules.json"
+    if modules_file.exists():
+        for name in ST_FILES:
+            if (base / name).exists():
+                shutil.copy2(base / name, folder / name)
+        for module in json.loads(modules_file.read_text()):
+            path = module.get("path", "")
+            if path and (base / path).is_dir():
+                shutil.copytree(base / path, folder / path, dirs_exist_ok=True)
+    else:  # a plain Hugging Face base: describe the pooling it was used with
+        _write_st_description(folder, encoder.spec, encoder.dimensions)
+
+
+def _write_st_description(folder: Path, spec: ModelSpec, dim: int) -> None:
+    pooling_key = (
+        "pooling_mode_cls_token" if spec.pooling == "cls" else f"pooling_mode_{spec.pooling}_tokens"
+    )
+    if spec.pooling == "lasttoken":
+        pooling_key = "pooling_mode_lasttoken"
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {
+            "idx": 1,
+            "name": "1",
+            "path": "1_Pooling",
+            "type": "sentence_transformers.models.Pooling",
+        },
+    ]
+    if spec.normalize:
+        modules.append(
+            {
+                "idx": 2,
+                "name": "2",
+                "path": "2_Normalize",
+                "type": "sentence_transformers.models.Normalize",
+            }
+        )
+        (folder / "2_Normalize").mkdir(exist_ok=True)
+    (folder / "modules.json").write_text(json.dumps(modules, indent=2))
+    (folder / "1_Pooling").mkdir(exist_ok=True)
+    (folder / "1_Pooling" / "config.json").write_text(
+        json.dumps({"word_embedding_dimension": dim, pooling_key: True}, indent=2)
+    )
+    (folder / "sentence_bert_config.json").write_text(
+        json.dumps({"max_seq_length": spec.max_seq_length, "do_lower_case": spec.do_lower_case})
+    )
+
+
+def _replace_dir(tmp: Path, target: Path) -> None:
+    """Move ``tmp`` to ``target``; an existing ``target`` is swapped out first, then removed."""
+    old = None
+    if target.exists():
+        old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(target, old)
+    os.replace(tmp, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# ---- load ----------------------------------------------------------------------------
+def load(folder: str | Path) -> Artifact:
+    """Read a model folder written by :func:`save`; refuses versions and types it does not know."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    if (folder / ADAPTER_CONFIG).is_file():
+        meta = _read_meta(folder / ADAPTER_CONFIG)
+    elif (folder / FULL_MARKER).is_file():
+        meta = _read_meta(folder / FULL_MARKER)
+    else:
+        raise ArtifactError(
+            f"'{folder}' is not a fine-tuned model folder (no {ADAPTER_CONFIG} or {FULL_MARKER}); "
+            "the model's files are missing: fine-tune it again or remove the model"
+        )
+    adapter_type = meta.get("adapter_type")
+    if adapter_type not in ADAPTER_TYPES:
+        raise ArtifactError(
+            f"model folder '{folder}' has adapter_type {adapter_type!r}; this version of jammi-sql "
+            f"reads {', '.join(ADAPTER_TYPES)}: upgrade jammi-sql or fine-tune again"
+        )
+    missing = [k for k in REQUIRED_KEYS[adapter_type] if k not in meta]
+    if missing:
+        raise ArtifactError(
+            f"model folder '{folder}' is incomplete: its config lacks {', '.join(missing)}"
+        )
+    tensors: dict[str, torch.Tensor] = {}
+    if adapter_type != "full":
+        if not (folder / ADAPTER_FILE).is_file():
+            raise ArtifactError(
+                f"model folder '{folder}' has no {ADAPTER_FILE}; fine-tune it again"
+            )
+        tensors = load_file(str(folder / ADAPTER_FILE))
+    return Artifact(
+        folder=folder,
+        adapter_type=adapter_type,
+        config=meta,
+        base_model_id=meta.get("base_model_id"),
+        base_model_path=meta.get("base_model_path"),
+        tensors=tensors,
+    )
+
+
+def _read_meta(path: Path) -> dict:
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ArtifactError(f"cannot read '{path}' ({e}); the model folder is damaged") from None
+    version = meta.get("format_version", FORMAT_VERSION)  # the contract's examples omit it
+    if version != FORMAT_VERSION:
+        raise ArtifactError(
+            f"model folder '{path.parent}' has format_version {version!r}; this version of "
+            f"jammi-sql reads format_version {FORMAT_VERSION}: upgrade jammi-sql or fine-tune again"
+        )
+    return meta
+
+
+def load_encoder(
+    folder: str | Path, base_folder: str | Path | None = None, device: torch.device | None = None
+) -> Encoder:
+    """The inference encoder of a fine-tuned model, in eval mode.
+
+    A projection head sits after pooling; encoder adapters are merged into the base weights,
+    so the model embeds as fast as its base; a full model is an ordinary folder.
+    ``base_folder`` defaults to the ``base_model_path`` recorded at save time.
+    """
+    from .head import ProjectionHead
+    from .lora import inject_lora, merge_lora
+
+    art = load(folder)
+    if art.adapter_type == "full":
+        return Encoder.from_folder(art.folder, device)
+    base = Path(base_folder or art.base_model_path or "")
+    if not base_folder and not (base / "config.json").is_file():
+        raise ArtifactError(
+            f"the base model of '{art.folder}' ({art.base_model_id}) is not at '{base}'; "
+            "register it again with register_model"
+        )
+    encoder = Encoder.from_folder(base, device)
+    cfg = art.config
+    if art.adapter_type == "projection_head":
+        head = ProjectionHead(
+            encoder.dimensions,
+            int(cfg["lora_rank"]),
+            float(cfg["lora_alpha"]),
+            rslora=bool(cfg.get("use_rslora", False)),
+        )
+        _load_exact(head, art.tensors, art.folder)
+        encoder.head = head.to(encoder.device).eval()
+        return encoder
+    if cfg["model_type"] != encoder.transformer.config.model_type:
+        raise ArtifactError(
+            f"adapters in '{art.folder}' were trained on a {cfg['model_type']} model, but the base "
+            f"at '{base}' is a {encoder.transformer.config.model_type} model"
+        )
+    inject_lora(
+        encoder.transformer,
+        list(cfg["target_modules"]),
+        int(cfg["lora_rank"]),
+        float(cfg["lora_alpha"]),
+        rslora=bool(cfg["use_rslora"]),
+        layers_to_transform=cfg["layers_to_transform"],
+        rank_pattern=dict(cfg["rank_pattern"] or {}),
+    )
+    _load_exact(encoder.transformer, art.tensors, art.folder, only_lora=True)
+    merge_lora(encoder.transformer)
+    return encoder.eval()
+
+
+def _load_exact(
+    module: torch.nn.Module, tensors: dict, folder: Path, only_lora: bool = False
+) -> None:
+    expected = {
+        k for k in module.state_dict() if not only_lora or ".lora_A." in k or ".lora_B." in k
+    }
+    if set(tensors) != expected:
+        raise ArtifactError(
+            f"the weights in '{folder}' do not fit the model they describe "
+            f"({len(set(tensors) - expected)} unexpected, {len(expected - set(tensors))} missing); "
+            "the folder is damaged or was written for another base model"
+        )
+    module.load_state_dict(tensors, strict=False)

@@ -1,0 +1,274 @@
+"""All SQL against schema ``jammi``: migrations and typed records, never bare tuples.
+
+A Catalog owns its own DuckDB cursor, so it can be used from inside a UDF (which may not
+run SQL on the calling connection) and from the job runner's thread. Its writes commit on
+their own, independently of the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+SCHEMA_VERSION = 1
+
+
+def sql_dir() -> Path:
+    """The packaged ``sql/`` folder (inside the wheel), or the repository's in a checkout."""
+    packaged = Path(str(resources.files("jammi_sql"))) / "sql"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parent.parent / "sql"
+
+
+@dataclass
+class Source:
+    name: str
+    kind: str  # file | table | query
+    url: str
+    format: str
+    columns: list[str]
+    column_types: list[str]
+    created_at: datetime | None = None
+
+    def column_type(self, column: str) -> str:
+        return self.column_types[self.columns.index(column)]
+
+
+@dataclass
+class ModelRecord:
+    model_id: str
+    kind: str  # base | fine_tuned
+    origin: str
+    base_model_id: str | None = None
+    adapter_type: str | None = None
+    task: str = "text_embedding"
+    dimensions: int | None = None
+    artifact_path: str | None = None
+    job_id: str | None = None
+    metrics: dict | None = None
+    created_at: datetime | None = None
+
+
+@dataclass
+class JobRecord:
+    job_id: str
+    status: str
+    source: str
+    base_model: str
+    method: str
+    task: str
+    columns: list[str]
+    loss: str
+    config: dict
+    progress: float = 0.0
+    epoch: int | None = None
+    step: int | None = None
+    total_steps: int | None = None
+    train_loss: float | None = None
+    val_loss: float | None = None
+    best_val_loss: float | None = None
+    model_id: str | None = None
+    error: str | None = None
+    metrics: dict | None = None
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass
+class EmbeddingTable:
+    table_name: str
+    source: str
+    model_id: str
+    columns: list[str]
+    key: str
+    dimensions: int
+    row_count: int
+    updated_at: datetime | None = None
+
+
+_JSON_FIELDS = {"config", "metrics"}
+
+
+def _record(cls, row: tuple, names: list[str]):
+    values = dict(zip(names, row))
+    for name in _JSON_FIELDS & values.keys():
+        if isinstance(values[name], str):
+            values[name] = json.loads(values[name])
+    return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
+
+
+@dataclass
+class Catalog:
+    con: duckdb.DuckDBPyConnection  # a cursor of its own
+    lock: threading.RLock = field(default_factory=threading.RLock)
+
+    @classmethod
+    def open(cls, con: duckdb.DuckDBPyConnection) -> Catalog:
+        catalog = cls(con.cursor())
+        catalog.migrate()
+        return catalog
+
+    def cursor(self) -> Catalog:
+        """Another Catalog on a fresh cursor of the same database (for another thread)."""
+        return Catalog(self.con.cursor())
+
+    # ---- plumbing -----------------------------------------------------------------
+    def execute(self, sql: str, params: list | None = None) -> duckdb.DuckDBPyConnection:
+        with self.lock:
+            return self.con.execute(sql, params or [])
+
+    def query(self, sql: str, params: list | None = None) -> list[tuple]:
+        with self.lock:
+            return self.con.execute(sql, params or []).fetchall()
+
+    def arrow(self, sql: str, params: list | None = None):
+        """A query's result as a pyarrow Table."""
+        with self.lock:
+            return self.con.sql(sql, params=params).to_arrow_table()
+
+    def _select(self, cls, table: str, where: str = "", params: list | None = None, order: str = ""):
+        with self.lock:
+            cur = self.con.execute(f"SELECT * FROM jammi.{table} {where} {order}", params or [])
+            names = [d[0] for d in cur.description]
+            return [_record(cls, row, names) for row in cur.fetchall()]
+
+    def _insert(self, table: str, record: Any) -> None:
+        values = {f.name: getattr(record, f.name) for f in fields(record) if getattr(record, f.name) is not None}
+        for name in _JSON_FIELDS & values.keys():
+            values[name] = json.dumps(values[name])
+        cols = ", ".join(values)
+        marks = ", ".join("?" for _ in values)
+        self.execute(f"INSERT INTO jammi.{table} ({cols}) VALUES ({marks})", list(values.values()))
+
+    def transaction(self) -> _Transaction:
+        return _Transaction(self)
+
+    # ---- schema -------------------------------------------------------------------
+    def migrate(self) -> int:
+        """Create or upgrade schema ``jammi``; idempotent. Returns the schema version."""
+        with self.lock:
+            self.con.execute("CREATE SCHEMA IF NOT EXISTS jammi")
+            self.con.execute(
+                "CREATE TABLE IF NOT EXISTS jammi.schema_version "
+                "(version INTEGER NOT NULL, applied_at TIMESTAMP NOT NULL DEFAULT current_timestamp)"
+            )
+            current = self.con.execute("SELECT coalesce(max(version), 0) FROM jammi.schema_version").fetchall()[0][0]
+            for path in sorted((sql_dir() / "schema").glob("*.sql")):
+                version = int(path.name.split("_", 1)[0])
+                if version <= current:
+                    continue
+                self.con.execute("BEGIN TRANSACTION")
+                try:
+                    self.con.execute(path.read_text())
+                    self.con.execute("INSERT INTO jammi.schema_version (version) VALUES (?)", [version])
+                    self.con.execute("COMMIT")
+                except Exception:
+                    self.con.execute("ROLLBACK")
+                    raise
+                current = version
+            return current
+
+    # ---- sources ------------------------------------------------------------------
+    def get_source(self, name: str) -> Source | None:
+        found = self._select(Source, "sources", "WHERE name = ?", [name])
+        return found[0] if found else None
+
+    def sources(self) -> list[Source]:
+        return self._select(Source, "sources", order="ORDER BY name")
+
+    def add_source(self, source: Source) -> None:
+        self._insert("sources", source)
+
+    def remove_source(self, name: str) -> None:
+        self.execute("DELETE FROM jammi.sources WHERE name = ?", [name])
+
+    # ---- models -------------------------------------------------------------------
+    def get_model(self, model_id: str) -> ModelRecord | None:
+        found = self._select(ModelRecord, "models", "WHERE model_id = ?", [model_id])
+        return found[0] if found else None
+
+    def models(self) -> list[ModelRecord]:
+        return self._select(ModelRecord, "models", order="ORDER BY created_at")
+
+    def add_model(self, model: ModelRecord) -> None:
+        self._insert("models", model)
+
+    def remove_model(self, model_id: str) -> None:
+        self.execute("DELETE FROM jammi.models WHERE model_id = ?", [model_id])
+
+    def preferred_dimensions(self) -> int | None:
+        """The dimensions of the model registered or fine-tuned most recently."""
+        row = self.query(
+            "SELECT dimensions FROM jammi.models WHERE origin IN ('registered', 'job') "
+            "AND dimensions IS NOT NULL ORDER BY created_at DESC LIMIT 1"
+        )
+        return row[0][0] if row else None
+
+    # ---- jobs ---------------------------------------------------------------------
+    def add_job(self, job: JobRecord) -> None:
+        self._insert("jobs", job)
+
+    def get_job(self, job_id: str) -> JobRecord | None:
+        found = self._select(JobRecord, "jobs", "WHERE job_id = ?", [job_id])
+        return found[0] if found else None
+
+    def jobs(self, status: str | None = None) -> list[JobRecord]:
+        if status is None:
+            return self._select(JobRecord, "jobs", order="ORDER BY created_at")
+        return self._select(JobRecord, "jobs", "WHERE status = ?", [status], "ORDER BY created_at")
+
+    def update_job(self, job_id: str, **values: Any) -> None:
+        for name in _JSON_FIELDS & values.keys():
+            values[name] = json.dumps(values[name]) if values[name] is not None else None
+        sets = ", ".join(f"{name} = ?" for name in values)
+        self.execute(
+            f"UPDATE jammi.jobs SET {sets}, updated_at = current_timestamp WHERE job_id = ?",
+            [*values.values(), job_id],
+        )
+
+    def log_metrics(self, job_id: str, step: int | None, epoch: int | None, rows: list[tuple[str, str, float]]) -> None:
+        if rows:
+            with self.lock:
+                self.con.executemany(
+                    "INSERT INTO jammi.job_metrics (job_id, step, epoch, split, name, value) VALUES (?, ?, ?, ?, ?, ?)",
+                    [[job_id, step, epoch, split, name, value] for split, name, value in rows],
+                )
+
+    # ---- embedding tables ---------------------------------------------------------
+    def get_embedding_table(self, source: str, model_id: str) -> EmbeddingTable | None:
+        found = self._select(
+            EmbeddingTable, "embedding_tables", "WHERE source = ? AND model_id = ?", [source, model_id]
+        )
+        return found[0] if found else None
+
+    def put_embedding_table(self, table: EmbeddingTable) -> None:
+        self.execute(
+            "DELETE FROM jammi.embedding_tables WHERE source = ? AND model_id = ?", [table.source, table.model_id]
+        )
+        self._insert("embedding_tables", table)
+
+
+class _Transaction:
+    """``with catalog.transaction():`` all or nothing, on the catalog's own cursor."""
+
+    def __init__(self, catalog: Catalog):
+        self.catalog = catalog
+
+    def __enter__(self) -> Catalog:
+        self.catalog.lock.acquire()
+        self.catalog.con.execute("BEGIN TRANSACTION")
+        return self.catalog
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            self.catalog.con.execute("ROLLBACK" if exc_type else "COMMIT")
+        finally:
+            self.catalog.lock.release()

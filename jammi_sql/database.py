@@ -1,0 +1,196 @@
+"""The Python API: a Database (a DuckDB connection with everything installed) and Job.
+
+It mirrors the SQL functions and calls the same state-layer code they call, so an error
+is a ``JammiError`` subclass here and a ``jammi:`` DuckDB error in SQL.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import duckdb
+
+from .context import Context
+from .errors import JobStateError, TrainingError
+
+
+def install(con: duckdb.DuckDBPyConnection, *, home: str | os.PathLike | None = None,
+            dimensions: int | None = None) -> Context:
+    """Install jammi's schema, functions and macros into a connection you already have."""
+    from .functions import install_functions
+
+    ctx = Context(con, home, dimensions)
+    install_functions(con, ctx)
+    return ctx
+
+
+class Job:
+    """A fine-tuning job; its fields are read fresh from ``jammi.jobs`` each time."""
+
+    def __init__(self, db: Database, job_id: str):
+        self.db, self.job_id = db, job_id
+
+    def _record(self):
+        return self.db.ctx.jobs.get(self.job_id)
+
+    @property
+    def status(self) -> str:
+        return self._record().status
+
+    @property
+    def progress(self) -> float:
+        return self._record().progress
+
+    @property
+    def model_id(self) -> str | None:
+        return self._record().model_id
+
+    @property
+    def metrics(self) -> dict | None:
+        return self._record().metrics
+
+    @property
+    def error(self) -> str | None:
+        return self._record().error
+
+    def wait(self, timeout: float | None = None) -> Job:
+        """Block until the job ends; raises with the job's error if it failed."""
+        status = self.db.ctx.jobs.wait(self.job_id, timeout)
+        if status == "failed":
+            raise TrainingError(self.error or f"job '{self.job_id}' failed")
+        if status in ("queued", "running") and timeout is not None:
+            raise TimeoutError(f"jammi: job '{self.job_id}' is still {status} after {timeout} s")
+        if status in ("cancelled", "interrupted"):
+            raise JobStateError(f"job '{self.job_id}' was {status}" +
+                                ("; resume_job continues it" if status == "interrupted" else ""))
+        return self
+
+    def cancel(self) -> str:
+        return self.db.ctx.jobs.cancel(self.job_id)
+
+    def resume(self) -> Job:
+        self.db.ctx.jobs.resume(self.job_id)
+        return self
+
+    def __repr__(self) -> str:
+        record = self._record()
+        return f"<Job {self.job_id} {record.status} {record.progress:.0%}>"
+
+
+class Database:
+    """A DuckDB connection with jammi installed. ``db.con`` is the raw connection."""
+
+    def __init__(self, path: str | os.PathLike = ":memory:", *, home: str | os.PathLike | None = None,
+                 dimensions: int | None = None, con: duckdb.DuckDBPyConnection | None = None):
+        self.path = str(path)
+        self.con = con if con is not None else duckdb.connect(self.path)
+        self.ctx = install(self.con, home=home, dimensions=dimensions)
+
+    @property
+    def home(self):
+        return self.ctx.home
+
+    # ---- SQL ----------------------------------------------------------------------
+    def sync(self) -> None:
+        """Follow the embedding dimension of the model registered or trained last."""
+        from .functions import sync_dimensions
+
+        sync_dimensions(self.con, self.ctx)
+
+    def sql(self, query: str, params: Any = None) -> duckdb.DuckDBPyRelation:
+        self.sync()
+        return self.con.sql(query, params=params)
+
+    def execute(self, query: str, params: Any = None) -> duckdb.DuckDBPyConnection:
+        self.sync()
+        return self.con.execute(query, params or [])
+
+    def close(self) -> None:
+        self.ctx.close()
+        self.con.close()
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- sources and models -------------------------------------------------------
+    def add_source(self, name: str, path: str | None = None, format: str | None = None, *,
+                   url: str | None = None, query: str | None = None):
+        from .sources import add_source
+
+        if query is not None:
+            url, format = query, "query"
+        return add_source(self.ctx.catalog, name, url or path or "", format)
+
+    def remove_source(self, name: str) -> None:
+        from .sources import get_source
+
+        get_source(self.ctx.catalog, name)
+        self.ctx.catalog.remove_source(name)
+
+    def register_model(self, model_id: str, path: str | os.PathLike):
+        record = self.ctx.models.register(model_id, str(path))
+        self.sync()
+        return record
+
+    # ---- fine-tuning --------------------------------------------------------------
+    def fine_tune(self, source: str, base_model: str, columns: list[str], method: str = "lora",
+                  task: str = "text_embedding", config: dict | None = None, **options: Any) -> Job:
+        """Validate and queue a job; config keys may be given as keyword arguments."""
+        job_id = self.ctx.jobs.submit(source, base_model, list(columns), method, task,
+                                      {**(config or {}), **options})
+        return Job(self, job_id)
+
+    def job(self, job_id: str) -> Job:
+        self.ctx.jobs.get(job_id)
+        return Job(self, job_id)
+
+    def wait_job(self, job_id: str, timeout: float | None = None) -> str:
+        return self.ctx.jobs.wait(job_id, timeout)
+
+    # ---- embeddings and search ----------------------------------------------------
+    def encode_text(self, model: str, text: str | list[str]):
+        from .infer import embed_texts
+
+        vectors = embed_texts(self.ctx, model, [text] if isinstance(text, str) else list(text))
+        return vectors[0] if isinstance(text, str) else vectors
+
+    def encode_text_query(self, model: str, text: str | list[str]):
+        from .infer import embed_texts
+
+        vectors = embed_texts(self.ctx, model, [text] if isinstance(text, str) else list(text), query=True)
+        return vectors[0] if isinstance(text, str) else vectors
+
+    def generate_text_embeddings(self, source: str, model: str, columns: list[str], key: str) -> int:
+        from .embeddings import generate_text_embeddings
+
+        return generate_text_embeddings(self.ctx.catalog, self.ctx.models, source, model, list(columns), key)
+
+    def search(self, source: str, model: str, query: str, k: int = 10):
+        """Top-k rows of a materialized source for ``query``, as a pyarrow Table."""
+        return self.sql("SELECT * FROM semantic_search(?, ?, ?, k := ?)", [source, model, query, k]).arrow()
+
+    # ---- evaluation ---------------------------------------------------------------
+    def evaluate_similarity(self, model: str, source: str, columns: list[str] | None = None) -> dict:
+        from .evaluation import evaluate_similarity
+
+        return evaluate_similarity(self.ctx, model, source, columns)
+
+    def evaluate_retrieval(self, model: str, queries: str, corpus: str, qrels: str, k: int = 10,
+                           per_query: str | None = None) -> dict:
+        from .evaluation import evaluate_retrieval
+
+        return evaluate_retrieval(self.ctx, model, queries, corpus, qrels, k, per_query)
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()

@@ -1,0 +1,147 @@
+"""evaluate_similarity and evaluate_retrieval: read sources, embed, score with evaluate.py.
+
+Corpus embeddings go through the materialized-embeddings machinery, so a second
+evaluation of the same (model, corpus) only embeds the queries.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .embeddings import generate_text_embeddings
+from .errors import DataError, InvalidArgumentError, NotFoundError
+from .functions import sql_function
+from .infer import embed_texts
+from .jobs import _is_numeric
+from .sources import get_source, quote_ident, relation, require_columns
+
+SIMILARITY_TYPE = "STRUCT(spearman DOUBLE, pearson DOUBLE, n BIGINT)"
+RETRIEVAL_TYPE = (
+    "STRUCT(ndcg_at_10 DOUBLE, mrr_at_10 DOUBLE, recall_at_1 DOUBLE, recall_at_10 DOUBLE, "
+    "recall_at_100 DOUBLE, map_at_100 DOUBLE, n_queries BIGINT, skipped_queries BIGINT)"
+)
+
+
+def evaluate_similarity(ctx, model: str, source: str, columns: list[str] | None = None) -> dict:
+    from .evaluate import similarity_metrics
+
+    columns = list(columns or ["text_a", "text_b", "score"])
+    if len(columns) != 3:
+        raise InvalidArgumentError("evaluate_similarity needs 3 columns: [text_a, text_b, score]")
+    src = get_source(ctx.catalog, source)
+    require_columns(src, columns[:2], text=True)
+    require_columns(src, columns[2:])
+    if not _is_numeric(src.column_type(columns[2])):
+        raise DataError(
+            f"score column '{columns[2]}' of source '{source}' is {src.column_type(columns[2])}, not a number; "
+            "cast it in a query source"
+        )
+    a, b, s = (quote_ident(c) for c in columns)
+    rows = ctx.catalog.execute(
+        f"SELECT {a}, {b}, {s}::DOUBLE FROM {relation(src)} WHERE {a} IS NOT NULL AND {b} IS NOT NULL "
+        f"AND {s} IS NOT NULL"
+    ).fetchnumpy()
+    texts_a, texts_b, scores = (rows[k] for k in rows)
+    if len(scores) < 2:
+        raise DataError(f"source '{source}' has {len(scores)} complete rows; evaluate_similarity needs at least 2")
+    vectors = embed_texts(ctx, model, list(texts_a) + list(texts_b))
+    n = len(scores)
+    return similarity_metrics(vectors[:n], vectors[n:], np.asarray(scores, dtype=np.float64))
+
+
+def _id_text(ctx, source: str, id_column: str, role: str) -> tuple:
+    src = get_source(ctx.catalog, source)
+    require_columns(src, [id_column])
+    require_columns(src, ["text"], text=True)
+    total, distinct, nulls = ctx.catalog.query(
+        f"SELECT count(*), count(DISTINCT {id_column}), count(*) FILTER (WHERE {id_column} IS NULL) "
+        f"FROM {relation(src)}"
+    )[0]
+    if total == 0:
+        raise DataError(f"{role} source '{source}' is empty")
+    if nulls:
+        raise DataError(f"{role} source '{source}' has {nulls} NULL {id_column} values; every row needs an id")
+    if distinct < total:
+        raise DataError(f"{role} source '{source}' has duplicate {id_column} values ({total - distinct} repeats)")
+    return src
+
+
+def evaluate_retrieval(ctx, model: str, queries: str, corpus: str, qrels: str, k: int = 10,
+                       per_query: str | None = None) -> dict:
+    from .evaluate import retrieval_metrics
+
+    if k is None or k < 1:
+        raise InvalidArgumentError("k must be a positive number of documents, e.g. k := 10")
+    q_src = _id_text(ctx, queries, "query_id", "queries")
+    c_src = _id_text(ctx, corpus, "doc_id", "corpus")
+    r_src = get_source(ctx.catalog, qrels)
+    require_columns(r_src, ["query_id", "doc_id", "score"])
+    if not _is_numeric(r_src.column_type("score")):
+        raise DataError(
+            f"qrels source '{qrels}' has score of type {r_src.column_type('score')}; scores must be numbers "
+            "(score > 0 is relevant)"
+        )
+    qrel_rows = ctx.catalog.query(
+        f"SELECT query_id::VARCHAR, doc_id::VARCHAR FROM {relation(r_src)} WHERE score > 0"
+    )
+    missing = ctx.catalog.query(
+        f"SELECT DISTINCT r.doc_id::VARCHAR FROM {relation(r_src)} r ANTI JOIN {relation(c_src)} c "
+        "ON r.doc_id::VARCHAR = c.doc_id::VARCHAR LIMIT 6"
+    )
+    if missing:
+        shown = ", ".join(m[0] for m in missing[:5])
+        raise DataError(
+            f"qrels '{qrels}' point at documents missing from corpus '{corpus}' (e.g. {shown}); "
+            "fix the qrels or add those documents to the corpus"
+        )
+    relevant: dict[str, set[str]] = {}
+    for qid, did in qrel_rows:
+        relevant.setdefault(qid, set()).add(did)
+    q = ctx.catalog.execute(
+        f"SELECT query_id::VARCHAR AS id, text FROM {relation(q_src)} WHERE text IS NOT NULL ORDER BY id"
+    ).fetchnumpy()
+    ref = ctx.models.resolve(model)
+    generate_text_embeddings(ctx.catalog, ctx.models, corpus, ref.model_id, ["text"], "doc_id")
+    table = ctx.catalog.get_embedding_table(corpus, ref.model_id)
+    c = ctx.catalog.arrow(f"SELECT key::VARCHAR AS id, embedding FROM {table.table_name}")
+    doc_ids = c.column("id").to_pylist()
+    doc_emb = c.column("embedding").combine_chunks().flatten().to_numpy().reshape(len(doc_ids), -1)
+    query_ids = list(q["id"])
+    query_emb = embed_texts(ctx, ref.model_id, list(q["text"]), query=True)
+    result = retrieval_metrics(query_emb, doc_emb, query_ids, doc_ids, relevant)
+    if per_query:
+        _write_per_query(ctx, per_query, result.per_query)
+    return {**result.metrics, "skipped_queries": result.skipped_queries}
+
+
+def _write_per_query(ctx, table: str, rows: list[tuple]) -> None:
+    import pyarrow as pa
+
+    data = pa.table({
+        "query_id": [r[0] for r in rows],
+        "ndcg_at_10": pa.array([r[1] for r in rows], pa.float64()),
+        "first_relevant_rank": pa.array([r[2] for r in rows], pa.int64()),
+    })
+    name = ".".join(quote_ident(p) for p in table.split("."))
+    with ctx.catalog.transaction() as tx:
+        tx.con.register("jammi_per_query", data)
+        tx.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM jammi_per_query")
+        tx.con.unregister("jammi_per_query")
+
+
+@sql_function("jammi_evaluate_similarity", ["VARCHAR", "VARCHAR", "VARCHAR[]"], SIMILARITY_TYPE,
+              side_effects=True, sees_nulls=True)
+def _evaluate_similarity_sql(ctx, model, source, columns):
+    """evaluate_similarity(model, source [, columns]): spearman, pearson and n of cosine vs score."""
+    if model is None or source is None:
+        raise NotFoundError("evaluate_similarity needs a model and a source")
+    return evaluate_similarity(ctx, model, source, columns)
+
+
+@sql_function("jammi_evaluate_retrieval", ["VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "BIGINT", "VARCHAR"],
+              RETRIEVAL_TYPE, side_effects=True, sees_nulls=True)
+def _evaluate_retrieval_sql(ctx, model, queries, corpus, qrels, k, per_query):
+    """evaluate_retrieval(model, queries, corpus, qrels [, k := 10] [, per_query := 'table'])."""
+    if None in (model, queries, corpus, qrels):
+        raise NotFoundError("evaluate_retrieval needs a model and the queries, corpus and qrels sources")
+    return evaluate_retrieval(ctx, model, queries, corpus, qrels, k if k is not None else 10, per_query)

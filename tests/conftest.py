@@ -1,0 +1,72 @@
+"""Shared fixtures: a tiny random BERT in sentence-transformers layout, and fresh databases."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import string
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+WORDS = (
+    "the a an of to in on and or is are was be it this that with for as at by from cat dog "
+    "car bike train plane man woman child plays guitar piano runs walks eats food quantum "
+    "computing physics chemistry biology cell cancer protein gene patent battery solar energy "
+    "search engine database query table model fine tune embedding vector similar different"
+).split()
+
+
+def build_tiny_bert(folder: Path, *, normalize: bool = True, pooling: str = "mean", seed: int = 0) -> Path:
+    """A 2-layer, hidden-32 BERT with a small WordPiece vocabulary, randomly initialised."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list(string.ascii_lowercase)
+    vocab += list(string.digits) + list(string.punctuation) + ["##" + c for c in string.ascii_lowercase]
+    vocab += WORDS
+    (folder / "vocab.txt").write_text("\n".join(dict.fromkeys(vocab)) + "\n")
+    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+    tokenizer.save_pretrained(str(folder))
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=128,
+    )
+    BertModel(config).save_pretrained(str(folder))
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    ]
+    if normalize:
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+    (folder / "modules.json").write_text(json.dumps(modules))
+    (folder / "1_Pooling").mkdir(exist_ok=True)
+    (folder / "1_Pooling" / "config.json").write_text(
+        json.dumps({"word_embedding_dimension": 32, f"pooling_mode_{pooling}_tokens" if pooling != "cls" else "pooling_mode_cls_token": True})
+    )
+    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 64, "do_lower_case": False}))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def _tiny_bert_master(tmp_path_factory) -> Path:
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny") / "tiny-bert")
+
+
+@pytest.fixture
+def tiny_model(_tiny_bert_master, tmp_path) -> Path:
+    """A private copy of the tiny BERT folder for one test."""
+    return Path(shutil.copytree(_tiny_bert_master, tmp_path / "tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def bundled_model_folder() -> Path:
+    from jammi_sql.models import bundled_model_folder as find
+
+    return find()
