@@ -172,7 +172,7 @@ class Database:
 
     def search(self, source: str, model: str, query: str, k: int = 10):
         """Top-k rows of a materialized source for ``query``, as a pyarrow Table."""
-        return self.sql("SELECT * FROM semantic_search(?, ?, ?, k := ?)", [source, model, query, k]).arrow()
+        return self.sql("SELECT * FROM semantic_search(?, ?, ?, k := ?)", [source, model, query, k]).to_arrow_table()
 
     # ---- evaluation ---------------------------------------------------------------
     def evaluate_similarity(self, model: str, source: str, columns: list[str] | None = None) -> dict:

@@ -121,7 +121,9 @@ class Encoder(nn.Module):
     @classmethod
     def from_folder(cls, folder: str | Path, device: torch.device | None = None) -> Encoder:
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()  # no "Loading weights" bars in query output
         spec = ModelSpec.read(folder)
         tokenizer = AutoTokenizer.from_pretrained(str(spec.folder), local_files_only=True)
         if spec.do_lower_case and hasattr(tokenizer, "do_lower_case"):

@@ -31,7 +31,7 @@ def build_tiny_bert(folder: Path, *, normalize: bool = True, pooling: str = "mea
     vocab += list(string.digits) + list(string.punctuation) + ["##" + c for c in string.ascii_lowercase]
     vocab += WORDS
     (folder / "vocab.txt").write_text("\n".join(dict.fromkeys(vocab)) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+    tokenizer = BertTokenizerFast(vocab=str(folder / "vocab.txt"), do_lower_case=True)
     tokenizer.save_pretrained(str(folder))
     torch.manual_seed(seed)
     config = BertConfig(
@@ -70,3 +70,23 @@ def bundled_model_folder() -> Path:
     from jammi_sql.models import bundled_model_folder as find
 
     return find()
+
+
+@pytest.fixture
+def db(tiny_model, tmp_path):
+    """A fresh in-memory database with the tiny model registered as 'tiny'."""
+    import jammi_sql
+
+    database = jammi_sql.connect(":memory:", home=str(tmp_path / "home"))
+    database.register_model("tiny", tiny_model)
+    yield database
+    database.close()
+
+
+def catalog_snapshot(db) -> dict:
+    """Everything in schema jammi plus the artifact files, to show a failed call changed nothing."""
+    tables = [r[0] for r in db.con.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'jammi' ORDER BY 1").fetchall()]
+    snap = {t: sorted(map(repr, db.con.execute(f'SELECT * FROM jammi."{t}"').fetchall())) for t in tables}
+    snap["files"] = sorted(str(p.relative_to(db.home)) for p in Path(db.home).rglob("*"))
+    return snap

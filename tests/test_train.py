@@ -125,7 +125,7 @@ def test_a_nan_loss_fails_with_a_clear_error(tmp_path, tiny_model, monkeypatch):
     with pytest.raises(TrainingError) as err:
         fit(tmp_path, tiny_model, SCORED, batch_size=2, learning_rate=0.5)
     message = str(err.value)
-    assert message.startswith("jammi: training diverged at step 0")
+    assert message.startswith("jammi: training diverged at step ")
     assert "learning_rate (now 0.5)" in message and "max_grad_norm" in message
 
 

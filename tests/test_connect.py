@@ -1,0 +1,57 @@
+import subprocess
+import sys
+
+import jammi_sql
+
+
+def test_connect_creates_the_jammi_schema_with_a_version(tmp_path):
+    db = jammi_sql.connect(str(tmp_path / "work.duckdb"))
+    tables = {r[0] for r in db.con.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'jammi'").fetchall()}
+    assert {"sources", "models", "jobs", "job_metrics", "embedding_tables", "schema_version"} <= tables
+    assert db.sql("SELECT max(version) FROM jammi.schema_version").fetchall()[0][0] >= 1
+    db.close()
+
+
+def test_the_catalog_survives_closing_and_reopening(tmp_path):
+    path = str(tmp_path / "work.duckdb")
+    csv = tmp_path / "pairs.csv"
+    csv.write_text("text_a,text_b,score\na cat,a dog,0.5\n")
+    db = jammi_sql.connect(path)
+    db.sql(f"SELECT add_source('training', '{csv}')").fetchall()
+    db.close()
+    db = jammi_sql.connect(path)
+    assert db.sql("SELECT name, kind, format, columns FROM jammi.sources").fetchall() == [
+        ("training", "file", "csv", ["text_a", "text_b", "score"])
+    ]
+    assert db.sql("SELECT count(*) FROM jammi.schema_version").fetchall()[0][0] == 1
+    db.close()
+
+
+def test_install_is_idempotent_on_an_existing_connection(tmp_path):
+    import duckdb
+
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    jammi_sql.install(con)
+    jammi_sql.install(con)
+    assert con.execute("SELECT count(*) FROM jammi.schema_version").fetchall()[0][0] == 1
+    con.close()
+
+
+def test_home_folder_sits_beside_the_database_file(tmp_path):
+    db = jammi_sql.connect(str(tmp_path / "work.duckdb"))
+    assert db.home == (tmp_path / "work.duckdb.jammi").resolve()
+    db.close()
+
+
+def test_home_can_be_chosen_with_jammi_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("JAMMI_HOME", str(tmp_path / "elsewhere"))
+    db = jammi_sql.connect(":memory:")
+    assert db.home == (tmp_path / "elsewhere").resolve()
+    db.close()
+
+
+def test_importing_jammi_sql_does_not_import_torch():
+    code = "import sys, jammi_sql; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -1,0 +1,85 @@
+import numpy as np
+import pytest
+
+from conftest import catalog_snapshot
+from jammi_sql.encoder import Encoder
+
+
+def test_embed_returns_a_fixed_size_float_array(db):
+    rel = db.sql("SELECT embed('tiny', 'the cat plays piano') AS e")
+    assert str(rel.types[0]) == "FLOAT[32]"
+    (value,) = rel.fetchall()[0]
+    assert len(value) == 32
+    assert abs(np.linalg.norm(value) - 1.0) < 1e-5  # the tiny model normalizes, as its modules.json says
+
+
+def test_embed_works_with_array_functions(db):
+    same, other = db.sql(
+        "SELECT array_cosine_similarity(embed('tiny', 'a cat'), embed('tiny', 'a cat')), "
+        "array_cosine_similarity(embed('tiny', 'a cat'), embed('tiny', 'solar energy battery'))"
+    ).fetchall()[0]
+    assert same == pytest.approx(1.0, abs=1e-5)
+    assert other < same
+
+
+def test_embed_of_null_is_null(db):
+    rows = db.sql("SELECT embed('tiny', t) FROM (VALUES ('a cat'), (NULL)) v(t)").fetchall()
+    assert rows[0][0] is not None and rows[1][0] is None
+
+
+def test_embed_matches_the_encoder_for_every_row_of_a_large_batch(db, tiny_model):
+    texts = [f"the cat {i % 7} plays piano " + "dog " * (i % 13) for i in range(5000)]
+    db.con.execute("CREATE TABLE t AS SELECT * FROM (SELECT unnest(?) AS body)", [texts])
+    rows = db.sql("SELECT body, embed('tiny', body) FROM t").fetchall()
+    got = {body: np.array(vec, dtype=np.float32) for body, vec in rows}
+    expected = Encoder.from_folder(tiny_model).encode(texts)
+    for text, vec in zip(texts, expected):
+        assert np.allclose(got[text], vec, atol=1e-5)
+
+
+def test_embed_query_equals_embed_without_a_query_prompt(db):
+    a, b = db.sql("SELECT embed('tiny', 'a cat'), embed_query('tiny', 'a cat')").fetchall()[0]
+    assert np.allclose(a, b)
+
+
+def test_unknown_model_lists_the_known_ones_and_changes_nothing(db):
+    before = catalog_snapshot(db)
+    with pytest.raises(Exception, match="jammi: unknown model 'nope'; known models: .*tiny"):
+        db.sql("SELECT embed('nope', 'x')").fetchall()
+    assert catalog_snapshot(db) == before
+
+
+def test_used_base_models_are_listed_in_jammi_models(db):
+    rows = db.sql("SELECT model_id, kind, origin, dimensions FROM jammi.models").fetchall()
+    assert rows == [("tiny", "base", "registered", 32)]
+
+
+def test_register_model_refuses_a_folder_that_is_not_a_model(db, tmp_path):
+    before = catalog_snapshot(db)
+    with pytest.raises(Exception, match="jammi: .* is not a Hugging Face model folder"):
+        db.sql(f"SELECT register_model('x', '{tmp_path}')").fetchall()
+    assert catalog_snapshot(db) == before
+
+
+def test_python_encode_text_query_returns_a_float32_vector(db):
+    vec = db.encode_text_query("tiny", "quantum computing")
+    assert vec.dtype == np.float32 and vec.shape == (32,)
+
+
+@pytest.mark.slow
+def test_bundled_model_embeds_exactly_as_sentence_transformers(bundled_model_folder):
+    from sentence_transformers import SentenceTransformer
+
+    import jammi_sql
+
+    texts = ["A plane is taking off.", "A man is playing a flute.", "", "quantum " * 400,
+             "Café naïve résumé — unicode text", "short"]
+    db = jammi_sql.connect(":memory:")
+    db.con.execute("CREATE TABLE t AS SELECT unnest(?) AS body", [texts])
+    got = dict(db.sql("SELECT body, embed('all-MiniLM-L6-v2', body) FROM t").fetchall())
+    expected = SentenceTransformer(str(bundled_model_folder), device="cpu").encode(texts)
+    for text, ref in zip(texts, expected):
+        ours = np.array(got[text])
+        cos = ours @ ref / (np.linalg.norm(ours) * np.linalg.norm(ref))
+        assert cos >= 0.9999, text[:40]
+    db.close()
