@@ -1,6 +1,6 @@
 """The ``jammi-sql`` command: an interactive SQL shell, and run-and-print for -c, -f and stdin.
 
-Heavy imports stay inside functions: ``jammi-sql --help`` must not import torch or duckdb.
+Heavy imports stay inside functions: ``jammi-sql --help`` imports neither torch nor duckdb.
 Each statement runs in a worker thread, so the main thread can draw progress bars and turn
 Ctrl-C into ``con.interrupt()``; DuckDB stops at its next chunk, a Python UDF after its batch.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import numbers
 import os
 import re
 import sys
@@ -31,8 +32,8 @@ DOT_SQL = {
     ".sources": "SELECT name, kind, format, url FROM jammi.sources ORDER BY created_at",
 }
 SHELL_HELP = """\
-End a statement with ; to run it (Alt-Enter runs it as it is). Ctrl-C stops a running
-query, Ctrl-D leaves. Commands:
+End a statement with ; to run it (Alt-Enter runs the input as it is). Ctrl-C stops a
+running query, Ctrl-D leaves. Commands:
   .tables   tables and views          .jobs     fine-tuning jobs
   .models   registered models         .sources  registered sources
   .help     this text                 .quit     leave (also .exit)"""
@@ -66,8 +67,7 @@ def statement_complete(text: str) -> bool:
                 return False
             last, i = "$", end + len(m.group(0))
         else:
-            if not text[i].isspace():
-                last = text[i]
+            last = last if text[i].isspace() else text[i]
             i += 1
     return last == ";"
 
@@ -78,59 +78,57 @@ def input_complete(text: str) -> bool:
     return not stripped or stripped.startswith(".") or statement_complete(stripped)
 
 
-def format_value(value: Any, *, in_list: bool = False) -> str:
+def format_value(value: Any, *, nested: bool = False) -> str:
     """One cell as text: NULL, short floats, and long vectors as ``[0.013, -0.052, …] (384)``."""
     if value is None:
         return "NULL"
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, float):
-        return f"{value:.3f}" if in_list else f"{value:.6g}"
+        return f"{value:.3f}" if nested else f"{value:.6g}"
     if isinstance(value, (list, tuple)):
-        items = [format_value(v, in_list=True) for v in value[: VECTOR_HEAD + 1]]
+        items = [format_value(v, nested=True) for v in value[: VECTOR_HEAD + 1]]
         if len(value) <= VECTOR_HEAD + 1:
             return "[" + ", ".join(items) + "]"
         return "[" + ", ".join(items[:VECTOR_HEAD]) + f", …] ({len(value)})"
     if isinstance(value, dict):
-        return (
-            "{" + ", ".join(f"{k}: {format_value(v, in_list=True)}" for k, v in value.items()) + "}"
-        )
+        items = [f"{k}: {format_value(v, nested=True)}" for k, v in value.items()]
+        return "{" + ", ".join(items) + "}"
     if isinstance(value, str):
         text = value.replace("\n", "\\n")
-        return f"'{text}'" if in_list else text
+        return f"'{text}'" if nested else text
     return str(value)
 
 
 def format_table(columns: list[str], rows: list[tuple], max_width: int | None = None) -> list[str]:
-    """Rows as aligned text lines, psql style; numbers align right."""
+    """Rows as aligned lines, psql style: numbers align right, cells cut at ``max_width``."""
 
     def cut(text: str) -> str:
         return text if max_width is None or len(text) <= max_width else text[: max_width - 1] + "…"
 
+    def is_number(v: Any) -> bool:
+        return v is None or (isinstance(v, numbers.Number) and not isinstance(v, bool))
+
     cells = [[cut(format_value(v)) for v in row] for row in rows]
-    numeric = [
-        all(isinstance(r[i], (int, float)) or r[i] is None for r in rows) and bool(rows)
-        for i in range(len(columns))
-    ]
+    right = [bool(rows) and all(is_number(r[i]) for r in rows) for i in range(len(columns))]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
 
-    def line(values: list[str], header: bool = False) -> str:
+    def line(values: list[str], align: list[bool]) -> str:
         parts = [
-            v.rjust(w) if numeric[i] and not header else v.ljust(w)
-            for i, (v, w) in enumerate(zip(values, widths, strict=True))
+            v.rjust(w) if r else v.ljust(w) for v, w, r in zip(values, widths, align, strict=True)
         ]
         return (" " + " | ".join(parts)).rstrip()
 
-    rule = "-+-".join("-" * w for w in widths)
-    return [line(columns, header=True), "-" + rule + "-"] + [line(r) for r in cells]
+    rule = "-" + "-+-".join("-" * w for w in widths) + "-"
+    return [line(columns, [False] * len(columns)), rule] + [line(r, right) for r in cells]
 
 
 # --- running statements ---------------------------------------------------------------------
 
 
 class _ProgressBars:
-    """Mirrors ``jammi_sql.progress.active()`` into rich bars on stderr; drawn only once a
-    task exists, gone when the statement ends."""
+    """Mirrors ``jammi_sql.progress.active()`` into rich bars on stderr: drawn once a task
+    exists, gone when the statement ends."""
 
     def __init__(self, force: bool):
         self.force, self.bars, self.ids = force, None, {}
@@ -139,9 +137,7 @@ class _ProgressBars:
         from jammi_sql import progress
 
         tasks = progress.active()
-        if not tasks and self.bars is None:
-            return
-        if self.bars is None:
+        if self.bars is None and tasks:
             from rich.console import Console
             from rich.progress import Progress
 
@@ -151,10 +147,10 @@ class _ProgressBars:
         seen = set()
         for task in tasks:
             key = (task.description, task.started)
+            seen.add(key)
             if key not in self.ids:
                 self.ids[key] = self.bars.add_task(task.description, total=task.total or None)
             self.bars.update(self.ids[key], completed=task.done)
-            seen.add(key)
         for key in set(self.ids) - seen:
             self.bars.remove_task(self.ids.pop(key))
 
@@ -163,51 +159,56 @@ class _ProgressBars:
             self.bars.stop()
 
 
-def _execute(con: Any, statement: Any, limit: int | None) -> tuple[list[str] | None, list, int]:
-    """Run one statement; return its column names (None when it returns no rows to show),
-    up to ``limit`` rows, and the row count."""
+def _execute(db: Any, statement: Any, limit: int | None) -> tuple[list[str] | None, list, int]:
+    """Run one statement; return its column names (None when it has no rows to show), up to
+    ``limit`` rows, and the row count."""
     import duckdb
 
-    cur = con.execute(statement)
+    db.sync()  # a model registered by the previous statement may change FLOAT[d]
+    cur = db.con.execute(statement)
     names = [d[0] for d in cur.description or []]
     if names in (["Count"], ["Success"]) and statement.type != duckdb.StatementType.SELECT:
-        return None, [], 0
+        return None, [], 0  # DDL, plain INSERT/UPDATE/DELETE, SET: nothing to print
     if limit is None:
         rows = cur.fetchall()
         return names, rows, len(rows)
-    rows, total = cur.fetchmany(limit), 0
+    rows, rest = cur.fetchmany(limit), 0
     while chunk := cur.fetchmany(10_000):  # count what the shell does not show
-        total += len(chunk)
-    return names, rows, total + len(rows)
+        rest += len(chunk)
+    return names, rows, len(rows) + rest
 
 
-def run_statement(con: Any, statement: Any, *, limit: int | None, bars: bool, force: bool):
-    """``_execute`` in a worker thread; Ctrl-C interrupts the query and re-raises here once
-    the worker has stopped, so the connection is free again."""
+def run_statement(db: Any, statement: Any, *, limit: int | None = None, progress: str = "never"):
+    """``_execute`` in a worker thread. Ctrl-C interrupts the query and, once the worker has
+    stopped and the connection is free again, raises KeyboardInterrupt here."""
     box: dict[str, Any] = {}
+    done = threading.Event()
 
     def work() -> None:
         try:
-            box["result"] = _execute(con, statement, limit)
+            box["result"] = _execute(db, statement, limit)
         except BaseException as exc:  # handed to the main thread
             box["error"] = exc
+        finally:
+            done.set()
 
-    worker = threading.Thread(target=work, name="jammi-sql query", daemon=True)
-    progress = _ProgressBars(force) if bars else None
+    threading.Thread(target=work, name="jammi-sql query", daemon=True).start()
+    show = progress == "always" or (progress == "auto" and sys.stderr.isatty())
+    bars = _ProgressBars(force=progress == "always") if show else None
     interrupted = False
-    worker.start()
     try:
-        while worker.is_alive():
+        while not done.is_set():
+            # Event.wait, not Thread.join: a join cut short by Ctrl-C can mark the thread
+            # stopped while its query still runs (CPython before 3.13)
             try:
-                worker.join(0.1)
-                if progress and not interrupted:
-                    progress.update()
+                if not done.wait(0.1) and bars and not interrupted:
+                    bars.update()
             except KeyboardInterrupt:
                 interrupted = True
-                con.interrupt()
+                db.con.interrupt()
     finally:
-        if progress:
-            progress.stop()
+        if bars:
+            bars.stop()
     if interrupted:
         raise KeyboardInterrupt
     if "error" in box:
@@ -216,57 +217,42 @@ def run_statement(con: Any, statement: Any, *, limit: int | None, bars: bool, fo
 
 
 def error_text(exc: BaseException) -> str:
-    """What a user sees: our ``jammi:`` message, or DuckDB's own message."""
+    """What a user sees: our ``jammi:`` message, else DuckDB's own (``Parser Error: ...``)."""
     import duckdb
 
     from jammi_sql.errors import user_message
 
-    if isinstance(exc, duckdb.Error):
-        return user_message(exc) or str(exc)
-    return user_message(exc) or f"{type(exc).__name__}: {exc}"
+    plain = str(exc) if isinstance(exc, duckdb.Error) else f"{type(exc).__name__}: {exc}"
+    return user_message(exc) or plain
 
 
 def _print_result(columns: list[str], rows: list, total: int, fmt: str, shell: bool) -> None:
     if fmt == "csv":
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(columns)
+        nested = (list, tuple, dict)
         for row in rows:
             writer.writerow(
-                [
-                    json.dumps(v, default=str) if isinstance(v, (list, tuple, dict)) else v
-                    for v in row
-                ]
+                [json.dumps(v, default=str) if isinstance(v, nested) else v for v in row]
             )
     elif fmt == "json":
         print(json.dumps([dict(zip(columns, row, strict=True)) for row in rows], default=str))
     else:
-        width = SHELL_MAX_WIDTH if shell else None
-        print("\n".join(format_table(columns, rows, width)))
+        print("\n".join(format_table(columns, rows, SHELL_MAX_WIDTH if shell else None)))
         shown = f", {len(rows)} shown" if total > len(rows) else ""
         print(f"({total:,} row{'' if total == 1 else 's'}{shown})", end=" " if shell else "\n")
 
 
-def run_sql(
-    con: Any,
-    sql: str,
-    *,
-    fmt: str = "table",
-    shell: bool = False,
-    bars: bool = False,
-    force_bars: bool = False,
-) -> bool:
-    """Run every statement of ``sql`` and print what returns rows; stop at the first error,
-    printed to stderr. True when all statements succeeded."""
+def run_sql(db: Any, sql: str, *, fmt: str = "table", shell: bool = False, progress: str = "never"):
+    """Run every statement of ``sql``, printing those that return rows. Stops at the first
+    error, printed to stderr. Returns an exit code: 0, 1 on an error, 130 on Ctrl-C."""
     import duckdb
 
     try:
-        statements = con.extract_statements(sql)
-        for statement in statements:
+        for statement in db.con.extract_statements(sql):
             started = time.perf_counter()
             limit = SHELL_MAX_ROWS if shell else None
-            columns, rows, total = run_statement(
-                con, statement, limit=limit, bars=bars, force=force_bars
-            )
+            columns, rows, total = run_statement(db, statement, limit=limit, progress=progress)
             if statement.type == duckdb.StatementType.EXPLAIN and fmt == "table":
                 print("\n".join(str(row[-1]) for row in rows))
             elif columns is not None:
@@ -277,11 +263,11 @@ def run_sql(
             sys.stdout.flush()
     except KeyboardInterrupt:
         print("Interrupted", file=sys.stderr)
-        return False
+        return 130
     except Exception as exc:
         print(f"Error: {error_text(exc)}", file=sys.stderr)
-        return False
-    return True
+        return 1
+    return 0
 
 
 # --- the shell ------------------------------------------------------------------------------
@@ -307,17 +293,13 @@ def prompt_session(**kwargs: Any) -> Any:
             buffer.insert_text("\n")
 
     kwargs.setdefault("history", FileHistory(os.path.expanduser(HISTORY_FILE)))
-    return PromptSession(
-        multiline=True,
-        key_bindings=keys,
-        lexer=PygmentsLexer(SqlLexer),
-        auto_suggest=AutoSuggestFromHistory(),
-        prompt_continuation=lambda w, *_: "...> ".rjust(w),
-        **kwargs,
-    )
+    more = lambda width, *_: "...> ".rjust(width)  # noqa: E731
+    return PromptSession(multiline=True, key_bindings=keys, prompt_continuation=more,
+                         lexer=PygmentsLexer(SqlLexer), auto_suggest=AutoSuggestFromHistory(),
+                         **kwargs)  # fmt: skip
 
 
-def shell(con: Any, session: Any = None, *, bars: bool = True, force_bars: bool = False) -> int:
+def shell(db: Any, session: Any = None, *, progress: str = "auto") -> int:
     """Read, run, print until Ctrl-D or .quit. Errors and Ctrl-C keep the shell."""
     session = session or prompt_session()
     while True:
@@ -327,17 +309,17 @@ def shell(con: Any, session: Any = None, *, bars: bool = True, force_bars: bool 
             continue
         except EOFError:
             return 0
-        command = text.split()[0].lower() if text else ""
+        command = text.split()[0].lower() if text.startswith(".") else ""
         if command in (".quit", ".exit"):
             return 0
         if command == ".help":
             print(SHELL_HELP)
         elif command in DOT_SQL:
-            run_sql(con, DOT_SQL[command], shell=True)
-        elif command.startswith("."):
+            run_sql(db, DOT_SQL[command], shell=True)
+        elif command:
             print(f"Error: unknown command {command}; try .help", file=sys.stderr)
         elif text:
-            run_sql(con, text, shell=True, bars=bars, force_bars=force_bars)
+            run_sql(db, text, shell=True, progress=progress)
 
 
 # --- entry point ----------------------------------------------------------------------------
@@ -352,41 +334,18 @@ def _parser() -> argparse.ArgumentParser:
         epilog="other commands:\n  jammi-sql demo    the end-to-end demo on the bundled model",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "db", nargs="?", default=":memory:", help="database file (default: an in-memory database)"
-    )
+    add = parser.add_argument
+    add("db", nargs="?", default=":memory:", help="database file (default: in memory)")
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("-c", "--command", metavar="SQL", help="run SQL and exit")
-    source.add_argument("-f", "--file", metavar="FILE", help="run the SQL in FILE and exit")
+    source.add_argument("-c", "--command", metavar="SQL", help="run SQL, print, exit")
+    source.add_argument("-f", "--file", help="run the SQL in FILE, print, exit")
     fmt = parser.add_mutually_exclusive_group()
-    fmt.add_argument(
-        "--csv",
-        dest="fmt",
-        action="store_const",
-        const="csv",
-        default="table",
-        help="print results as CSV",
-    )
-    fmt.add_argument(
-        "--json",
-        dest="fmt",
-        action="store_const",
-        const="json",
-        help="print each result as a JSON array of objects",
-    )
-    parser.add_argument(
-        "--home",
-        metavar="DIR",
-        help="folder for models, checkpoints and logs "
-        "(default: DB.jammi/ beside the database, or $JAMMI_HOME)",
-    )
-    parser.add_argument(
-        "--progress",
-        choices=["auto", "always", "never"],
-        default="auto",
-        help="progress bars on stderr (auto: when stderr is a terminal)",
-    )
-    parser.add_argument("--version", action="version", version=f"jammi-sql {__version__}")
+    fmt.add_argument("--csv", dest="fmt", action="store_const", const="csv", default="table")
+    fmt.add_argument("--json", dest="fmt", action="store_const", const="json")
+    add("--home", metavar="DIR", help="models and job logs (default: DB.jammi/ or $JAMMI_HOME)")
+    add("--progress", choices=["auto", "always", "never"], default="auto",
+        help="progress bars on stderr (auto: when stderr is a terminal)")  # fmt: skip
+    add("--version", action="version", version=f"jammi-sql {__version__}")
     return parser
 
 
@@ -397,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return int(demo.main() or 0)
     args = _parser().parse_args(argv)
+    sql = args.command
     if args.file is not None:
         try:
             with open(args.file, encoding="utf-8") as f:
@@ -404,8 +364,6 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as exc:
             print(f"Error: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
             return 1
-    else:
-        sql = args.command
     interactive = sql is None and sys.stdin.isatty()
     if sql is None and not interactive:
         sql = sys.stdin.read()
@@ -417,14 +375,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         print(f"Error: {error_text(exc)}", file=sys.stderr)
         return 1
-    force = args.progress == "always"
-    bars = force or (args.progress == "auto" and sys.stderr.isatty())
     try:
         if interactive:
-            print(f"jammi-sql {jammi_sql.__version__} on {args.db}; .help for help, Ctrl-D to quit")
-            return shell(db.con, bars=bars, force_bars=force)
-        ok = run_sql(db.con, sql, fmt=args.fmt, bars=bars, force_bars=force)
-        return 0 if ok else 1
+            print(f"jammi-sql {jammi_sql.__version__} on {args.db}; .help for help, Ctrl-D quits")
+            return shell(db, progress=args.progress)
+        return run_sql(db, sql, fmt=args.fmt, progress=args.progress)
     finally:
         db.close()
 

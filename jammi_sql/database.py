@@ -6,8 +6,10 @@ is a ``JammiError`` subclass here and a ``jammi:`` DuckDB error in SQL.
 
 from __future__ import annotations
 
+import atexit
 import os
 import time
+import weakref
 from typing import Any
 
 import duckdb
@@ -87,6 +89,10 @@ class Database:
         self.path = str(path)
         self.con = con if con is not None else duckdb.connect(self.path)
         self.ctx = install(self.con, home=home, dimensions=dimensions)
+        self._closed = False
+        # Close at interpreter exit even if the caller forgot: a connection left open with
+        # Python UDFs installed makes DuckDB's bindings print leak warnings on exit.
+        atexit.register(_close_quietly, weakref.ref(self))
 
     @property
     def home(self):
@@ -108,6 +114,9 @@ class Database:
         return self.con.execute(query, params or [])
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         self.ctx.close()
         self.con.close()
 
@@ -185,6 +194,15 @@ class Database:
         from .evaluation import evaluate_retrieval
 
         return evaluate_retrieval(self.ctx, model, queries, corpus, qrels, k, per_query)
+
+
+def _close_quietly(ref: weakref.ReferenceType) -> None:
+    db = ref()
+    if db is not None:
+        try:
+            db.close()
+        except Exception:
+            pass
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.05) -> bool:

@@ -302,7 +302,7 @@ class JobRunner:
             metrics = _jsonable(result.metrics)
             self.catalog.add_model(ModelRecord(
                 model_id, "fine_tuned", "job", base_model_id=base.model_id,
-                adapter_type=metrics.get("adapter_type"), task=job.task, dimensions=metrics.get("dimensions"),
+                adapter_type=result.adapter_type, task=job.task, dimensions=result.dimensions,
                 artifact_path=str(target), job_id=job.job_id, metrics=metrics,
             ))
             self._finish(job.job_id, "succeeded", progress=1.0, model_id=model_id, metrics=metrics)

@@ -66,10 +66,21 @@ def test_inject_names_the_candidate_modules_when_nothing_matches(tiny_model):
 
 def test_layers_to_transform_limits_injection_to_those_layers(tiny_model):
     enc = Encoder.from_folder(tiny_model, torch.device("cpu"))
-    wrapped = inject_lora(enc.transformer, ["query", "value"], r=4, alpha=8.0, layers_to_transform=[1])
-    assert wrapped == ["encoder.layer.1.attention.self.query", "encoder.layer.1.attention.self.value"]
+    wrapped = inject_lora(
+        enc.transformer, ["query", "value"], r=4, alpha=8.0, layers_to_transform=[1]
+    )
+    assert wrapped == [
+        "encoder.layer.1.attention.self.query",
+        "encoder.layer.1.attention.self.value",
+    ]
     with pytest.raises(InvalidArgumentError, match="do not exist"):
-        inject_lora(Encoder.from_folder(tiny_model).transformer, ["query"], r=4, alpha=8.0, layers_to_transform=[5])
+        inject_lora(
+            Encoder.from_folder(tiny_model).transformer,
+            ["query"],
+            r=4,
+            alpha=8.0,
+            layers_to_transform=[5],
+        )
 
 
 def test_rank_pattern_overrides_the_rank_by_substring(tiny_model):

@@ -63,7 +63,9 @@ def test_mnrl_does_not_treat_a_copy_of_the_positive_as_a_negative(batch):
     # Row 0 and 1's copy scores exactly like its own positive: unmasked, that costs log 2 at least.
     assert masked < unmasked
     # Masked, the loss equals a batch in which row 1 never offered its copy to rows 0 and 2.
-    logits = 20 * torch.nn.functional.normalize(a, dim=-1) @ torch.nn.functional.normalize(p, dim=-1).T
+    logits = (
+        20 * torch.nn.functional.normalize(a, dim=-1) @ torch.nn.functional.normalize(p, dim=-1).T
+    )
     logits[0, 1] = logits[1, 0] = -math.inf
     expected = torch.nn.functional.cross_entropy(logits, torch.arange(3))
     assert torch.allclose(masked, expected)
@@ -75,7 +77,9 @@ def test_mnrl_does_not_treat_another_positive_of_the_same_anchor_as_a_negative(b
     a[1] = a[0]  # one anchor, two positives
     loss = MultipleNegativesRankingLoss()
     masked = loss(a, p, anchor_ids=torch.tensor([0, 0, 2]), positive_ids=torch.tensor([0, 1, 2]))
-    logits = 20 * torch.nn.functional.normalize(a, dim=-1) @ torch.nn.functional.normalize(p, dim=-1).T
+    logits = (
+        20 * torch.nn.functional.normalize(a, dim=-1) @ torch.nn.functional.normalize(p, dim=-1).T
+    )
     logits[0, 1] = logits[1, 0] = -math.inf
     assert torch.allclose(masked, torch.nn.functional.cross_entropy(logits, torch.arange(3)))
 
@@ -94,7 +98,11 @@ def test_losses_agree_with_sentence_transformers(batch):
     st = pytest.importorskip("sentence_transformers.sentence_transformer.losses")
     a, b, n = batch
     scores = torch.tensor([1.0, 3.0, 2.0])
-    ours = [CoSENTLoss()(a, b, scores), MultipleNegativesRankingLoss()(a, b), MultipleNegativesRankingLoss()(a, b, n)]
+    ours = [
+        CoSENTLoss()(a, b, scores),
+        MultipleNegativesRankingLoss()(a, b),
+        MultipleNegativesRankingLoss()(a, b, n),
+    ]
     ours.append(TripletLoss()(a, b, n))
     theirs = [
         st.CoSENTLoss(None).compute_loss_from_embeddings([a, b], scores),
@@ -102,5 +110,5 @@ def test_losses_agree_with_sentence_transformers(batch):
         st.MultipleNegativesRankingLoss(None).compute_loss_from_embeddings([a, b, n], None),
         st.TripletLoss(None).compute_loss_from_embeddings([a, b, n], None),
     ]
-    for x, y in zip(ours, theirs):
+    for x, y in zip(ours, theirs, strict=True):
         assert torch.allclose(x, y, atol=1e-5), (x, y)
