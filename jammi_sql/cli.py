@@ -226,26 +226,27 @@ def error_text(exc: BaseException) -> str:
     return user_message(exc) or plain
 
 
-def _print_result(columns: list[str], rows: list, total: int, fmt: str, shell: bool) -> None:
+def _print_result(columns: list[str], rows: list, total: int, fmt: str, shell: bool) -> str:
+    """Print one result; return its footer (row count) for the table format, else ''."""
     if fmt == "csv":
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(columns)
         nested = (list, tuple, dict)
-        for row in rows:
-            writer.writerow(
-                [json.dumps(v, default=str) if isinstance(v, nested) else v for v in row]
-            )
-    elif fmt == "json":
+        writer.writerows([json.dumps(v, default=str) if isinstance(v, nested) else v for v in r]
+                         for r in rows)  # fmt: skip
+        return ""
+    if fmt == "json":
         print(json.dumps([dict(zip(columns, row, strict=True)) for row in rows], default=str))
-    else:
-        print("\n".join(format_table(columns, rows, SHELL_MAX_WIDTH if shell else None)))
-        shown = f", {len(rows)} shown" if total > len(rows) else ""
-        print(f"({total:,} row{'' if total == 1 else 's'}{shown})", end=" " if shell else "\n")
+        return ""
+    print("\n".join(format_table(columns, rows, SHELL_MAX_WIDTH if shell else None)))
+    shown = f", {len(rows)} shown" if total > len(rows) else ""
+    return f"{total:,} row{'' if total == 1 else 's'}{shown}"
 
 
 def run_sql(db: Any, sql: str, *, fmt: str = "table", shell: bool = False, progress: str = "never"):
-    """Run every statement of ``sql``, printing those that return rows. Stops at the first
-    error, printed to stderr. Returns an exit code: 0, 1 on an error, 130 on Ctrl-C."""
+    """Run every statement of ``sql``, printing those that return rows (and, in the shell,
+    the time taken). Stops at the first error, printed to stderr. Returns an exit code:
+    0, 1 on an error, 130 on Ctrl-C."""
     import duckdb
 
     try:
@@ -253,13 +254,15 @@ def run_sql(db: Any, sql: str, *, fmt: str = "table", shell: bool = False, progr
             started = time.perf_counter()
             limit = SHELL_MAX_ROWS if shell else None
             columns, rows, total = run_statement(db, statement, limit=limit, progress=progress)
+            footer = ""
             if statement.type == duckdb.StatementType.EXPLAIN and fmt == "table":
                 print("\n".join(str(row[-1]) for row in rows))
             elif columns is not None:
-                _print_result(columns, rows, total, fmt, shell)
+                footer = _print_result(columns, rows, total, fmt, shell)
             if shell:
-                ok = "" if columns is not None and fmt == "table" else "OK "
-                print(f"{ok}({time.perf_counter() - started:.3f} s)")
+                footer = ", ".join(filter(None, [footer, f"{time.perf_counter() - started:.3f} s"]))
+            if footer:
+                print(f"({footer})")
             sys.stdout.flush()
     except KeyboardInterrupt:
         print("Interrupted", file=sys.stderr)
