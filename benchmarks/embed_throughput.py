@@ -48,15 +48,19 @@ def main() -> None:
     db = jammi_sql.connect(":memory:")
     db.con.execute("CREATE TABLE t AS SELECT unnest(?) AS body", [data])
     sql = "SELECT embed('all-MiniLM-L6-v2', body) FROM t"
-    db.sql("SELECT embed('all-MiniLM-L6-v2', body) FROM t LIMIT 64").fetchall()  # warm: load the model
+    db.sql(
+        "SELECT embed('all-MiniLM-L6-v2', body) FROM t LIMIT 64"
+    ).fetchall()  # warm: load the model
     ours = best_of(args.repeats, lambda: db.sql(sql).fetchall())
 
     st = SentenceTransformer(str(bundled_model_folder()), device="cpu")
     st.encode(data[:64])
     peer = best_of(args.repeats, lambda: st.encode(data))
 
-    print(f"texts: {len(data)} ({args.n // 2} SciFact abstracts + STSb sentences), "
-          f"torch threads: {torch.get_num_threads()}, best of {args.repeats}")
+    print(
+        f"texts: {len(data)} ({args.n // 2} SciFact abstracts + STSb sentences), "
+        f"torch threads: {torch.get_num_threads()}, best of {args.repeats}"
+    )
     print(f"{'':32}{'seconds':>10}{'texts/s':>10}")
     print(f"{'jammi-sql  SELECT embed(...)':32}{ours:>10.2f}{len(data) / ours:>10.1f}")
     print(f"{'sentence-transformers encode':32}{peer:>10.2f}{len(data) / peer:>10.1f}")

@@ -18,7 +18,9 @@ if TYPE_CHECKING:
     from .database import Database, Job
 
 
-def connect(path: str = ":memory:", *, home: str | None = None, dimensions: int | None = None) -> Database:
+def connect(
+    path: str = ":memory:", *, home: str | None = None, dimensions: int | None = None
+) -> Database:
     """Open (or create) a DuckDB database with every jammi function installed."""
     from .database import Database
 

@@ -98,7 +98,7 @@ _JSON_FIELDS = {"config", "metrics"}
 
 
 def _record(cls, row: tuple, names: list[str]):
-    values = dict(zip(names, row))
+    values = dict(zip(names, row, strict=True))
     for name in _JSON_FIELDS & values.keys():
         if isinstance(values[name], str):
             values[name] = json.loads(values[name])
@@ -134,14 +134,20 @@ class Catalog:
         with self.lock:
             return self.con.sql(sql, params=params).to_arrow_table()
 
-    def _select(self, cls, table: str, where: str = "", params: list | None = None, order: str = ""):
+    def _select(
+        self, cls, table: str, where: str = "", params: list | None = None, order: str = ""
+    ):
         with self.lock:
             cur = self.con.execute(f"SELECT * FROM jammi.{table} {where} {order}", params or [])
             names = [d[0] for d in cur.description]
             return [_record(cls, row, names) for row in cur.fetchall()]
 
     def _insert(self, table: str, record: Any) -> None:
-        values = {f.name: getattr(record, f.name) for f in fields(record) if getattr(record, f.name) is not None}
+        values = {
+            f.name: getattr(record, f.name)
+            for f in fields(record)
+            if getattr(record, f.name) is not None
+        }
         for name in _JSON_FIELDS & values.keys():
             values[name] = json.dumps(values[name])
         cols = ", ".join(values)
@@ -160,7 +166,9 @@ class Catalog:
                 "CREATE TABLE IF NOT EXISTS jammi.schema_version "
                 "(version INTEGER NOT NULL, applied_at TIMESTAMP NOT NULL DEFAULT current_timestamp)"
             )
-            current = self.con.execute("SELECT coalesce(max(version), 0) FROM jammi.schema_version").fetchall()[0][0]
+            current = self.con.execute(
+                "SELECT coalesce(max(version), 0) FROM jammi.schema_version"
+            ).fetchall()[0][0]
             for path in sorted((sql_dir() / "schema").glob("*.sql")):
                 version = int(path.name.split("_", 1)[0])
                 if version <= current:
@@ -168,7 +176,9 @@ class Catalog:
                 self.con.execute("BEGIN TRANSACTION")
                 try:
                     self.con.execute(path.read_text())
-                    self.con.execute("INSERT INTO jammi.schema_version (version) VALUES (?)", [version])
+                    self.con.execute(
+                        "INSERT INTO jammi.schema_version (version) VALUES (?)", [version]
+                    )
                     self.con.execute("COMMIT")
                 except Exception:
                     self.con.execute("ROLLBACK")
@@ -234,7 +244,9 @@ class Catalog:
             [*values.values(), job_id],
         )
 
-    def log_metrics(self, job_id: str, step: int | None, epoch: int | None, rows: list[tuple[str, str, float]]) -> None:
+    def log_metrics(
+        self, job_id: str, step: int | None, epoch: int | None, rows: list[tuple[str, str, float]]
+    ) -> None:
         if rows:
             with self.lock:
                 self.con.executemany(
@@ -245,13 +257,17 @@ class Catalog:
     # ---- embedding tables ---------------------------------------------------------
     def get_embedding_table(self, source: str, model_id: str) -> EmbeddingTable | None:
         found = self._select(
-            EmbeddingTable, "embedding_tables", "WHERE source = ? AND model_id = ?", [source, model_id]
+            EmbeddingTable,
+            "embedding_tables",
+            "WHERE source = ? AND model_id = ?",
+            [source, model_id],
         )
         return found[0] if found else None
 
     def put_embedding_table(self, table: EmbeddingTable) -> None:
         self.execute(
-            "DELETE FROM jammi.embedding_tables WHERE source = ? AND model_id = ?", [table.source, table.model_id]
+            "DELETE FROM jammi.embedding_tables WHERE source = ? AND model_id = ?",
+            [table.source, table.model_id],
         )
         self._insert("embedding_tables", table)
 

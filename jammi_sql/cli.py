@@ -1,6 +1,6 @@
 """The ``jammi-sql`` command: an interactive SQL shell, and run-and-print for -c, -f and stdin.
 
-Heavy imports stay inside functions: ``jammi-sql --help`` imports neither torch nor duckdb.
+Heavy imports stay inside functions, so ``jammi-sql --help`` never imports torch.
 Each statement runs in a worker thread, so the main thread can draw progress bars and turn
 Ctrl-C into ``con.interrupt()``; DuckDB stops at its next chunk, a Python UDF after its batch.
 """
@@ -10,18 +10,17 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import numbers
 import os
-import re
 import sys
 import threading
 import time
 from typing import Any
 
+from .display import format_table, format_value, input_complete, statement_complete  # noqa: F401
+
 HISTORY_FILE = "~/.jammi_sql_history"
 SHELL_MAX_ROWS = 40  # the shell shows this many rows and counts the rest
 SHELL_MAX_WIDTH = 60  # and cuts longer cells
-VECTOR_HEAD = 3  # a list longer than VECTOR_HEAD + 1 items shows its head and its length
 DOT_SQL = {
     ".tables": "SELECT table_schema AS schema, table_name AS name, table_type AS type "
     "FROM information_schema.tables ORDER BY ALL",
@@ -36,94 +35,8 @@ End a statement with ; to run it (Alt-Enter runs the input as it is). Ctrl-C sto
 running query, Ctrl-D leaves. Commands:
   .tables   tables and views          .jobs     fine-tuning jobs
   .models   registered models         .sources  registered sources
+  .job ID   one job, with base vs fine-tuned metrics when it succeeded
   .help     this text                 .quit     leave (also .exit)"""
-_DOLLAR = re.compile(r"\$([A-Za-z_]\w*)?\$")
-
-
-# --- pure helpers: statement boundaries and cell formatting -------------------------------
-
-
-def statement_complete(text: str) -> bool:
-    """True when ``text`` ends a statement: its last character outside quotes and comments
-    is ``;``. An unclosed quote, comment or $$-string means more lines are coming."""
-    last, i = "", 0
-    while i < len(text):
-        if text[i] in "'\"":  # '' inside a string closes and reopens it: same effect
-            end = text.find(text[i], i + 1)
-            if end < 0:
-                return False
-            last, i = text[i], end + 1
-        elif text.startswith("--", i):
-            end = text.find("\n", i)
-            i = len(text) if end < 0 else end + 1
-        elif text.startswith("/*", i):
-            end = text.find("*/", i + 2)
-            if end < 0:
-                return False
-            i = end + 2
-        elif m := _DOLLAR.match(text, i):
-            end = text.find(m.group(0), m.end())
-            if end < 0:
-                return False
-            last, i = "$", end + len(m.group(0))
-        else:
-            last = last if text[i].isspace() else text[i]
-            i += 1
-    return last == ";"
-
-
-def input_complete(text: str) -> bool:
-    """Whether Enter in the shell submits ``text`` (else it starts a continuation line)."""
-    stripped = text.strip()
-    return not stripped or stripped.startswith(".") or statement_complete(stripped)
-
-
-def format_value(value: Any, *, nested: bool = False) -> str:
-    """One cell as text: NULL, short floats, and long vectors as ``[0.013, -0.052, …] (384)``."""
-    if value is None:
-        return "NULL"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float):
-        return f"{value:.3f}" if nested else f"{value:.6g}"
-    if isinstance(value, (list, tuple)):
-        items = [format_value(v, nested=True) for v in value[: VECTOR_HEAD + 1]]
-        if len(value) <= VECTOR_HEAD + 1:
-            return "[" + ", ".join(items) + "]"
-        return "[" + ", ".join(items[:VECTOR_HEAD]) + f", …] ({len(value)})"
-    if isinstance(value, dict):
-        items = [f"{k}: {format_value(v, nested=True)}" for k, v in value.items()]
-        return "{" + ", ".join(items) + "}"
-    if isinstance(value, str):
-        text = value.replace("\n", "\\n")
-        return f"'{text}'" if nested else text
-    return str(value)
-
-
-def format_table(columns: list[str], rows: list[tuple], max_width: int | None = None) -> list[str]:
-    """Rows as aligned lines, psql style: numbers align right, cells cut at ``max_width``."""
-
-    def cut(text: str) -> str:
-        return text if max_width is None or len(text) <= max_width else text[: max_width - 1] + "…"
-
-    def is_number(v: Any) -> bool:
-        return v is None or (isinstance(v, numbers.Number) and not isinstance(v, bool))
-
-    cells = [[cut(format_value(v)) for v in row] for row in rows]
-    right = [bool(rows) and all(is_number(r[i]) for r in rows) for i in range(len(columns))]
-    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
-
-    def line(values: list[str], align: list[bool]) -> str:
-        parts = [
-            v.rjust(w) if r else v.ljust(w) for v, w, r in zip(values, widths, align, strict=True)
-        ]
-        return (" " + " | ".join(parts)).rstrip()
-
-    rule = "-" + "-+-".join("-" * w for w in widths) + "-"
-    return [line(columns, [False] * len(columns)), rule] + [line(r, right) for r in cells]
-
-
-# --- running statements ---------------------------------------------------------------------
 
 
 class _ProgressBars:
@@ -192,10 +105,10 @@ def run_statement(db: Any, statement: Any, *, limit: int | None = None, progress
         finally:
             done.set()
 
-    threading.Thread(target=work, name="jammi-sql query", daemon=True).start()
     show = progress == "always" or (progress == "auto" and sys.stderr.isatty())
     bars = _ProgressBars(force=progress == "always") if show else None
     interrupted = False
+    threading.Thread(target=work, name="jammi-sql query", daemon=True).start()
     try:
         while not done.is_set():
             # Event.wait, not Thread.join: a join cut short by Ctrl-C can mark the thread
@@ -204,6 +117,8 @@ def run_statement(db: Any, statement: Any, *, limit: int | None = None, progress
                 if not done.wait(0.1) and bars and not interrupted:
                     bars.update()
             except KeyboardInterrupt:
+                if interrupted:
+                    print("Stopping: a running function first finishes its batch", file=sys.stderr)
                 interrupted = True
                 db.con.interrupt()
     finally:
@@ -232,8 +147,9 @@ def _print_result(columns: list[str], rows: list, total: int, fmt: str, shell: b
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(columns)
         nested = (list, tuple, dict)
-        writer.writerows([json.dumps(v, default=str) if isinstance(v, nested) else v for v in r]
-                         for r in rows)  # fmt: skip
+        writer.writerows(
+            [json.dumps(v, default=str) if isinstance(v, nested) else v for v in r] for r in rows
+        )
         return ""
     if fmt == "json":
         print(json.dumps([dict(zip(columns, row, strict=True)) for row in rows], default=str))
@@ -267,6 +183,9 @@ def run_sql(db: Any, sql: str, *, fmt: str = "table", shell: bool = False, progr
     except KeyboardInterrupt:
         print("Interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader left (| head): stop quietly, as the Python docs advise
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except Exception as exc:
         print(f"Error: {error_text(exc)}", file=sys.stderr)
         return 1
@@ -297,15 +216,42 @@ def prompt_session(**kwargs: Any) -> Any:
 
     kwargs.setdefault("history", FileHistory(os.path.expanduser(HISTORY_FILE)))
     more = lambda width, *_: "...> ".rjust(width)  # noqa: E731
-    return PromptSession(multiline=True, key_bindings=keys, prompt_continuation=more,
-                         lexer=PygmentsLexer(SqlLexer), auto_suggest=AutoSuggestFromHistory(),
-                         **kwargs)  # fmt: skip
+    return PromptSession(
+        multiline=True,
+        key_bindings=keys,
+        prompt_continuation=more,
+        lexer=PygmentsLexer(SqlLexer),
+        auto_suggest=AutoSuggestFromHistory(),
+        **kwargs,
+    )
+
+
+def _finished_jobs(db: Any, since: Any) -> Any:
+    """Print jobs that ended since ``since`` with their before/after metrics; the new mark."""
+    import json as _json
+
+    from .display import job_summary
+
+    rows = db.ctx.catalog.query(
+        "SELECT job_id, status, model_id, error, metrics, finished_at FROM jammi.jobs "
+        "WHERE finished_at IS NOT NULL AND (? IS NULL OR finished_at > ?) ORDER BY finished_at",
+        [since, since],
+    )
+    for job_id, status, model_id, error, metrics, _ in rows:
+        metrics = _json.loads(metrics) if isinstance(metrics, str) else metrics
+        print("\n".join(job_summary((job_id, status, model_id, error), metrics)))
+    return rows[-1][-1] if rows else since
 
 
 def shell(db: Any, session: Any = None, *, progress: str = "auto") -> int:
-    """Read, run, print until Ctrl-D or .quit. Errors and Ctrl-C keep the shell."""
+    """Read, run, print until Ctrl-D or .quit. Errors and Ctrl-C keep the shell.
+
+    Between statements it reports jobs that ended, with base-vs-fine-tuned metrics.
+    """
     session = session or prompt_session()
+    mark = db.ctx.catalog.query("SELECT max(finished_at) FROM jammi.jobs")[0][0]
     while True:
+        mark = _finished_jobs(db, mark)
         try:
             text = session.prompt("jammi> ").strip()
         except KeyboardInterrupt:
@@ -317,12 +263,33 @@ def shell(db: Any, session: Any = None, *, progress: str = "auto") -> int:
             return 0
         if command == ".help":
             print(SHELL_HELP)
+        elif command == ".job" and len(text.split()) == 2:
+            _show_job(db, text.split()[1])
         elif command in DOT_SQL:
             run_sql(db, DOT_SQL[command], shell=True)
         elif command:
             print(f"Error: unknown command {command}; try .help", file=sys.stderr)
         elif text:
             run_sql(db, text, shell=True, progress=progress)
+
+
+def _show_job(db: Any, job_id: str) -> None:
+    from .display import job_summary
+
+    try:
+        job = db.ctx.jobs.get(job_id)
+    except Exception as exc:
+        print(f"Error: {error_text(exc)}", file=sys.stderr)
+        return
+    if job.status in ("queued", "running", "interrupted"):
+        print(
+            f"job {job.job_id} {job.status}: {job.progress:.0%}, epoch {job.epoch}, step {job.step}"
+            f"/{job.total_steps}, train_loss {job.train_loss}, val_loss {job.val_loss}"
+        )
+    else:
+        print(
+            "\n".join(job_summary((job.job_id, job.status, job.model_id, job.error), job.metrics))
+        )
 
 
 # --- entry point ----------------------------------------------------------------------------
@@ -343,11 +310,22 @@ def _parser() -> argparse.ArgumentParser:
     source.add_argument("-c", "--command", metavar="SQL", help="run SQL, print, exit")
     source.add_argument("-f", "--file", help="run the SQL in FILE, print, exit")
     fmt = parser.add_mutually_exclusive_group()
-    fmt.add_argument("--csv", dest="fmt", action="store_const", const="csv", default="table")
-    fmt.add_argument("--json", dest="fmt", action="store_const", const="json")
+    for name in ("csv", "json"):
+        fmt.add_argument(
+            f"--{name}",
+            dest="fmt",
+            action="store_const",
+            const=name,
+            help=f"print results as {name.upper()} instead of a table",
+        )
+    parser.set_defaults(fmt="table")
     add("--home", metavar="DIR", help="models and job logs (default: DB.jammi/ or $JAMMI_HOME)")
-    add("--progress", choices=["auto", "always", "never"], default="auto",
-        help="progress bars on stderr (auto: when stderr is a terminal)")  # fmt: skip
+    add(
+        "--progress",
+        choices=["auto", "always", "never"],
+        default="auto",
+        help="progress bars on stderr",
+    )
     add("--version", action="version", version=f"jammi-sql {__version__}")
     return parser
 
@@ -357,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["demo"]:
         from jammi_sql import demo
 
-        return int(demo.main() or 0)
+        return demo.main(argv[1:])
     args = _parser().parse_args(argv)
     sql = args.command
     if args.file is not None:

@@ -31,23 +31,40 @@ def _opt(default: Any, help: str, **kw: Any) -> Any:
 @dataclass
 class FineTuneConfig:
     lora_rank: int = _opt(8, "low-rank dimension")
-    lora_alpha: float = _opt(16.0, "scaling factor (scaling = alpha / rank, or alpha / sqrt(rank) with use_rslora)")
+    lora_alpha: float = _opt(
+        16.0, "scaling factor (scaling = alpha / rank, or alpha / sqrt(rank) with use_rslora)"
+    )
     lora_dropout: float = _opt(0.05, "dropout on the LoRA path")
     use_rslora: bool = _opt(False, "rank-stabilized scaling")
-    target_modules: list = _opt([], "module-name suffixes to inject LoRA into (query, value, ..., or all-linear); empty = projection head")
-    layers_to_transform: list | None = _opt(None, "0-based layer indices to inject into; NULL = every layer")
-    rank_pattern: dict = _opt({}, "per-module rank overrides, keys matched as substrings of the module name")
+    target_modules: list = _opt(
+        [],
+        "module-name suffixes to inject LoRA into (query, value, ..., or all-linear); empty = projection head",
+    )
+    layers_to_transform: list | None = _opt(
+        None, "0-based layer indices to inject into; NULL = every layer"
+    )
+    rank_pattern: dict = _opt(
+        {}, "per-module rank overrides, keys matched as substrings of the module name"
+    )
     learning_rate: float = _opt(2e-4, "base learning rate")
     epochs: int = _opt(3, "training epochs")
     batch_size: int = _opt(8, "micro-batch size")
     max_seq_length: int = _opt(512, "max tokens per text (never more than the model's own limit)")
     gradient_accumulation_steps: int = _opt(1, "micro-batches per optimizer step")
     validation_fraction: float = _opt(0.1, "holdout fraction for early stopping and metrics")
-    early_stopping_patience: int = _opt(3, "epochs without validation improvement before stopping; the best weights are restored")
-    early_stopping_metric: str = _opt("val_loss", "what early stopping watches: 'val_loss' or 'val_metric'")
+    early_stopping_patience: int = _opt(
+        3, "epochs without validation improvement before stopping; the best weights are restored"
+    )
+    early_stopping_metric: str = _opt(
+        "val_loss", "what early stopping watches: 'val_loss' or 'val_metric'"
+    )
     warmup_steps: int = _opt(100, "linear warmup from 0 to the base rate")
-    lr_schedule: str = _opt("cosine_decay", "'constant', 'cosine_decay' or 'linear_decay' after warmup")
-    embedding_loss: str = _opt("auto", "'cosent', 'multiple_negatives_ranking', 'triplet' (auto: from the columns)")
+    lr_schedule: str = _opt(
+        "cosine_decay", "'constant', 'cosine_decay' or 'linear_decay' after warmup"
+    )
+    embedding_loss: str = _opt(
+        "auto", "'cosent', 'multiple_negatives_ranking', 'triplet' (auto: from the columns)"
+    )
     weight_decay: float = _opt(0.01, "AdamW weight decay")
     max_grad_norm: float = _opt(1.0, "gradient clipping")
     seed: int = _opt(42, "same seed, same data, same machine: same weights")
@@ -79,7 +96,9 @@ class FineTuneConfig:
                     "{'epochs': 2} or a JSON object string"
                 ) from None
         if not isinstance(values, dict):
-            raise InvalidArgumentError("config must be a STRUCT or a JSON object, e.g. {'epochs': 2}")
+            raise InvalidArgumentError(
+                "config must be a STRUCT or a JSON object, e.g. {'epochs': 2}"
+            )
         known = cls.keys()
         for key in values:
             if key not in known:
@@ -88,7 +107,11 @@ class FineTuneConfig:
                 raise InvalidArgumentError(
                     f"unknown config key '{key}'; {hint}valid keys are {', '.join(known)}"
                 )
-        given = {k: v for k, v in values.items() if v is not None or k in ("layers_to_transform", "model_name")}
+        given = {
+            k: v
+            for k, v in values.items()
+            if v is not None or k in ("layers_to_transform", "model_name")
+        }
         return cls(**given)
 
     def to_dict(self) -> dict[str, Any]:
@@ -110,16 +133,26 @@ class FineTuneConfig:
                 raise bad(key, f"an integer >= {low}")
             setattr(self, key, int(v))
 
-        def as_float(key: str, low: float, high: float | None = None, open_low: bool = False) -> None:
+        def as_float(
+            key: str, low: float, high: float | None = None, open_low: bool = False
+        ) -> None:
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v):
                 raise bad(key, "a number")
             if (v <= low if open_low else v < low) or (high is not None and v >= high):
-                rng = f"{'>' if open_low else '>='} {low}" + (f" and < {high}" if high is not None else "")
+                rng = f"{'>' if open_low else '>='} {low}" + (
+                    f" and < {high}" if high is not None else ""
+                )
                 raise bad(key, f"a number {rng}")
             setattr(self, key, float(v))
 
-        for key in ("lora_rank", "epochs", "batch_size", "max_seq_length", "gradient_accumulation_steps"):
+        for key in (
+            "lora_rank",
+            "epochs",
+            "batch_size",
+            "max_seq_length",
+            "gradient_accumulation_steps",
+        ):
             as_int(key, 1)
         for key in ("warmup_steps", "early_stopping_patience", "seed"):
             as_int(key, 0)
@@ -148,7 +181,8 @@ class FineTuneConfig:
             if isinstance(self.layers_to_transform, int):
                 self.layers_to_transform = [self.layers_to_transform]
             if not isinstance(self.layers_to_transform, (list, tuple)) or not all(
-                isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in self.layers_to_transform
+                isinstance(i, int) and not isinstance(i, bool) and i >= 0
+                for i in self.layers_to_transform
             ):
                 raise bad("layers_to_transform", "NULL or a list of 0-based layer indices")
             self.layers_to_transform = sorted(set(self.layers_to_transform))
@@ -156,7 +190,9 @@ class FineTuneConfig:
             isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 1
             for k, v in self.rank_pattern.items()
         ):
-            raise bad("rank_pattern", "a map from module-name pattern to a rank >= 1, e.g. {'query': 16}")
+            raise bad(
+                "rank_pattern", "a map from module-name pattern to a rank >= 1, e.g. {'query': 16}"
+            )
         if self.model_name is not None:
             if not isinstance(self.model_name, str) or not self.model_name.strip():
                 raise bad("model_name", "a non-empty name")

@@ -38,8 +38,12 @@ def home_folder(con: duckdb.DuckDBPyConnection, home: str | os.PathLike | None =
 
 
 class Context:
-    def __init__(self, con: duckdb.DuckDBPyConnection, home: str | os.PathLike | None = None,
-                 dimensions: int | None = None):
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        home: str | os.PathLike | None = None,
+        dimensions: int | None = None,
+    ):
         self.con = con
         self.home = home_folder(con, home)
         self.catalog = Catalog.open(con)

@@ -18,8 +18,12 @@ from .context import Context
 from .errors import JobStateError, TrainingError
 
 
-def install(con: duckdb.DuckDBPyConnection, *, home: str | os.PathLike | None = None,
-            dimensions: int | None = None) -> Context:
+def install(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    home: str | os.PathLike | None = None,
+    dimensions: int | None = None,
+) -> Context:
     """Install jammi's schema, functions and macros into a connection you already have."""
     from .functions import install_functions
 
@@ -65,8 +69,10 @@ class Job:
         if status in ("queued", "running") and timeout is not None:
             raise TimeoutError(f"jammi: job '{self.job_id}' is still {status} after {timeout} s")
         if status in ("cancelled", "interrupted"):
-            raise JobStateError(f"job '{self.job_id}' was {status}" +
-                                ("; resume_job continues it" if status == "interrupted" else ""))
+            raise JobStateError(
+                f"job '{self.job_id}' was {status}"
+                + ("; resume_job continues it" if status == "interrupted" else "")
+            )
         return self
 
     def cancel(self) -> str:
@@ -84,8 +90,14 @@ class Job:
 class Database:
     """A DuckDB connection with jammi installed. ``db.con`` is the raw connection."""
 
-    def __init__(self, path: str | os.PathLike = ":memory:", *, home: str | os.PathLike | None = None,
-                 dimensions: int | None = None, con: duckdb.DuckDBPyConnection | None = None):
+    def __init__(
+        self,
+        path: str | os.PathLike = ":memory:",
+        *,
+        home: str | os.PathLike | None = None,
+        dimensions: int | None = None,
+        con: duckdb.DuckDBPyConnection | None = None,
+    ):
         self.path = str(path)
         self.con = con if con is not None else duckdb.connect(self.path)
         self.ctx = install(self.con, home=home, dimensions=dimensions)
@@ -127,8 +139,15 @@ class Database:
         self.close()
 
     # ---- sources and models -------------------------------------------------------
-    def add_source(self, name: str, path: str | None = None, format: str | None = None, *,
-                   url: str | None = None, query: str | None = None):
+    def add_source(
+        self,
+        name: str,
+        path: str | None = None,
+        format: str | None = None,
+        *,
+        url: str | None = None,
+        query: str | None = None,
+    ):
         from .sources import add_source
 
         if query is not None:
@@ -147,11 +166,20 @@ class Database:
         return record
 
     # ---- fine-tuning --------------------------------------------------------------
-    def fine_tune(self, source: str, base_model: str, columns: list[str], method: str = "lora",
-                  task: str = "text_embedding", config: dict | None = None, **options: Any) -> Job:
+    def fine_tune(
+        self,
+        source: str,
+        base_model: str,
+        columns: list[str],
+        method: str = "lora",
+        task: str = "text_embedding",
+        config: dict | None = None,
+        **options: Any,
+    ) -> Job:
         """Validate and queue a job; config keys may be given as keyword arguments."""
-        job_id = self.ctx.jobs.submit(source, base_model, list(columns), method, task,
-                                      {**(config or {}), **options})
+        job_id = self.ctx.jobs.submit(
+            source, base_model, list(columns), method, task, {**(config or {}), **options}
+        )
         return Job(self, job_id)
 
     def job(self, job_id: str) -> Job:
@@ -171,26 +199,43 @@ class Database:
     def encode_text_query(self, model: str, text: str | list[str]):
         from .infer import embed_texts
 
-        vectors = embed_texts(self.ctx, model, [text] if isinstance(text, str) else list(text), query=True)
+        vectors = embed_texts(
+            self.ctx, model, [text] if isinstance(text, str) else list(text), query=True
+        )
         return vectors[0] if isinstance(text, str) else vectors
 
-    def generate_text_embeddings(self, source: str, model: str, columns: list[str], key: str) -> int:
+    def generate_text_embeddings(
+        self, source: str, model: str, columns: list[str], key: str
+    ) -> int:
         from .embeddings import generate_text_embeddings
 
-        return generate_text_embeddings(self.ctx.catalog, self.ctx.models, source, model, list(columns), key)
+        return generate_text_embeddings(
+            self.ctx.catalog, self.ctx.models, source, model, list(columns), key
+        )
 
     def search(self, source: str, model: str, query: str, k: int = 10):
         """Top-k rows of a materialized source for ``query``, as a pyarrow Table."""
-        return self.sql("SELECT * FROM semantic_search(?, ?, ?, k := ?)", [source, model, query, k]).to_arrow_table()
+        return self.sql(
+            "SELECT * FROM semantic_search(?, ?, ?, k := ?)", [source, model, query, k]
+        ).to_arrow_table()
 
     # ---- evaluation ---------------------------------------------------------------
-    def evaluate_similarity(self, model: str, source: str, columns: list[str] | None = None) -> dict:
+    def evaluate_similarity(
+        self, model: str, source: str, columns: list[str] | None = None
+    ) -> dict:
         from .evaluation import evaluate_similarity
 
         return evaluate_similarity(self.ctx, model, source, columns)
 
-    def evaluate_retrieval(self, model: str, queries: str, corpus: str, qrels: str, k: int = 10,
-                           per_query: str | None = None) -> dict:
+    def evaluate_retrieval(
+        self,
+        model: str,
+        queries: str,
+        corpus: str,
+        qrels: str,
+        k: int = 10,
+        per_query: str | None = None,
+    ) -> dict:
         from .evaluation import evaluate_retrieval
 
         return evaluate_retrieval(self.ctx, model, queries, corpus, qrels, k, per_query)

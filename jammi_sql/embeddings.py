@@ -33,7 +33,11 @@ def _current_rows_sql(rel: str, columns: list[str], key: str) -> str:
         f"FROM {rel} WHERE {quote_ident(c)} IS NOT NULL"
         for c in columns
     ]
-    return "SELECT key, column_name, text, md5(text) AS text_hash FROM (" + " UNION ALL ".join(parts) + ")"
+    return (
+        "SELECT key, column_name, text, md5(text) AS text_hash FROM ("
+        + " UNION ALL ".join(parts)
+        + ")"
+    )
 
 
 def _check_key(catalog: Catalog, source_name: str, rel: str, key: str) -> None:
@@ -55,12 +59,19 @@ def _check_key(catalog: Catalog, source_name: str, rel: str, key: str) -> None:
 
 
 def generate_text_embeddings(
-    catalog: Catalog, models: ModelRegistry, source_name: str, model_id: str, columns: list[str], key: str
+    catalog: Catalog,
+    models: ModelRegistry,
+    source_name: str,
+    model_id: str,
+    columns: list[str],
+    key: str,
 ) -> int:
     """Embed new or changed texts of ``columns``; returns how many rows were written."""
     source = get_source(catalog, source_name)
     if not columns:
-        raise InvalidArgumentError("generate_text_embeddings needs at least one text column, e.g. ['abstract']")
+        raise InvalidArgumentError(
+            "generate_text_embeddings needs at least one text column, e.g. ['abstract']"
+        )
     require_columns(source, [key])
     require_columns(source, columns, text=True)
     rel = relation(source)
@@ -76,7 +87,8 @@ def generate_text_embeddings(
     current = _current_rows_sql(rel, columns, key)
     table_exists = existing is not None and bool(
         catalog.query(
-            "SELECT 1 FROM duckdb_tables() WHERE schema_name = 'jammi' AND table_name = ?", [name.split(".", 1)[1]]
+            "SELECT 1 FROM duckdb_tables() WHERE schema_name = 'jammi' AND table_name = ?",
+            [name.split(".", 1)[1]],
         )
     )
     if table_exists:
@@ -107,7 +119,9 @@ def generate_text_embeddings(
                 texts = chunk.column("text").to_pylist()
                 vectors = encoder.encode(texts, on_batch=task.advance)
                 flat = pa.array(vectors.reshape(-1).astype(np.float32, copy=False))
-                batch = chunk.append_column("embedding", pa.FixedSizeListArray.from_arrays(flat, dims))
+                batch = chunk.append_column(
+                    "embedding", pa.FixedSizeListArray.from_arrays(flat, dims)
+                )
                 tx.con.register("jammi_new_embeddings", batch)
                 tx.execute(
                     f"INSERT INTO {name} SELECT key, column_name, text, text_hash, embedding FROM jammi_new_embeddings"
@@ -115,11 +129,15 @@ def generate_text_embeddings(
                 tx.con.unregister("jammi_new_embeddings")
                 written += chunk.num_rows
             count = tx.query(f"SELECT count(*) FROM {name}")[0][0]
-            tx.put_embedding_table(EmbeddingTable(name, source_name, ref.model_id, list(columns), key, dims, count))
+            tx.put_embedding_table(
+                EmbeddingTable(name, source_name, ref.model_id, list(columns), key, dims, count)
+            )
     return written
 
 
-def embedding_table_for(catalog: Catalog, models: ModelRegistry, source_name: str, model_id: str) -> str:
+def embedding_table_for(
+    catalog: Catalog, models: ModelRegistry, source_name: str, model_id: str
+) -> str:
     """The table semantic_search reads; a clear error when it has not been built yet."""
     get_source(catalog, source_name)
     ref = models.resolve(model_id)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -109,7 +109,9 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
 class Encoder(nn.Module):
     """transformer -> pooling -> optional head -> optional L2 normalisation."""
 
-    def __init__(self, spec: ModelSpec, transformer: nn.Module, tokenizer, head: nn.Module | None = None):
+    def __init__(
+        self, spec: ModelSpec, transformer: nn.Module, tokenizer, head: nn.Module | None = None
+    ):
         super().__init__()
         self.spec = spec
         self.transformer = transformer
@@ -145,8 +147,11 @@ class Encoder(nn.Module):
         """Token ids per text, truncated to the model's limit (or a smaller one), unpadded."""
         limit = min(max_length or self.spec.max_seq_length, self.spec.max_seq_length)
         return self.tokenizer(
-            list(texts), truncation=True, max_length=limit,
-            return_attention_mask=False, return_token_type_ids=False,
+            list(texts),
+            truncation=True,
+            max_length=limit,
+            return_attention_mask=False,
+            return_token_type_ids=False,
         )["input_ids"]
 
     def collate(self, ids: list[list[int]]) -> dict[str, torch.Tensor]:

@@ -172,6 +172,7 @@ def retrieval_metrics(
     *,
     chunk_size: int = 8192,
     ignore_identical_ids: bool = True,
+    k: int = 10,
 ) -> RetrievalResult:
     """Rank the corpus for each query by cosine similarity and score the ranking.
 
@@ -185,6 +186,7 @@ def retrieval_metrics(
     Queries with no relevant doc in ``relevant`` are left out of the averages and counted in
     ``skipped_queries``; with none left, every average is NaN. With ``ignore_identical_ids``
     the doc whose id equals the query id is never a candidate for that query (BEIR, MTEB).
+    ``k`` adds ``ndcg_at_k``, ``mrr_at_k`` and ``recall_at_k`` at a cut-off of your choice.
     """
     if len(query_emb) != len(query_ids) or len(corpus_emb) != len(doc_ids):
         raise ValueError(
@@ -200,25 +202,38 @@ def retrieval_metrics(
         exclude = np.array([row_of.get(query_ids[i], -1) for i in kept], dtype=np.int64)
     id_order = np.array(sorted(range(len(doc_ids)), key=doc_ids.__getitem__), dtype=np.int64)
     # One extra candidate, since the excluded doc may take a place in the top 100.
-    depth = DEPTH + (exclude is not None)
+    width = max(DEPTH, k)
+    depth = width + (exclude is not None)
     query_rows = np.asarray(query_emb)[np.array(kept, dtype=np.int64)]
     _, ranked = top_k(query_rows, corpus_emb, depth, chunk_size, order=id_order, exclude=exclude)
 
-    hits = np.zeros((len(kept), DEPTH))  # (Q, 100): 1.0 where the doc at that rank is relevant
+    hits = np.zeros((len(kept), width))  # (Q, max(100, k)): 1.0 where that rank is relevant
     n_relevant = np.empty(len(kept))
     for row, i in enumerate(kept):
         gold = relevant[query_ids[i]]
-        docs = [j for j in ranked[row] if exclude is None or j != exclude[row]][:DEPTH]
+        docs = [j for j in ranked[row] if exclude is None or j != exclude[row]][:width]
         hits[row, : len(docs)] = [doc_ids[j] in gold for j in docs]
         n_relevant[row] = len(gold)
 
-    discount = 1.0 / np.log2(np.arange(2, DEPTH + 2))
-    ideal_dcg = np.cumsum(discount[:10])[np.minimum(n_relevant, 10).astype(np.int64) - 1]
-    ndcg = (hits[:, :10] * discount[:10]).sum(axis=1) / ideal_dcg
-    first = np.where(hits.any(axis=1), hits.argmax(axis=1) + 1, 0)  # 0: none in the top 100
-    mrr = np.where((first >= 1) & (first <= 10), 1.0 / np.maximum(first, 1), 0.0)
-    precision_at_rank = np.cumsum(hits, axis=1) / np.arange(1, DEPTH + 1)
-    average_precision = (precision_at_rank * hits).sum(axis=1) / np.minimum(n_relevant, DEPTH)
+    discount = 1.0 / np.log2(np.arange(2, width + 2))
+
+    def ndcg_at(cut: int) -> np.ndarray:
+        ideal_dcg = np.cumsum(discount[:cut])[np.minimum(n_relevant, cut).astype(np.int64) - 1]
+        return (hits[:, :cut] * discount[:cut]).sum(axis=1) / ideal_dcg
+
+    def mrr_at(cut: int) -> np.ndarray:
+        return np.where((first >= 1) & (first <= cut), 1.0 / np.maximum(first, 1), 0.0)
+
+    ndcg = ndcg_at(10)
+    top = hits[:, :DEPTH]
+    first = np.where(top.any(axis=1), top.argmax(axis=1) + 1, 0)  # 0: none in the top 100
+    if k > DEPTH:
+        first_k = np.where(hits.any(axis=1), hits.argmax(axis=1) + 1, 0)
+    else:
+        first_k = first
+    mrr = mrr_at(10)
+    precision_at_rank = np.cumsum(top, axis=1) / np.arange(1, DEPTH + 1)
+    average_precision = (precision_at_rank * top).sum(axis=1) / np.minimum(n_relevant, DEPTH)
 
     def mean(values: np.ndarray) -> float:
         return float(values.mean()) if len(values) else float("nan")
@@ -228,9 +243,15 @@ def retrieval_metrics(
         "mrr_at_10": mean(mrr),
         "recall_at_1": mean(hits[:, :1].sum(axis=1) / n_relevant),
         "recall_at_10": mean(hits[:, :10].sum(axis=1) / n_relevant),
-        "recall_at_100": mean(hits.sum(axis=1) / n_relevant),
+        "recall_at_100": mean(top.sum(axis=1) / n_relevant),
         "map_at_100": mean(average_precision),
         "n_queries": len(kept),
+        "k": k,
+        "ndcg_at_k": mean(ndcg_at(k)),
+        "mrr_at_k": mean(
+            np.where((first_k >= 1) & (first_k <= k), 1.0 / np.maximum(first_k, 1), 0.0)
+        ),
+        "recall_at_k": mean(hits[:, :k].sum(axis=1) / n_relevant),
     }
     per_query = [
         (query_ids[i], float(ndcg[row]), int(first[row]) or None) for row, i in enumerate(kept)

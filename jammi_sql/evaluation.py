@@ -18,7 +18,8 @@ from .sources import get_source, quote_ident, relation, require_columns
 SIMILARITY_TYPE = "STRUCT(spearman DOUBLE, pearson DOUBLE, n BIGINT)"
 RETRIEVAL_TYPE = (
     "STRUCT(ndcg_at_10 DOUBLE, mrr_at_10 DOUBLE, recall_at_1 DOUBLE, recall_at_10 DOUBLE, "
-    "recall_at_100 DOUBLE, map_at_100 DOUBLE, n_queries BIGINT, skipped_queries BIGINT)"
+    "recall_at_100 DOUBLE, map_at_100 DOUBLE, n_queries BIGINT, skipped_queries BIGINT, k BIGINT, "
+    "ndcg_at_k DOUBLE, mrr_at_k DOUBLE, recall_at_k DOUBLE)"
 )
 
 
@@ -43,7 +44,9 @@ def evaluate_similarity(ctx, model: str, source: str, columns: list[str] | None 
     ).fetchnumpy()
     texts_a, texts_b, scores = (rows[k] for k in rows)
     if len(scores) < 2:
-        raise DataError(f"source '{source}' has {len(scores)} complete rows; evaluate_similarity needs at least 2")
+        raise DataError(
+            f"source '{source}' has {len(scores)} complete rows; evaluate_similarity needs at least 2"
+        )
     vectors = embed_texts(ctx, model, list(texts_a) + list(texts_b))
     n = len(scores)
     return similarity_metrics(vectors[:n], vectors[n:], np.asarray(scores, dtype=np.float64))
@@ -60,14 +63,25 @@ def _id_text(ctx, source: str, id_column: str, role: str) -> tuple:
     if total == 0:
         raise DataError(f"{role} source '{source}' is empty")
     if nulls:
-        raise DataError(f"{role} source '{source}' has {nulls} NULL {id_column} values; every row needs an id")
+        raise DataError(
+            f"{role} source '{source}' has {nulls} NULL {id_column} values; every row needs an id"
+        )
     if distinct < total:
-        raise DataError(f"{role} source '{source}' has duplicate {id_column} values ({total - distinct} repeats)")
+        raise DataError(
+            f"{role} source '{source}' has duplicate {id_column} values ({total - distinct} repeats)"
+        )
     return src
 
 
-def evaluate_retrieval(ctx, model: str, queries: str, corpus: str, qrels: str, k: int = 10,
-                       per_query: str | None = None) -> dict:
+def evaluate_retrieval(
+    ctx,
+    model: str,
+    queries: str,
+    corpus: str,
+    qrels: str,
+    k: int = 10,
+    per_query: str | None = None,
+) -> dict:
     from .evaluate import retrieval_metrics
 
     if k is None or k < 1:
@@ -86,7 +100,7 @@ def evaluate_retrieval(ctx, model: str, queries: str, corpus: str, qrels: str, k
     )
     missing = ctx.catalog.query(
         f"SELECT DISTINCT r.doc_id::VARCHAR FROM {relation(r_src)} r ANTI JOIN {relation(c_src)} c "
-        "ON r.doc_id::VARCHAR = c.doc_id::VARCHAR LIMIT 6"
+        "ON r.doc_id::VARCHAR = c.doc_id::VARCHAR ORDER BY 1 LIMIT 6"
     )
     if missing:
         shown = ", ".join(m[0] for m in missing[:5])
@@ -108,7 +122,7 @@ def evaluate_retrieval(ctx, model: str, queries: str, corpus: str, qrels: str, k
     doc_emb = c.column("embedding").combine_chunks().flatten().to_numpy().reshape(len(doc_ids), -1)
     query_ids = list(q["id"])
     query_emb = embed_texts(ctx, ref.model_id, list(q["text"]), query=True)
-    result = retrieval_metrics(query_emb, doc_emb, query_ids, doc_ids, relevant)
+    result = retrieval_metrics(query_emb, doc_emb, query_ids, doc_ids, relevant, k=int(k))
     if per_query:
         _write_per_query(ctx, per_query, result.per_query)
     return {**result.metrics, "skipped_queries": result.skipped_queries}
@@ -117,11 +131,13 @@ def evaluate_retrieval(ctx, model: str, queries: str, corpus: str, qrels: str, k
 def _write_per_query(ctx, table: str, rows: list[tuple]) -> None:
     import pyarrow as pa
 
-    data = pa.table({
-        "query_id": [r[0] for r in rows],
-        "ndcg_at_10": pa.array([r[1] for r in rows], pa.float64()),
-        "first_relevant_rank": pa.array([r[2] for r in rows], pa.int64()),
-    })
+    data = pa.table(
+        {
+            "query_id": [r[0] for r in rows],
+            "ndcg_at_10": pa.array([r[1] for r in rows], pa.float64()),
+            "first_relevant_rank": pa.array([r[2] for r in rows], pa.int64()),
+        }
+    )
     name = ".".join(quote_ident(p) for p in table.split("."))
     with ctx.catalog.transaction() as tx:
         tx.con.register("jammi_per_query", data)
@@ -129,8 +145,13 @@ def _write_per_query(ctx, table: str, rows: list[tuple]) -> None:
         tx.con.unregister("jammi_per_query")
 
 
-@sql_function("jammi_evaluate_similarity", ["VARCHAR", "VARCHAR", "VARCHAR[]"], SIMILARITY_TYPE,
-              side_effects=True, sees_nulls=True)
+@sql_function(
+    "jammi_evaluate_similarity",
+    ["VARCHAR", "VARCHAR", "VARCHAR[]"],
+    SIMILARITY_TYPE,
+    side_effects=True,
+    sees_nulls=True,
+)
 def _evaluate_similarity_sql(ctx, model, source, columns):
     """evaluate_similarity(model, source [, columns]): spearman, pearson and n of cosine vs score."""
     if model is None or source is None:
@@ -138,10 +159,19 @@ def _evaluate_similarity_sql(ctx, model, source, columns):
     return evaluate_similarity(ctx, model, source, columns)
 
 
-@sql_function("jammi_evaluate_retrieval", ["VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "BIGINT", "VARCHAR"],
-              RETRIEVAL_TYPE, side_effects=True, sees_nulls=True)
+@sql_function(
+    "jammi_evaluate_retrieval",
+    ["VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "BIGINT", "VARCHAR"],
+    RETRIEVAL_TYPE,
+    side_effects=True,
+    sees_nulls=True,
+)
 def _evaluate_retrieval_sql(ctx, model, queries, corpus, qrels, k, per_query):
     """evaluate_retrieval(model, queries, corpus, qrels [, k := 10] [, per_query := 'table'])."""
     if None in (model, queries, corpus, qrels):
-        raise NotFoundError("evaluate_retrieval needs a model and the queries, corpus and qrels sources")
-    return evaluate_retrieval(ctx, model, queries, corpus, qrels, k if k is not None else 10, per_query)
+        raise NotFoundError(
+            "evaluate_retrieval needs a model and the queries, corpus and qrels sources"
+        )
+    return evaluate_retrieval(
+        ctx, model, queries, corpus, qrels, k if k is not None else 10, per_query
+    )

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import inspect
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -38,11 +39,28 @@ class SqlFunction:
 FUNCTIONS: list[SqlFunction] = []
 
 
-def sql_function(name: str, params: list[str], returns, *, arrow: bool = False,
-                 side_effects: bool = False, sees_nulls: bool = False):
+def sql_function(
+    name: str,
+    params: list[str],
+    returns,
+    *,
+    arrow: bool = False,
+    side_effects: bool = False,
+    sees_nulls: bool = False,
+):
     def register(fn):
-        FUNCTIONS.append(SqlFunction(name, tuple(params), returns, fn, arrow, side_effects, sees_nulls,
-                                     (fn.__doc__ or "").strip()))
+        FUNCTIONS.append(
+            SqlFunction(
+                name,
+                tuple(params),
+                returns,
+                fn,
+                arrow,
+                side_effects,
+                sees_nulls,
+                (fn.__doc__ or "").strip(),
+            )
+        )
         return fn
 
     return register
@@ -53,7 +71,13 @@ def _vector_type(ctx: Context) -> str:
 
 
 # ---- sources and models ---------------------------------------------------------------
-@sql_function("jammi_add_source", ["VARCHAR", "VARCHAR", "VARCHAR"], "VARCHAR", side_effects=True, sees_nulls=True)
+@sql_function(
+    "jammi_add_source",
+    ["VARCHAR", "VARCHAR", "VARCHAR"],
+    "VARCHAR",
+    side_effects=True,
+    sees_nulls=True,
+)
 def add_source(ctx: Context, name, url, format):
     """add_source(name, url [, format := ...]): register a file, table, view or query as a source."""
     from .sources import add_source as add
@@ -80,8 +104,13 @@ def register_model(ctx: Context, model_id, path):
 
 
 # ---- fine-tuning jobs -----------------------------------------------------------------
-@sql_function("jammi_fine_tune", ["VARCHAR", "VARCHAR", "VARCHAR[]", "VARCHAR", "VARCHAR", "VARCHAR"], "VARCHAR",
-              side_effects=True, sees_nulls=True)
+@sql_function(
+    "jammi_fine_tune",
+    ["VARCHAR", "VARCHAR", "VARCHAR[]", "VARCHAR", "VARCHAR", "VARCHAR"],
+    "VARCHAR",
+    side_effects=True,
+    sees_nulls=True,
+)
 def fine_tune(ctx: Context, source, base_model, columns, method, task, config):
     """fine_tune(source, base_model, columns [, method] [, task] [, config]): start a job; returns its id."""
     if source is None or base_model is None or columns is None:
@@ -90,10 +119,14 @@ def fine_tune(ctx: Context, source, base_model, columns, method, task, config):
         config = json.loads(config)
         if isinstance(config, str):  # a JSON string passed where a STRUCT was expected
             config = json.loads(config) if config.strip() else None
-    return ctx.jobs.submit(source, base_model, list(columns), method or "lora", task or "text_embedding", config)
+    return ctx.jobs.submit(
+        source, base_model, list(columns), method or "lora", task or "text_embedding", config
+    )
 
 
-@sql_function("jammi_wait_job", ["VARCHAR", "DOUBLE"], "VARCHAR", side_effects=True, sees_nulls=True)
+@sql_function(
+    "jammi_wait_job", ["VARCHAR", "DOUBLE"], "VARCHAR", side_effects=True, sees_nulls=True
+)
 def wait_job(ctx: Context, job_id, timeout_s):
     """wait_job(job_id [, timeout_s]): block until the job ends or the timeout passes; returns its status."""
     return ctx.jobs.wait(job_id, timeout_s)
@@ -112,7 +145,9 @@ def resume_job(ctx: Context, job_id):
 
 
 # ---- embeddings -----------------------------------------------------------------------
-def _embed_column(ctx: Context, models: pa.ChunkedArray, texts: pa.ChunkedArray, query: bool) -> pa.Array:
+def _embed_column(
+    ctx: Context, models: pa.ChunkedArray, texts: pa.ChunkedArray, query: bool
+) -> pa.Array:
     from .infer import embed_texts
 
     models = models.combine_chunks() if isinstance(models, pa.ChunkedArray) else models
@@ -121,8 +156,12 @@ def _embed_column(ctx: Context, models: pa.ChunkedArray, texts: pa.ChunkedArray,
     out = np.zeros((len(texts), dims), dtype=np.float32)
     valid = pc.and_(pc.is_valid(texts), pc.is_valid(models))
     for model in pc.unique(models.filter(valid)).to_pylist():
-        rows = np.flatnonzero(pc.and_(valid, pc.equal(models, model)).to_numpy(zero_copy_only=False))
-        out[rows] = embed_texts(ctx, model, texts.take(pa.array(rows)).to_pylist(), query=query, dims=dims)
+        rows = np.flatnonzero(
+            pc.and_(valid, pc.equal(models, model)).to_numpy(zero_copy_only=False)
+        )
+        out[rows] = embed_texts(
+            ctx, model, texts.take(pa.array(rows)).to_pylist(), query=query, dims=dims
+        )
     flat = pa.array(out.reshape(-1))
     return pa.FixedSizeListArray.from_arrays(flat, dims, mask=pc.invert(valid))
 
@@ -139,8 +178,12 @@ def embed_query(ctx: Context, model, text):
     return _embed_column(ctx, model, text, query=True)
 
 
-@sql_function("generate_text_embeddings", ["VARCHAR", "VARCHAR", "VARCHAR[]", "VARCHAR"], "BIGINT",
-              side_effects=True)
+@sql_function(
+    "generate_text_embeddings",
+    ["VARCHAR", "VARCHAR", "VARCHAR[]", "VARCHAR"],
+    "BIGINT",
+    side_effects=True,
+)
 def generate_text_embeddings(ctx: Context, source, model, columns, key):
     """generate_text_embeddings(source, model, columns, key): materialize embeddings; returns rows written."""
     from .embeddings import generate_text_embeddings as generate
@@ -173,7 +216,10 @@ def _udf(ctx: Context, fn: SqlFunction) -> Callable:
     call.__doc__ = fn.doc
     # DuckDB counts the parameters of the callable it is given
     call.__signature__ = inspect.Signature(
-        [inspect.Parameter(f"arg{i}", inspect.Parameter.POSITIONAL_ONLY) for i in range(len(fn.params))]
+        [
+            inspect.Parameter(f"arg{i}", inspect.Parameter.POSITIONAL_ONLY)
+            for i in range(len(fn.params))
+        ]
     )
     return call
 
@@ -185,7 +231,10 @@ def register(con: duckdb.DuckDBPyConnection, ctx: Context, fn: SqlFunction) -> N
     except (duckdb.InvalidInputException, duckdb.CatalogException):
         pass
     con.create_function(
-        fn.name, _udf(ctx, fn), [duckdb.sqltype(p) for p in fn.params], duckdb.sqltype(returns),
+        fn.name,
+        _udf(ctx, fn),
+        [duckdb.sqltype(p) for p in fn.params],
+        duckdb.sqltype(returns),
         type="arrow" if fn.arrow else "native",
         null_handling="special" if fn.sees_nulls else "default",
         side_effects=fn.side_effects,

@@ -7,7 +7,9 @@ import numpy as np
 from .errors import InvalidArgumentError
 
 
-def embed_texts(ctx, model_id: str, texts: list[str], *, query: bool = False, dims: int | None = None) -> np.ndarray:
+def embed_texts(
+    ctx, model_id: str, texts: list[str], *, query: bool = False, dims: int | None = None
+) -> np.ndarray:
     """(n, d) float32 embeddings of ``texts`` with the model ``model_id``."""
     ref = ctx.models.resolve(model_id)
     encoder = ctx.models.encoder(ref)

@@ -13,7 +13,6 @@ import math
 import queue
 import shutil
 import threading
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +24,19 @@ from .models import ModelRef, ModelRegistry
 from .sources import get_source, quote_ident, relation, require_columns
 
 FINAL = ("succeeded", "failed", "cancelled")
-NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "FLOAT", "DOUBLE", "UTINYINT",
-           "USMALLINT", "UINTEGER", "UBIGINT")
+NUMERIC = (
+    "TINYINT",
+    "SMALLINT",
+    "INTEGER",
+    "BIGINT",
+    "HUGEINT",
+    "FLOAT",
+    "DOUBLE",
+    "UTINYINT",
+    "USMALLINT",
+    "UINTEGER",
+    "UBIGINT",
+)
 MIN_TRAIN_ROWS = 2
 
 # Jobs running in this process, across every database opened here: a second connection to
@@ -47,7 +57,9 @@ class _Plan:
 
 
 class JobRunner:
-    def __init__(self, catalog: Catalog, models: ModelRegistry, home: Path, max_concurrent: int = 1):
+    def __init__(
+        self, catalog: Catalog, models: ModelRegistry, home: Path, max_concurrent: int = 1
+    ):
         self.catalog = catalog  # its own cursor
         self.models = models
         self.home = home
@@ -66,8 +78,15 @@ class JobRunner:
             worker.start()
 
     # ---- submitting ---------------------------------------------------------------
-    def submit(self, source: str, base_model: str, columns: list[str], method: str = "lora",
-               task: str = "text_embedding", config: FineTuneConfig | dict | str | None = None) -> str:
+    def submit(
+        self,
+        source: str,
+        base_model: str,
+        columns: list[str],
+        method: str = "lora",
+        task: str = "text_embedding",
+        config: FineTuneConfig | dict | str | None = None,
+    ) -> str:
         """Validate at once; on success write a queued job and return its id."""
         from .data import resolve_loss
 
@@ -75,7 +94,9 @@ class JobRunner:
         task = normalize_task(task)
         cfg = config if isinstance(config, FineTuneConfig) else FineTuneConfig.from_mapping(config)
         if method == "full" and cfg.target_modules:
-            raise InvalidArgumentError("target_modules only apply to method 'lora'; drop them for method 'full'")
+            raise InvalidArgumentError(
+                "target_modules only apply to method 'lora'; drop them for method 'full'"
+            )
         src = get_source(self.catalog, source)
         kind = self._data_kind(src, list(columns or []))
         loss = resolve_loss(kind, cfg.embedding_loss)
@@ -86,10 +107,24 @@ class JobRunner:
         job_id = uuid.uuid4().hex[:12]
         model_id = cfg.model_name or f"{source}-{ref.model_id.rsplit('/', 1)[-1]}-{job_id[:6]}"
         if self.catalog.get_model(model_id) is not None:
-            raise InvalidArgumentError(f"a model named '{model_id}' already exists; pass another model_name")
+            raise InvalidArgumentError(
+                f"a model named '{model_id}' already exists; pass another model_name"
+            )
         stored = cfg.replace(model_name=model_id).to_dict()
-        self.catalog.add_job(JobRecord(job_id, "queued", source, ref.model_id, method, task, list(columns),
-                                       loss, stored, model_id=None))
+        self.catalog.add_job(
+            JobRecord(
+                job_id,
+                "queued",
+                source,
+                ref.model_id,
+                method,
+                task,
+                list(columns),
+                loss,
+                stored,
+                model_id=None,
+            )
+        )
         self._enqueue(_Plan(job_id))
         return job_id
 
@@ -129,8 +164,14 @@ class JobRunner:
         hf_config = AutoConfig.from_pretrained(str(ref.folder), local_files_only=True)
         with torch.device("meta"):
             skeleton = AutoModel.from_config(hf_config)
-        inject_lora(skeleton, cfg.target_modules, cfg.lora_rank, cfg.lora_alpha,
-                    layers_to_transform=cfg.layers_to_transform, rank_pattern=cfg.rank_pattern)
+        inject_lora(
+            skeleton,
+            cfg.target_modules,
+            cfg.lora_rank,
+            cfg.lora_alpha,
+            layers_to_transform=cfg.layers_to_transform,
+            rank_pattern=cfg.rank_pattern,
+        )
 
     def _check_rows(self, src, columns: list[str], kind: str, cfg: FineTuneConfig) -> None:
         """NULL texts, NULL or NaN scores and too few rows, counted by DuckDB in one pass."""
@@ -139,9 +180,11 @@ class JobRunner:
         checks = [f"count(*) FILTER (WHERE {quote_ident(c)} IS NULL)" for c in texts]
         if kind == "scored_pairs":
             s = quote_ident(columns[2])
-            checks.append(f"count(*) FILTER (WHERE {s} IS NULL OR isnan({s}::DOUBLE) OR isinf({s}::DOUBLE))")
+            checks.append(
+                f"count(*) FILTER (WHERE {s} IS NULL OR isnan({s}::DOUBLE) OR isinf({s}::DOUBLE))"
+            )
         total, *bad = self.catalog.query(f"SELECT count(*), {', '.join(checks)} FROM {rel}")[0]
-        for column, n in zip(texts, bad):
+        for column, n in zip(texts, bad[: len(texts)], strict=True):
             if n:
                 raise DataError(
                     f"column '{column}' of source '{src.name}' has {n} NULL values; filter them out, "
@@ -164,7 +207,9 @@ class JobRunner:
     def get(self, job_id: str) -> JobRecord:
         job = self.catalog.get_job(job_id)
         if job is None:
-            raise NotFoundError(f"unknown job '{job_id}'; SELECT job_id, status FROM jammi.jobs lists them")
+            raise NotFoundError(
+                f"unknown job '{job_id}'; SELECT job_id, status FROM jammi.jobs lists them"
+            )
         return job
 
     def wait(self, job_id: str, timeout: float | None = None) -> str:
@@ -178,7 +223,9 @@ class JobRunner:
     def cancel(self, job_id: str, wait_s: float = 30.0) -> str:
         job = self.get(job_id)
         if job.status in FINAL:
-            raise JobStateError(f"job '{job_id}' is already {job.status}; only queued or running jobs can be cancelled")
+            raise JobStateError(
+                f"job '{job_id}' is already {job.status}; only queued or running jobs can be cancelled"
+            )
         if job.status == "interrupted":
             self._finish(job_id, "cancelled")
             shutil.rmtree(self._work_dir(job_id), ignore_errors=True)
@@ -197,7 +244,11 @@ class JobRunner:
         if job.status != "interrupted":
             raise JobStateError(
                 f"job '{job_id}' is {job.status}; only an interrupted job can be resumed"
-                + (" (it is still going: wait_job waits for it)" if job.status in ("queued", "running") else "")
+                + (
+                    " (it is still going: wait_job waits for it)"
+                    if job.status in ("queued", "running")
+                    else ""
+                )
             )
         self._done.pop(job_id, None)
         self._stop_flags.pop(job_id, None)
@@ -237,8 +288,11 @@ class JobRunner:
     def _mark_interrupted(self) -> None:
         for job in self.catalog.jobs():
             if job.status in ("running", "queued") and job.job_id not in _LIVE:
-                self.catalog.update_job(job.job_id, status="interrupted",
-                                        error="the process running this job stopped; resume_job continues it")
+                self.catalog.update_job(
+                    job.job_id,
+                    status="interrupted",
+                    error="the process running this job stopped; resume_job continues it",
+                )
 
     def _work(self) -> None:
         while True:
@@ -257,7 +311,9 @@ class JobRunner:
                 self._done_event(plan.job_id).set()
 
     def _finish(self, job_id: str, status: str, **values) -> None:
-        self.catalog.update_job(job_id, status=status, finished_at=_now() if status in FINAL else None, **values)
+        self.catalog.update_job(
+            job_id, status=status, finished_at=_now() if status in FINAL else None, **values
+        )
 
     def _run(self, plan: _Plan, stop: threading.Event) -> None:
         from .data import make_training_set
@@ -268,7 +324,9 @@ class JobRunner:
         work_dir = self._work_dir(job.job_id)
         output_dir = work_dir / "output"
         _LIVE.add(job.job_id)
-        self.catalog.update_job(job.job_id, status="running", started_at=job.started_at or _now(), error=None)
+        self.catalog.update_job(
+            job.job_id, status="running", started_at=job.started_at or _now(), error=None
+        )
         try:
             src = get_source(self.catalog, job.source)
             kind = self._data_kind(src, job.columns)
@@ -280,19 +338,37 @@ class JobRunner:
             def on_progress(p: Progress) -> None:
                 total = max(p.total_steps, 1)
                 self.catalog.update_job(
-                    job.job_id, progress=min(p.step / total, 1.0), epoch=p.epoch, step=p.step,
-                    total_steps=p.total_steps, train_loss=_finite(p.train_loss), val_loss=_finite(p.val_loss),
+                    job.job_id,
+                    progress=min(p.step / total, 1.0),
+                    epoch=p.epoch,
+                    step=p.step,
+                    total_steps=p.total_steps,
+                    train_loss=_finite(p.train_loss),
+                    val_loss=_finite(p.val_loss),
                     best_val_loss=_finite(p.best_val_loss),
                 )
-                self.catalog.log_metrics(job.job_id, p.step, p.epoch,
-                                         [(s, n, v) for s, n, v in p.logs if _finite(v) is not None])
+                self.catalog.log_metrics(
+                    job.job_id,
+                    p.step,
+                    p.epoch,
+                    [(s, n, v) for s, n, v in p.logs if _finite(v) is not None],
+                )
 
             def should_stop() -> bool:
                 return stop.is_set()
 
             shutil.rmtree(output_dir, ignore_errors=True)
-            result = run_training(base.folder, data, cfg, job.method, work_dir=work_dir, output_dir=output_dir,
-                                  on_progress=on_progress, should_stop=should_stop, resume=plan.resume)
+            result = run_training(
+                base.folder,
+                data,
+                cfg,
+                job.method,
+                work_dir=work_dir,
+                output_dir=output_dir,
+                on_progress=on_progress,
+                should_stop=should_stop,
+                resume=plan.resume,
+            )
             model_id = cfg.model_name or job.job_id
             target = self.home / "models" / model_id
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -300,18 +376,30 @@ class JobRunner:
                 shutil.rmtree(target)
             output_dir.replace(target)
             metrics = _jsonable(result.metrics)
-            self.catalog.add_model(ModelRecord(
-                model_id, "fine_tuned", "job", base_model_id=base.model_id,
-                adapter_type=result.adapter_type, task=job.task, dimensions=result.dimensions,
-                artifact_path=str(target), job_id=job.job_id, metrics=metrics,
-            ))
+            self.catalog.add_model(
+                ModelRecord(
+                    model_id,
+                    "fine_tuned",
+                    "job",
+                    base_model_id=base.model_id,
+                    adapter_type=result.adapter_type,
+                    task=job.task,
+                    dimensions=result.dimensions,
+                    artifact_path=str(target),
+                    job_id=job.job_id,
+                    metrics=metrics,
+                )
+            )
             self._finish(job.job_id, "succeeded", progress=1.0, model_id=model_id, metrics=metrics)
             shutil.rmtree(work_dir, ignore_errors=True)
         except Cancelled:
             shutil.rmtree(output_dir, ignore_errors=True)
             if job.job_id not in self._cancelled:
-                self._finish(job.job_id, "interrupted", error="the database was closed while this job ran; "
-                             "resume_job continues it")
+                self._finish(
+                    job.job_id,
+                    "interrupted",
+                    error="the database was closed while this job ran; resume_job continues it",
+                )
             else:
                 self._finish(job.job_id, "cancelled")
                 shutil.rmtree(work_dir, ignore_errors=True)
@@ -341,5 +429,6 @@ def _finite(value):
 
 
 def _jsonable(value):
-    return json.loads(json.dumps(value, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
-
+    return json.loads(
+        json.dumps(value, default=lambda o: o.item() if hasattr(o, "item") else str(o))
+    )

@@ -19,7 +19,9 @@ from .errors import InvalidArgumentError
 
 
 class LoRALinear(nn.Module):
-    def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float = 0.0, rslora: bool = False):
+    def __init__(
+        self, base: nn.Linear, r: int, alpha: float, dropout: float = 0.0, rslora: bool = False
+    ):
         super().__init__()
         self.base = base
         self.r = r
@@ -59,7 +61,9 @@ def _layer_index(name: str) -> int | None:
 
 def candidate_modules(model: nn.Module) -> list[str]:
     """Distinct final name parts of the model's ``nn.Linear`` modules (what targets may name)."""
-    return sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear)})
+    return sorted(
+        {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear)}
+    )
 
 
 def inject_lora(
@@ -90,7 +94,9 @@ def inject_lora(
             )
     chosen, matched_targets = [], set()
     for name, module in linears:
-        targets = [t for t in target_modules if t != "all-linear" and (name == t or name.endswith("." + t))]
+        targets = [
+            t for t in target_modules if t != "all-linear" and (name == t or name.endswith("." + t))
+        ]
         if not (targets or all_linear):
             continue
         layer = _layer_index(name)
@@ -119,7 +125,9 @@ def lora_modules(model: nn.Module) -> dict[str, LoRALinear]:
 def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """Only the adapter weights, under names that :func:`load_lora_state` accepts."""
     return {
-        k: v.detach().clone() for k, v in model.state_dict().items() if ".lora_A." in k or ".lora_B." in k
+        k: v.detach().clone()
+        for k, v in model.state_dict().items()
+        if ".lora_A." in k or ".lora_B." in k
     }
 
 

@@ -84,7 +84,11 @@ def find_base_folder(model_id: str, registered: dict[str, str]) -> Path | None:
 def _hidden_size(folder: Path) -> int | None:
     import json
 
-    config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").exists() else {}
+    config = (
+        json.loads((folder / "config.json").read_text())
+        if (folder / "config.json").exists()
+        else {}
+    )
     for key in ("hidden_size", "dim", "d_model"):
         if isinstance(config.get(key), int):
             return config[key]
@@ -117,7 +121,9 @@ class ModelRegistry:
                 return ModelRef(model_id, "fine_tuned", path)
             base = self.resolve(record.base_model_id or "")
             return ModelRef(model_id, "fine_tuned", base.folder, path)
-        registered = {m.model_id: m.artifact_path for m in self.catalog.models() if m.origin == "registered"}
+        registered = {
+            m.model_id: m.artifact_path for m in self.catalog.models() if m.origin == "registered"
+        }
         folder = find_base_folder(model_id, registered)
         if folder is None or not is_model_folder(folder):
             raise NotFoundError(
@@ -131,12 +137,19 @@ class ModelRegistry:
         if ref.model_id in self._noted:
             return
         if ref.kind == "base" and self.catalog.get_model(ref.model_id) is None:
-            origin = "bundled" if ref.model_id == BUNDLED_ID else (
-                "path" if Path(ref.model_id).expanduser().is_dir() else "hf_cache"
+            origin = (
+                "bundled"
+                if ref.model_id == BUNDLED_ID
+                else ("path" if Path(ref.model_id).expanduser().is_dir() else "hf_cache")
             )
             self.catalog.add_model(
-                ModelRecord(ref.model_id, "base", origin, dimensions=_hidden_size(ref.folder),
-                            artifact_path=str(ref.folder))
+                ModelRecord(
+                    ref.model_id,
+                    "base",
+                    origin,
+                    dimensions=_hidden_size(ref.folder),
+                    artifact_path=str(ref.folder),
+                )
             )
         self._noted.add(ref.model_id)
 
@@ -144,7 +157,9 @@ class ModelRegistry:
         from .errors import AlreadyExistsError, InvalidArgumentError
 
         if not model_id or not isinstance(model_id, str):
-            raise InvalidArgumentError("register_model needs a model id, e.g. register_model('my-model', '/path')")
+            raise InvalidArgumentError(
+                "register_model needs a model id, e.g. register_model('my-model', '/path')"
+            )
         folder = Path(path).expanduser().resolve()
         if not is_model_folder(folder):
             raise NotFoundError(
@@ -160,7 +175,13 @@ class ModelRegistry:
             raise AlreadyExistsError(
                 f"model '{model_id}' is already registered (at {existing.artifact_path}); choose another id"
             )
-        record = ModelRecord(model_id, "base", "registered", dimensions=_hidden_size(folder), artifact_path=str(folder))
+        record = ModelRecord(
+            model_id,
+            "base",
+            "registered",
+            dimensions=_hidden_size(folder),
+            artifact_path=str(folder),
+        )
         self.catalog.add_model(record)
         return record
 

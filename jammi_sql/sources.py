@@ -17,8 +17,14 @@ from .errors import AlreadyExistsError, DataError, InvalidArgumentError, NotFoun
 
 FORMATS = ("csv", "tsv", "parquet", "json", "jsonl", "table", "query")
 _EXTENSIONS = {
-    ".csv": "csv", ".tsv": "tsv", ".txt": "csv", ".parquet": "parquet", ".pq": "parquet",
-    ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl",
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".txt": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".json": "json",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
 }
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 TEXT_TYPES = ("VARCHAR",)
@@ -109,18 +115,26 @@ def add_source(catalog: Catalog, name: str, url: str, format: str | None = None)
             f"source '{name}' already exists; choose another name or SELECT remove_source('{name}') first"
         )
     if not url:
-        raise InvalidArgumentError("add_source needs a url: a file path, a table name or a SQL query")
+        raise InvalidArgumentError(
+            "add_source needs a url: a file path, a table name or a SQL query"
+        )
     con = catalog.con
     fmt = (format or "").lower().strip() or infer_format(url, con)
     if fmt not in FORMATS:
-        raise InvalidArgumentError(f"unsupported format '{format}'; use one of {', '.join(FORMATS)}")
+        raise InvalidArgumentError(
+            f"unsupported format '{format}'; use one of {', '.join(FORMATS)}"
+        )
     kind = {"table": "table", "query": "query"}.get(fmt, "file")
     if kind == "file":
         url = os.path.abspath(os.path.expanduser(url))
         if not glob.glob(url):
-            raise NotFoundError(f"no file matches '{url}'; check the path (globs like data/*.csv are allowed)")
+            raise NotFoundError(
+                f"no file matches '{url}'; check the path (globs like data/*.csv are allowed)"
+            )
     elif kind == "table" and not _table_exists(con, url):
-        raise NotFoundError(f"table or view '{url}' does not exist; create it first or give a file path")
+        raise NotFoundError(
+            f"table or view '{url}' does not exist; create it first or give a file path"
+        )
     source = Source(name, kind, url, fmt, [], [])
     try:
         source.columns, source.column_types = describe(con, source)
@@ -131,7 +145,17 @@ def add_source(catalog: Catalog, name: str, url: str, format: str | None = None)
 
 
 def get_source(catalog: Catalog, name: str) -> Source:
+    """A registered source with its columns as they are now (a table may have changed)."""
     source = catalog.get_source(name)
+    if source is not None:
+        try:
+            with catalog.lock:
+                source.columns, source.column_types = describe(catalog.con, source)
+        except duckdb.Error as e:
+            raise DataError(
+                f"source '{name}' can no longer be read ({str(e).splitlines()[0]}); restore it or "
+                f"SELECT remove_source('{name}') and add it again"
+            ) from None
     if source is None:
         known = [s.name for s in catalog.sources()]
         listing = ", ".join(known) if known else "none yet"

@@ -21,36 +21,65 @@ WORDS = (
 ).split()
 
 
-def build_tiny_bert(folder: Path, *, normalize: bool = True, pooling: str = "mean", seed: int = 0) -> Path:
+def build_tiny_bert(
+    folder: Path, *, normalize: bool = True, pooling: str = "mean", seed: int = 0
+) -> Path:
     """A 2-layer, hidden-32 BERT with a small WordPiece vocabulary, randomly initialised."""
     import torch
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
     folder.mkdir(parents=True, exist_ok=True)
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list(string.ascii_lowercase)
-    vocab += list(string.digits) + list(string.punctuation) + ["##" + c for c in string.ascii_lowercase]
+    vocab += (
+        list(string.digits) + list(string.punctuation) + ["##" + c for c in string.ascii_lowercase]
+    )
     vocab += WORDS
     (folder / "vocab.txt").write_text("\n".join(dict.fromkeys(vocab)) + "\n")
     tokenizer = BertTokenizerFast(vocab=str(folder / "vocab.txt"), do_lower_case=True)
     tokenizer.save_pretrained(str(folder))
     torch.manual_seed(seed)
     config = BertConfig(
-        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=64, max_position_embeddings=128,
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=128,
     )
     BertModel(config).save_pretrained(str(folder))
     modules = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {
+            "idx": 1,
+            "name": "1",
+            "path": "1_Pooling",
+            "type": "sentence_transformers.models.Pooling",
+        },
     ]
     if normalize:
-        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+        modules.append(
+            {
+                "idx": 2,
+                "name": "2",
+                "path": "2_Normalize",
+                "type": "sentence_transformers.models.Normalize",
+            }
+        )
     (folder / "modules.json").write_text(json.dumps(modules))
     (folder / "1_Pooling").mkdir(exist_ok=True)
     (folder / "1_Pooling" / "config.json").write_text(
-        json.dumps({"word_embedding_dimension": 32, f"pooling_mode_{pooling}_tokens" if pooling != "cls" else "pooling_mode_cls_token": True})
+        json.dumps(
+            {
+                "word_embedding_dimension": 32,
+                f"pooling_mode_{pooling}_tokens"
+                if pooling != "cls"
+                else "pooling_mode_cls_token": True,
+            }
+        )
     )
-    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 64, "do_lower_case": False}))
+    (folder / "sentence_bert_config.json").write_text(
+        json.dumps({"max_seq_length": 64, "do_lower_case": False})
+    )
     return folder
 
 
@@ -85,8 +114,15 @@ def db(tiny_model, tmp_path):
 
 def catalog_snapshot(db) -> dict:
     """Everything in schema jammi plus the artifact files, to show a failed call changed nothing."""
-    tables = [r[0] for r in db.con.execute(
-        "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'jammi' ORDER BY 1").fetchall()]
-    snap = {t: sorted(map(repr, db.con.execute(f'SELECT * FROM jammi."{t}"').fetchall())) for t in tables}
+    tables = [
+        r[0]
+        for r in db.con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'jammi' ORDER BY 1"
+        ).fetchall()
+    ]
+    snap = {
+        t: sorted(map(repr, db.con.execute(f'SELECT * FROM jammi."{t}"').fetchall()))
+        for t in tables
+    }
     snap["files"] = sorted(str(p.relative_to(db.home)) for p in Path(db.home).rglob("*"))
     return snap

@@ -6,9 +6,20 @@ import jammi_sql
 
 def test_connect_creates_the_jammi_schema_with_a_version(tmp_path):
     db = jammi_sql.connect(str(tmp_path / "work.duckdb"))
-    tables = {r[0] for r in db.con.execute(
-        "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'jammi'").fetchall()}
-    assert {"sources", "models", "jobs", "job_metrics", "embedding_tables", "schema_version"} <= tables
+    tables = {
+        r[0]
+        for r in db.con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'jammi'"
+        ).fetchall()
+    }
+    assert {
+        "sources",
+        "models",
+        "jobs",
+        "job_metrics",
+        "embedding_tables",
+        "schema_version",
+    } <= tables
     assert db.sql("SELECT max(version) FROM jammi.schema_version").fetchall()[0][0] >= 1
     db.close()
 

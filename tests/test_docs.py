@@ -9,9 +9,19 @@ from jammi_sql.config import options_table
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 
 PUBLIC_SQL = [
-    "add_source", "remove_source", "register_model", "fine_tune", "wait_job", "cancel_job",
-    "resume_job", "embed", "embed_query", "generate_text_embeddings", "semantic_search",
-    "evaluate_similarity", "evaluate_retrieval",
+    "add_source",
+    "remove_source",
+    "register_model",
+    "fine_tune",
+    "wait_job",
+    "cancel_job",
+    "resume_job",
+    "embed",
+    "embed_query",
+    "generate_text_embeddings",
+    "semantic_search",
+    "evaluate_similarity",
+    "evaluate_retrieval",
 ]
 
 
@@ -30,12 +40,14 @@ def test_every_sql_function_is_documented_in_the_readme():
 
 
 def test_every_cli_command_is_documented_in_the_readme():
-    for command in ("jammi-sql [DB]", "-c \"SQL\"", "-f file.sql", "jammi-sql demo"):
+    for command in ("jammi-sql [DB]", '-c "SQL"', "-f file.sql", "jammi-sql demo"):
         assert command in README, command
 
 
 def test_the_readme_config_table_is_generated_from_the_dataclass():
-    table = README.split("<!-- config-table:start -->\n", 1)[1].split("\n<!-- config-table:end -->", 1)[0]
+    table = README.split("<!-- config-table:start -->\n", 1)[1].split(
+        "\n<!-- config-table:end -->", 1
+    )[0]
     assert table == options_table()
 
 

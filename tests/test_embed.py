@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
-
 from conftest import catalog_snapshot
+
 from jammi_sql.encoder import Encoder
 
 
@@ -10,7 +10,9 @@ def test_embed_returns_a_fixed_size_float_array(db):
     assert str(rel.types[0]) == "FLOAT[32]"
     (value,) = rel.fetchall()[0]
     assert len(value) == 32
-    assert abs(np.linalg.norm(value) - 1.0) < 1e-5  # the tiny model normalizes, as its modules.json says
+    assert (
+        abs(np.linalg.norm(value) - 1.0) < 1e-5
+    )  # the tiny model normalizes, as its modules.json says
 
 
 def test_embed_works_with_array_functions(db):
@@ -33,7 +35,7 @@ def test_embed_matches_the_encoder_for_every_row_of_a_large_batch(db, tiny_model
     rows = db.sql("SELECT body, embed('tiny', body) FROM t").fetchall()
     got = {body: np.array(vec, dtype=np.float32) for body, vec in rows}
     expected = Encoder.from_folder(tiny_model).encode(texts)
-    for text, vec in zip(texts, expected):
+    for text, vec in zip(texts, expected, strict=True):
         assert np.allclose(got[text], vec, atol=1e-5)
 
 
@@ -72,13 +74,19 @@ def test_bundled_model_embeds_exactly_as_sentence_transformers(bundled_model_fol
 
     import jammi_sql
 
-    texts = ["A plane is taking off.", "A man is playing a flute.", "", "quantum " * 400,
-             "Café naïve résumé — unicode text", "short"]
+    texts = [
+        "A plane is taking off.",
+        "A man is playing a flute.",
+        "",
+        "quantum " * 400,
+        "Café naïve résumé — unicode text",
+        "short",
+    ]
     db = jammi_sql.connect(":memory:")
     db.con.execute("CREATE TABLE t AS SELECT unnest(?) AS body", [texts])
     got = dict(db.sql("SELECT body, embed('all-MiniLM-L6-v2', body) FROM t").fetchall())
     expected = SentenceTransformer(str(bundled_model_folder), device="cpu").encode(texts)
-    for text, ref in zip(texts, expected):
+    for text, ref in zip(texts, expected, strict=True):
         ours = np.array(got[text])
         cos = ours @ ref / (np.linalg.norm(ours) * np.linalg.norm(ref))
         assert cos >= 0.9999, text[:40]

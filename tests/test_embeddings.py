@@ -1,5 +1,4 @@
 import pytest
-
 from conftest import catalog_snapshot
 
 
@@ -13,7 +12,9 @@ def docs(db):
 
 
 def test_generate_text_embeddings_writes_a_listed_table(docs):
-    written = docs.sql("SELECT generate_text_embeddings('docs', 'tiny', ['body'], 'id')").fetchall()[0][0]
+    written = docs.sql(
+        "SELECT generate_text_embeddings('docs', 'tiny', ['body'], 'id')"
+    ).fetchall()[0][0]
     assert written == 3  # the NULL body has nothing to embed
     table, source, model, columns, key, dims, count = docs.sql(
         "SELECT table_name, source, model_id, columns, key, dimensions, row_count FROM jammi.embedding_tables"
@@ -32,7 +33,9 @@ def test_a_second_run_embeds_only_new_or_changed_rows_and_drops_gone_keys(docs):
     docs.sql("DELETE FROM docs WHERE id = 3").fetchall()
     assert docs.sql(generate).fetchall()[0][0] == 3  # changed body, new title, new body
     table = docs.sql("SELECT table_name FROM jammi.embedding_tables").fetchall()[0][0]
-    rows = docs.sql(f"SELECT key, column_name, text FROM {table} ORDER BY key, column_name").fetchall()
+    rows = docs.sql(
+        f"SELECT key, column_name, text FROM {table} ORDER BY key, column_name"
+    ).fetchall()
     assert (2, "body", "a dog walks") in rows and (5, "body", "quantum computing") in rows
     assert not any(key == 3 for key, _, _ in rows)
     assert docs.sql("SELECT row_count FROM jammi.embedding_tables").fetchall()[0][0] == len(rows)
@@ -40,7 +43,9 @@ def test_a_second_run_embeds_only_new_or_changed_rows_and_drops_gone_keys(docs):
 
 def test_semantic_search_returns_top_k_highest_first_and_joins(docs):
     docs.sql("SELECT generate_text_embeddings('docs', 'tiny', ['body'], 'id')").fetchall()
-    rows = docs.sql("SELECT * FROM semantic_search('docs', 'tiny', 'the cat plays piano', k := 2)").fetchall()
+    rows = docs.sql(
+        "SELECT * FROM semantic_search('docs', 'tiny', 'the cat plays piano', k := 2)"
+    ).fetchall()
     assert len(rows) == 2
     assert rows[0][:3] == (1, "body", "the cat plays piano")
     assert rows[0][3] == pytest.approx(1.0, abs=1e-5) and rows[0][3] >= rows[1][3]
@@ -52,7 +57,9 @@ def test_semantic_search_returns_top_k_highest_first_and_joins(docs):
 
 
 def test_python_search_returns_a_pyarrow_table(docs):
-    assert docs.generate_text_embeddings(source="docs", model="tiny", columns=["body"], key="id") == 3
+    assert (
+        docs.generate_text_embeddings(source="docs", model="tiny", columns=["body"], key="id") == 3
+    )
     table = docs.search(source="docs", model="tiny", query="a dog runs", k=3)
     assert table.column_names == ["key", "column_name", "text", "score"]
     assert table.column("key").to_pylist()[0] == 2

@@ -126,7 +126,9 @@ def test_retrieval_with_no_relevant_doc_in_the_top_ten():
 def test_retrieval_with_a_relevant_doc_missing_from_the_corpus_scores_zero():
     result = retrieve({"a": 0.9, "b": 0.5}, {"zzz"})
     assert result.per_query == [("q", 0.0, None)]
-    assert all(result.metrics[key] == 0.0 for key in result.metrics if key != "n_queries")
+    assert all(
+        result.metrics[key] == 0.0 for key in result.metrics if key not in ("n_queries", "k")
+    )
 
 
 def test_retrieval_with_several_relevant_docs():

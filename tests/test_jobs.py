@@ -3,9 +3,9 @@ import time
 import duckdb
 import numpy as np
 import pytest
+from conftest import catalog_snapshot
 
 import jammi_sql
-from conftest import catalog_snapshot
 
 WORDS = "cat dog car bike train plane man woman child guitar piano food".split()
 
@@ -17,11 +17,15 @@ def pairs(db):
     rows = []
     for i in range(40):
         a, b = rng.choice(WORDS, 2, replace=False)
-        rows.append((f"the {a} plays", f"a {a} runs" if i % 2 else f"a {b} runs", 1.0 if i % 2 else 0.0))
+        rows.append(
+            (f"the {a} plays", f"a {a} runs" if i % 2 else f"a {b} runs", 1.0 if i % 2 else 0.0)
+        )
     db.con.execute("CREATE TABLE pairs (text_a VARCHAR, text_b VARCHAR, score DOUBLE)")
     db.con.executemany("INSERT INTO pairs VALUES (?, ?, ?)", rows)
     db.sql("SELECT add_source('pairs', 'pairs')").fetchall()
-    db.sql("CREATE TABLE qa AS SELECT text_a AS anchor, text_b AS positive, text_a || ' now' AS negative FROM pairs").fetchall()
+    db.sql(
+        "CREATE TABLE qa AS SELECT text_a AS anchor, text_b AS positive, text_a || ' now' AS negative FROM pairs"
+    ).fetchall()
     db.sql("SELECT add_source('qa', 'qa')").fetchall()
     return db
 
@@ -32,7 +36,10 @@ def fine_tune(db, sql_args: str) -> str:
 
 def test_fine_tune_returns_a_queued_job_at_once_and_trains_in_the_background(pairs):
     start = time.monotonic()
-    job_id = fine_tune(pairs, "'pairs', 'tiny', ['text_a', 'text_b', 'score'], config := {'epochs': 2, 'warmup_steps': 0}")
+    job_id = fine_tune(
+        pairs,
+        "'pairs', 'tiny', ['text_a', 'text_b', 'score'], config := {'epochs': 2, 'warmup_steps': 0}",
+    )
     assert time.monotonic() - start < 2.0
     assert pairs.sql(f"SELECT wait_job('{job_id}', 120)").fetchall()[0][0] == "succeeded"
     status, progress, loss, model_id, metrics = pairs.sql(
@@ -44,33 +51,53 @@ def test_fine_tune_returns_a_queued_job_at_once_and_trains_in_the_background(pai
     ).fetchall()[0]
     assert (kind, base, adapter, dims) == ("fine_tuned", "tiny", "projection_head", 32)
     assert (pairs.home / "models" / model_id / "adapter.safetensors").exists()
-    assert pairs.sql(f"SELECT count(*) FROM jammi.job_metrics WHERE job_id = '{job_id}' AND name = 'loss'").fetchall()[0][0] > 0
+    assert (
+        pairs.sql(
+            f"SELECT count(*) FROM jammi.job_metrics WHERE job_id = '{job_id}' AND name = 'loss'"
+        ).fetchall()[0][0]
+        > 0
+    )
     vec = pairs.sql(f"SELECT embed('{model_id}', 'the cat plays')").fetchall()[0][0]
     assert len(vec) == 32
 
 
 def test_python_fine_tune_with_encoder_adapters_returns_a_job(pairs):
-    job = pairs.fine_tune(source="qa", base_model="tiny", columns=["anchor", "positive"], method="lora",
-                          target_modules=["query", "value"], epochs=1, warmup_steps=0)
+    job = pairs.fine_tune(
+        source="qa",
+        base_model="tiny",
+        columns=["anchor", "positive"],
+        method="lora",
+        target_modules=["query", "value"],
+        epochs=1,
+        warmup_steps=0,
+    )
     job.wait(timeout=120)
     assert job.status == "succeeded" and job.progress == 1.0
-    record = pairs.sql(f"SELECT adapter_type FROM jammi.models WHERE model_id = '{job.model_id}'").fetchall()
+    record = pairs.sql(
+        f"SELECT adapter_type FROM jammi.models WHERE model_id = '{job.model_id}'"
+    ).fetchall()
     assert record == [("encoder_adapters",)]
     assert pairs.encode_text_query(job.model_id, "a cat").shape == (32,)
 
 
 def test_full_fine_tune_writes_a_complete_model_folder(pairs):
-    job = pairs.fine_tune("qa", "tiny", ["anchor", "positive", "negative"], method="full", epochs=1, warmup_steps=0)
+    job = pairs.fine_tune(
+        "qa", "tiny", ["anchor", "positive", "negative"], method="full", epochs=1, warmup_steps=0
+    )
     job.wait(timeout=120)
     folder = pairs.home / "models" / job.model_id
     assert (folder / "config.json").exists() and (folder / "model.safetensors").exists()
-    assert pairs.sql(f"SELECT loss FROM jammi.jobs WHERE job_id = '{job.job_id}'").fetchall() == [("triplet",)]
+    assert pairs.sql(f"SELECT loss FROM jammi.jobs WHERE job_id = '{job.job_id}'").fetchall() == [
+        ("triplet",)
+    ]
 
 
 def test_fine_tuned_models_work_in_generate_text_embeddings_and_search(pairs):
     job = pairs.fine_tune("pairs", "tiny", ["text_a", "text_b", "score"], epochs=1, warmup_steps=0)
     job.wait(timeout=120)
-    pairs.sql("CREATE TABLE docs AS SELECT row_number() OVER () AS id, text_a AS body FROM (SELECT DISTINCT text_a FROM pairs)").fetchall()
+    pairs.sql(
+        "CREATE TABLE docs AS SELECT row_number() OVER () AS id, text_a AS body FROM (SELECT DISTINCT text_a FROM pairs)"
+    ).fetchall()
     pairs.sql("SELECT add_source('docs', 'docs')").fetchall()
     assert pairs.generate_text_embeddings("docs", job.model_id, ["body"], "id") > 0
     top = pairs.search("docs", job.model_id, "the cat plays", k=1)
@@ -78,23 +105,34 @@ def test_fine_tuned_models_work_in_generate_text_embeddings_and_search(pairs):
 
 
 def test_cancel_job_stops_a_running_job_and_registers_nothing(pairs):
-    job = pairs.fine_tune("pairs", "tiny", ["text_a", "text_b", "score"], method="full", epochs=200, warmup_steps=0)
+    job = pairs.fine_tune(
+        "pairs", "tiny", ["text_a", "text_b", "score"], method="full", epochs=200, warmup_steps=0
+    )
     deadline = time.monotonic() + 60
     while job.status != "running" and time.monotonic() < deadline:
         time.sleep(0.05)
     assert pairs.sql(f"SELECT cancel_job('{job.job_id}')").fetchall()[0][0] == "cancelled"
     assert job.model_id is None
-    assert pairs.sql("SELECT count(*) FROM jammi.models WHERE kind = 'fine_tuned'").fetchall()[0][0] == 0
+    assert (
+        pairs.sql("SELECT count(*) FROM jammi.models WHERE kind = 'fine_tuned'").fetchall()[0][0]
+        == 0
+    )
     assert not (pairs.home / "jobs" / job.job_id).exists()
 
 
-def test_a_job_left_running_by_a_dead_process_shows_as_interrupted_and_resumes(tiny_model, tmp_path):
+def test_a_job_left_running_by_a_dead_process_shows_as_interrupted_and_resumes(
+    tiny_model, tmp_path
+):
     path = str(tmp_path / "w.duckdb")
     db = jammi_sql.connect(path)
     db.register_model("tiny", tiny_model)
-    db.sql("CREATE TABLE pairs AS SELECT 'the cat ' || i AS text_a, 'a dog ' || i AS text_b, (i % 5) / 5 AS score FROM range(40) r(i)").fetchall()
+    db.sql(
+        "CREATE TABLE pairs AS SELECT 'the cat ' || i AS text_a, 'a dog ' || i AS text_b, (i % 5) / 5 AS score FROM range(40) r(i)"
+    ).fetchall()
     db.sql("SELECT add_source('pairs', 'pairs')").fetchall()
-    job = db.fine_tune("pairs", "tiny", ["text_a", "text_b", "score"], method="full", epochs=200, warmup_steps=0)
+    job = db.fine_tune(
+        "pairs", "tiny", ["text_a", "text_b", "score"], method="full", epochs=200, warmup_steps=0
+    )
     deadline = time.monotonic() + 60
     while (job.status != "running" or (job.progress or 0) < 0.15) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -120,15 +158,39 @@ def test_a_job_left_running_by_a_dead_process_shows_as_interrupted_and_resumes(t
     [
         ("'nope', 'tiny', ['text_a', 'text_b', 'score']", "unknown source 'nope'"),
         ("'pairs', 'nope', ['text_a', 'text_b', 'score']", "unknown model 'nope'"),
-        ("'pairs', 'tiny', ['text_a', 'text_c', 'score']", "no column 'text_c'; its columns are text_a, text_b, score"),
+        (
+            "'pairs', 'tiny', ['text_a', 'text_c', 'score']",
+            "no column 'text_c'; its columns are text_a, text_b, score",
+        ),
         ("'pairs', 'tiny', ['text_a']", "columns must name 2 or 3"),
-        ("'pairs', 'tiny', ['text_a', 'text_b', 'score'], method := 'qlora'", "unknown method 'qlora'"),
-        ("'pairs', 'tiny', ['text_a', 'text_b', 'score'], task := 'rerank'", "unknown task 'rerank'"),
-        ("'pairs', 'tiny', ['text_a', 'text_b', 'score'], config := {'learnin_rate': 0.1}", "did you mean 'learning_rate'"),
-        ("'pairs', 'tiny', ['text_a', 'text_b', 'score'], config := {'epochs': 0}", "epochs = 0 is invalid"),
-        ("'pairs', 'tiny', ['text_a', 'text_b', 'score'], config := {'target_modules': ['qkv']}", "its linear modules are named"),
-        ("'pairs', 'tiny', ['text_a', 'text_b'], config := {'embedding_loss': 'cosent'}", "needs columns [text_a, text_b, score]"),
-        ("'pairs', 'tiny', ['text_a', 'score', 'text_b']", "column 'score' of source 'pairs' is DOUBLE, not text"),
+        (
+            "'pairs', 'tiny', ['text_a', 'text_b', 'score'], method := 'qlora'",
+            "unknown method 'qlora'",
+        ),
+        (
+            "'pairs', 'tiny', ['text_a', 'text_b', 'score'], task := 'rerank'",
+            "unknown task 'rerank'",
+        ),
+        (
+            "'pairs', 'tiny', ['text_a', 'text_b', 'score'], config := {'learnin_rate': 0.1}",
+            "did you mean 'learning_rate'",
+        ),
+        (
+            "'pairs', 'tiny', ['text_a', 'text_b', 'score'], config := {'epochs': 0}",
+            "epochs = 0 is invalid",
+        ),
+        (
+            "'pairs', 'tiny', ['text_a', 'text_b', 'score'], config := {'target_modules': ['qkv']}",
+            "its linear modules are named",
+        ),
+        (
+            "'pairs', 'tiny', ['text_a', 'text_b'], config := {'embedding_loss': 'cosent'}",
+            "needs columns [text_a, text_b, score]",
+        ),
+        (
+            "'pairs', 'tiny', ['text_a', 'score', 'text_b']",
+            "column 'score' of source 'pairs' is DOUBLE, not text",
+        ),
     ],
 )
 def test_bad_fine_tune_arguments_are_clear_errors_that_write_no_job(pairs, args, message):
@@ -142,23 +204,37 @@ def test_bad_fine_tune_arguments_are_clear_errors_that_write_no_job(pairs, args,
 def test_null_texts_nan_scores_and_tiny_sources_are_refused(pairs):
     pairs.sql("CREATE TABLE few AS SELECT * FROM pairs LIMIT 3").fetchall()
     pairs.sql("SELECT add_source('few', 'few')").fetchall()
-    pairs.sql("CREATE TABLE holes AS SELECT * FROM pairs UNION ALL SELECT NULL, 'x', 1.0").fetchall()
+    pairs.sql(
+        "CREATE TABLE holes AS SELECT * FROM pairs UNION ALL SELECT NULL, 'x', 1.0"
+    ).fetchall()
     pairs.sql("SELECT add_source('holes', 'holes')").fetchall()
-    pairs.sql("CREATE TABLE nans AS SELECT * FROM pairs UNION ALL SELECT 'x', 'y', 'nan'::DOUBLE").fetchall()
+    pairs.sql(
+        "CREATE TABLE nans AS SELECT * FROM pairs UNION ALL SELECT 'x', 'y', 'nan'::DOUBLE"
+    ).fetchall()
     pairs.sql("SELECT add_source('nans', 'nans')").fetchall()
     before = catalog_snapshot(pairs)
-    for source, message in [("few", "too few to train on"), ("holes", "has 1 NULL values"), ("nans", "NULL, NaN or infinite")]:
+    for source, message in [
+        ("few", "too few to train on"),
+        ("holes", "has 1 NULL values"),
+        ("nans", "NULL, NaN or infinite"),
+    ]:
         with pytest.raises(Exception, match=message):
             fine_tune(pairs, f"'{source}', 'tiny', ['text_a', 'text_b', 'score']")
     assert catalog_snapshot(pairs) == before
 
 
 def test_queries_keep_working_while_a_job_trains(pairs):
-    job = pairs.fine_tune("pairs", "tiny", ["text_a", "text_b", "score"], method="full", epochs=50, warmup_steps=0)
+    job = pairs.fine_tune(
+        "pairs", "tiny", ["text_a", "text_b", "score"], method="full", epochs=50, warmup_steps=0
+    )
     seen = set()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and "running" not in seen:
-        seen.add(pairs.sql(f"SELECT status FROM jammi.jobs WHERE job_id = '{job.job_id}'").fetchall()[0][0])
+        seen.add(
+            pairs.sql(f"SELECT status FROM jammi.jobs WHERE job_id = '{job.job_id}'").fetchall()[0][
+                0
+            ]
+        )
         assert len(pairs.sql("SELECT embed('tiny', 'a cat')").fetchall()[0][0]) == 32
     assert "running" in seen
     job.cancel()

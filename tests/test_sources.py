@@ -1,7 +1,6 @@
 import json
 
 import pytest
-
 from conftest import catalog_snapshot
 
 
@@ -11,7 +10,9 @@ def sources(db):
 
 def test_add_source_reads_csv_parquet_json_and_jsonl(db, tmp_path):
     (tmp_path / "a.csv").write_text("id,body\n1,hello\n")
-    db.sql(f"COPY (SELECT 1 AS id, 'hello' AS body) TO '{tmp_path / 'a.parquet'}' (FORMAT parquet)").fetchall()
+    db.sql(
+        f"COPY (SELECT 1 AS id, 'hello' AS body) TO '{tmp_path / 'a.parquet'}' (FORMAT parquet)"
+    ).fetchall()
     (tmp_path / "a.jsonl").write_text(json.dumps({"id": 1, "body": "hello"}) + "\n")
     (tmp_path / "b.json").write_text(json.dumps([{"id": 1, "body": "hello"}]))
     for name, file in [("c", "a.csv"), ("p", "a.parquet"), ("l", "a.jsonl"), ("j", "b.json")]:
@@ -32,9 +33,19 @@ def test_add_source_accepts_globs_tables_views_and_queries(db, tmp_path):
     db.sql(f"SELECT add_source('parts', '{tmp_path}/part*.csv')").fetchall()
     db.sql("SELECT add_source('t', 'docs')").fetchall()
     db.sql("SELECT add_source('v', 'docs_view')").fetchall()
-    db.sql("SELECT add_source('q', 'SELECT id, upper(body) AS body FROM docs', format := 'query')").fetchall()
-    assert [(n, k) for n, k, _, _ in sources(db)] == [("parts", "file"), ("q", "query"), ("t", "table"), ("v", "table")]
-    assert db.sql("SELECT count(*) FROM jammi.sources WHERE columns = ['id', 'body']").fetchall()[0][0] == 4
+    db.sql(
+        "SELECT add_source('q', 'SELECT id, upper(body) AS body FROM docs', format := 'query')"
+    ).fetchall()
+    assert [(n, k) for n, k, _, _ in sources(db)] == [
+        ("parts", "file"),
+        ("q", "query"),
+        ("t", "table"),
+        ("v", "table"),
+    ]
+    assert (
+        db.sql("SELECT count(*) FROM jammi.sources WHERE columns = ['id', 'body']").fetchall()[0][0]
+        == 4
+    )
 
 
 def test_python_add_source_mirrors_sql(db, tmp_path):

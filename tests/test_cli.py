@@ -1,0 +1,256 @@
+"""The jammi-sql command line: run-and-print, errors, the shell, and its pure helpers."""
+
+from __future__ import annotations
+
+import _thread
+import io
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+import jammi_sql
+from jammi_sql import cli, progress
+
+
+@pytest.fixture
+def db(tmp_path):
+    database = jammi_sql.connect(":memory:", home=str(tmp_path / "home"))
+    yield database
+    database.close()
+
+
+def run(tmp_path, *args: str) -> int:
+    return cli.main([":memory:", "--home", str(tmp_path / "home"), *args])
+
+
+def run_process(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "jammi_sql.cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+# --- run and print ---------------------------------------------------------------------
+
+
+def test_command_prints_an_aligned_table(tmp_path, capsys):
+    assert run(tmp_path, "-c", "SELECT 1 AS id, 'cat' AS name UNION ALL SELECT 10, 'dog'") == 0
+    assert capsys.readouterr().out.splitlines() == [
+        " id | name",
+        "----+------",
+        "  1 | cat",
+        " 10 | dog",
+        "(2 rows)",
+    ]
+
+
+def test_file_runs_every_statement_and_prints_those_that_return_rows(tmp_path, capsys):
+    script = tmp_path / "script.sql"
+    script.write_text(
+        "CREATE TABLE t (id INT, note VARCHAR);  -- a comment; with a semicolon\n"
+        "INSERT INTO t VALUES (1, 'a;b'), (2, 'c');\n"
+        "SELECT count(*) AS n FROM t;\n"
+        "SELECT note FROM t ORDER BY id\n"
+    )
+    assert run(tmp_path, "-f", str(script)) == 0
+    out = capsys.readouterr().out
+    assert "Count" not in out  # CREATE and INSERT print nothing
+    assert " n\n---\n 2\n(1 row)\n" in out
+    assert " a;b\n c\n(2 rows)" in out
+
+
+def test_sql_on_stdin_runs_when_stdin_is_not_a_terminal(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("SELECT 40 + 2 AS answer;"))
+    assert run(tmp_path) == 0
+    assert "answer" in capsys.readouterr().out
+
+
+def test_python_dash_m_reads_stdin_and_exits_zero(tmp_path):
+    result = run_process(":memory:", "--home", str(tmp_path), stdin="SELECT 'piped' AS how;\n")
+    assert result.returncode == 0, result.stderr
+    assert "piped" in result.stdout
+
+
+def test_bad_sql_exits_1_with_duckdb_message_on_stderr(tmp_path, capsys):
+    assert run(tmp_path, "-c", "SELEC 1") == 1
+    captured = capsys.readouterr()
+    assert captured.err.startswith("Error: Parser Error: syntax error")
+    assert captured.out == ""
+
+
+def test_jammi_errors_show_only_the_jammi_message(tmp_path, capsys):
+    assert run(tmp_path, "-c", "SELECT wait_job('no-such-job')") == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Error: jammi: ")
+    assert "Python exception" not in err and "Traceback" not in err
+
+
+def test_the_first_error_stops_the_script(tmp_path, capsys):
+    assert run(tmp_path, "-c", "SELECT 1 AS a; SELECT * FROM missing; SELECT 2 AS b") == 1
+    captured = capsys.readouterr()
+    assert " a\n" in captured.out and " b\n" not in captured.out
+    assert captured.err.startswith("Error: Catalog Error:")
+
+
+def test_an_unreadable_file_is_an_error(tmp_path, capsys):
+    assert run(tmp_path, "-f", str(tmp_path / "nope.sql")) == 1
+    assert capsys.readouterr().err.startswith("Error: cannot read")
+
+
+def test_csv_and_json_formats_keep_full_values(tmp_path, capsys):
+    sql = "SELECT 1 AS id, [0.5, 0.25, 0.125, 1.0, 2.0]::DOUBLE[] AS v, NULL AS x"
+    assert run(tmp_path, "--csv", "-c", sql) == 0
+    assert capsys.readouterr().out == 'id,v,x\n1,"[0.5, 0.25, 0.125, 1.0, 2.0]",\n'
+    assert run(tmp_path, "--json", "-c", sql) == 0
+    assert capsys.readouterr().out == '[{"id": 1, "v": [0.5, 0.25, 0.125, 1.0, 2.0], "x": null}]\n'
+
+
+def test_version_names_the_package_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"jammi-sql {jammi_sql.__version__}"
+
+
+def test_help_does_not_import_torch():
+    code = (
+        "import sys\nfrom jammi_sql.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "usage: jammi-sql" in result.stdout
+    assert result.stdout.strip().endswith("NO-TORCH")
+
+
+def test_demo_dispatches_to_the_demo_module(monkeypatch):
+    from jammi_sql import demo
+
+    monkeypatch.setattr(demo, "main", lambda argv=None: 7 if argv == [] else 0)
+    assert cli.main(["demo"]) == 7
+
+
+# --- running statements --------------------------------------------------------------------
+
+
+def test_ctrl_c_interrupts_the_query_and_frees_the_connection(db, capsys):
+    threading.Timer(0.5, _thread.interrupt_main).start()
+    started = time.monotonic()
+    assert cli.run_sql(db, "SELECT count(*) FROM range(10000000000000)") == 130
+    assert time.monotonic() - started < 10
+    assert "Interrupted" in capsys.readouterr().err
+    assert db.con.execute("SELECT 42").fetchall() == [(42,)]
+
+
+def test_progress_bars_are_drawn_for_running_tasks_when_forced(db, capsys):
+    def slow(n: int) -> int:
+        with progress.start("embedding test rows", n) as task:
+            for _ in range(n):
+                time.sleep(0.05)
+                task.advance()
+        return n
+
+    db.con.create_function("slow_task", slow, ["BIGINT"], "BIGINT", side_effects=True)
+    assert cli.run_sql(db, "SELECT slow_task(8) AS n", progress="always") == 0
+    captured = capsys.readouterr()
+    assert "embedding test rows" in captured.err
+    assert " 8\n" in captured.out
+    assert progress.active() == []
+
+
+def test_the_shell_shows_40_rows_and_counts_the_rest(db, capsys):
+    assert cli.run_sql(db, "SELECT * FROM range(100)", shell=True) == 0
+    out = capsys.readouterr().out
+    assert "\n    39\n" in out and "\n    40\n" not in out
+    assert "(100 rows, 40 shown, " in out
+
+
+def test_the_shell_runs_multiline_statements_and_dot_commands(db, capsys):
+    from prompt_toolkit.history import InMemoryHistory
+    from prompt_toolkit.input import create_pipe_input
+    from prompt_toolkit.output import DummyOutput
+
+    with create_pipe_input() as keys:
+        keys.send_text("SELECT 1 AS first,\r'x;y' AS second\r;\rSELEC 2;\r.jobs\r.nope\r")
+        keys.send_text("SELECT 3 AS after_errors;\r.quit\r")
+        session = cli.prompt_session(input=keys, output=DummyOutput(), history=InMemoryHistory())
+        assert cli.shell(db, session, progress="never") == 0
+    captured = capsys.readouterr()
+    assert " first | second\n" in captured.out and "     1 | x;y\n" in captured.out
+    assert "job_id | status | progress" in captured.out
+    assert "after_errors" in captured.out  # errors keep the shell
+    assert "Error: Parser Error" in captured.err
+    assert "Error: unknown command .nope; try .help" in captured.err
+
+
+def test_ctrl_d_leaves_the_shell(db):
+    from prompt_toolkit.history import InMemoryHistory
+    from prompt_toolkit.input import create_pipe_input
+    from prompt_toolkit.output import DummyOutput
+
+    with create_pipe_input() as keys:
+        keys.send_text("\x04")
+        session = cli.prompt_session(input=keys, output=DummyOutput(), history=InMemoryHistory())
+        assert cli.shell(db, session) == 0
+
+
+# --- pure helpers --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "complete"),
+    [
+        ("SELECT 1;", True),
+        ("SELECT 1", False),
+        ("SELECT 1;\n", True),
+        ("SELECT ';'", False),
+        ("SELECT 'it''s';", True),
+        ("SELECT 'unclosed;", False),
+        ('SELECT "a;b";', True),
+        ("SELECT 1; -- done", True),
+        ("SELECT 1 -- not yet;", False),
+        ("/* ; */ SELECT 1", False),
+        ("SELECT 1 /* open;", False),
+        ("SELECT $$ ; $$", False),
+        ("SELECT $tag$ ;$$ $tag$;", True),
+        ("SELECT 1; SELECT 2;", True),
+        ("SELECT 1; SELECT 2", False),
+    ],
+)
+def test_statement_complete_finds_the_final_semicolon(text, complete):
+    assert cli.statement_complete(text) is complete
+
+
+def test_enter_submits_blank_lines_dot_commands_and_complete_statements():
+    assert cli.input_complete("")
+    assert cli.input_complete("  .tables")
+    assert cli.input_complete("SELECT 1;")
+    assert not cli.input_complete("SELECT 1")
+
+
+def test_long_vectors_are_abbreviated_with_their_length():
+    vector = [0.0134, -0.0521, 0.1] + [0.0] * 381
+    assert cli.format_value(vector) == "[0.013, -0.052, 0.100, …] (384)"
+    assert cli.format_value((1.0, 2.0)) == "[1.000, 2.000]"
+    assert cli.format_value([1, 2, 3, 4]) == "[1, 2, 3, 4]"
+
+
+def test_cells_show_null_booleans_structs_and_short_floats():
+    assert cli.format_value(None) == "NULL"
+    assert cli.format_value(True) == "true"
+    assert cli.format_value(0.30000001192092896) == "0.3"
+    assert cli.format_value({"spearman": 0.5, "n": 3}) == "{spearman: 0.500, n: 3}"
+    assert cli.format_value(["a", "b"]) == "['a', 'b']"
+    assert cli.format_value("two\nlines") == "two\\nlines"
+
+
+def test_format_table_aligns_numbers_right_and_cuts_long_cells():
+    lines = cli.format_table(["n", "text"], [(1, "short"), (100, "x" * 20)], max_width=8)
+    assert lines == [" n   | text", "-----+----------", "   1 | short", " 100 | xxxxxxx…"]
