@@ -58,7 +58,8 @@ class Context:
         if self._jobs is None:
             from .jobs import JobRunner
 
-            self._jobs = JobRunner(self.catalog.cursor(), self.models, self.home)
+            catalog = self.catalog.cursor()  # the runner's thread gets a cursor of its own
+            self._jobs = JobRunner(catalog, ModelRegistry(catalog), self.home)
         return self._jobs
 
     def wanted_dimensions(self) -> int:
