@@ -332,6 +332,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["serve"]:  # not built yet: say so rather than open a database named 'serve'
+        print(
+            "Error: jammi-sql serve (the PostgreSQL wire server) is not available in this "
+            f"version ({__import__('jammi_sql').__version__}); use the Python API or the shell",
+            file=sys.stderr,
+        )
+        return 2
     if argv[:1] == ["demo"]:
         from jammi_sql import demo
 

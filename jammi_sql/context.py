@@ -7,6 +7,7 @@ registry and the job runner. No torch here; the engine is loaded on first use.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -26,15 +27,22 @@ def database_path(con: duckdb.DuckDBPyConnection) -> str | None:
     return row[0][0] if row and row[0][0] else None
 
 
-def home_folder(con: duckdb.DuckDBPyConnection, home: str | os.PathLike | None = None) -> Path:
-    """``home=``, else $JAMMI_HOME, else ``<db file>.jammi/``, else a temporary folder."""
+def home_folder(
+    con: duckdb.DuckDBPyConnection, home: str | os.PathLike | None = None
+) -> tuple[Path, bool]:
+    """``home=``, else $JAMMI_HOME, else ``<db file>.jammi/``, else a temporary folder.
+
+    Returns the folder and whether it is temporary (an in-memory database's, removed on close).
+    """
     chosen = home or os.environ.get("JAMMI_HOME")
+    temporary = False
     if not chosen:
         path = database_path(con)
+        temporary = path is None
         chosen = f"{path}.jammi" if path else tempfile.mkdtemp(prefix="jammi-")
     folder = Path(chosen).expanduser().resolve()
     folder.mkdir(parents=True, exist_ok=True)
-    return folder
+    return folder, temporary
 
 
 class Context:
@@ -45,7 +53,7 @@ class Context:
         dimensions: int | None = None,
     ):
         self.con = con
-        self.home = home_folder(con, home)
+        self.home, self._temporary_home = home_folder(con, home)
         self.catalog = Catalog.open(con)
         self.models = ModelRegistry(self.catalog)
         self.fixed_dimensions = dimensions
@@ -68,3 +76,5 @@ class Context:
     def close(self) -> None:
         if self._jobs is not None:
             self._jobs.shutdown()
+        if self._temporary_home:  # an in-memory catalog dies with the connection; so do its files
+            shutil.rmtree(self.home, ignore_errors=True)

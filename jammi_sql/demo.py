@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     db.close()
-    print("\nDone. Try it yourself: jammi-sql my.duckdb")
+    print(f"\nDone. Explore what the demo built: jammi-sql {folder / 'demo.duckdb'}")
     return 0
 
 
