@@ -11,7 +11,7 @@ from jammi_sql import artifacts
 from jammi_sql.config import FineTuneConfig
 from jammi_sql.encoder import Encoder
 from jammi_sql.errors import ArtifactError
-from jammi_sql.train import Trainee
+from jammi_sql.trainee import Trainee
 
 CPU = torch.device("cpu")
 TEXTS = ["the cat plays piano", "quantum computing and physics", "a dog", "search engine"]

@@ -181,7 +181,7 @@ def test_a_nan_loss_fails_with_a_clear_error(tmp_path, tiny_model, monkeypatch):
 
 
 def test_no_epoch_better_than_the_base_keeps_the_base(tmp_path, tiny_model, monkeypatch):
-    real = train._validate
+    real = train.validate
     calls = []
 
     def worse_each_epoch(*args, **kwargs):
@@ -189,7 +189,7 @@ def test_no_epoch_better_than_the_base_keeps_the_base(tmp_path, tiny_model, monk
         calls.append(1)
         return {**out, "loss": out["loss"] + len(calls)}  # the base is always best
 
-    monkeypatch.setattr(train, "_validate", worse_each_epoch)
+    monkeypatch.setattr(train, "validate", worse_each_epoch)
     result = fit(tmp_path, tiny_model, SCORED, epochs=5, early_stopping_patience=2)
     assert result.stopped_early and result.epochs_run == 2 and result.best_epoch == 0
     assert (

@@ -1,0 +1,225 @@
+"""The model being trained, in one of three shapes, and what it needs to embed and validate.
+
+- ``projection_head``: the encoder stays frozen; every distinct text is encoded once and the
+  head trains on the cached pooled vectors, so an epoch costs almost nothing.
+- ``encoder_adapters``: LoRA inside the encoder; only ``lora_A``/``lora_B`` train.
+- ``full``: every encoder weight trains.
+
+Texts are handled by index into one list of distinct texts, so a text that occurs many times is
+tokenized once, embedded once per batch, and recognised as the same text by in-batch negatives.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import artifacts
+from . import losses as L
+from .config import FineTuneConfig
+from .data import TrainingSet
+from .encoder import Encoder, length_sorted_batches
+from .evaluate import retrieval_metrics, similarity_metrics
+from .head import ProjectionHead
+from .lora import inject_lora, lora_state_dict
+
+
+class Cancelled(Exception):
+    """``should_stop()`` said so; the latest checkpoint is kept for a resume."""
+
+
+# ---- the model being trained ---------------------------------------------------------
+class Trainee:
+    """An encoder plus what trains in it; embeds texts by their index in ``token_ids``."""
+
+    def __init__(
+        self, encoder: Encoder, adapter_type: str, config: FineTuneConfig, token_ids, should_stop
+    ):
+        self.encoder, self.adapter_type, self.token_ids = encoder, adapter_type, token_ids
+        transformer = encoder.transformer
+        if adapter_type != "full":
+            transformer.requires_grad_(False)
+        if adapter_type == "projection_head":
+            self.head = ProjectionHead(
+                encoder.dimensions,
+                config.lora_rank,
+                config.lora_alpha,
+                config.lora_dropout,
+                config.use_rslora,
+            ).to(encoder.device)
+            encoder.head = self.head
+            # The encoder never changes: encode each distinct text once. clone() leaves
+            # inference mode, so the head can backpropagate into (not through) the cache.
+            self.cache = encode_ids(encoder, token_ids, should_stop, pooled_only=True).clone()
+            self.trainable: torch.nn.Module = self.head
+        else:
+            if adapter_type == "encoder_adapters":
+                inject_lora(
+                    transformer,
+                    config.target_modules,
+                    config.lora_rank,
+                    config.lora_alpha,
+                    config.lora_dropout,
+                    config.use_rslora,
+                    config.layers_to_transform,
+                    config.rank_pattern,
+                )
+            self.trainable = transformer
+        self.initial = self.state()
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.trainable.parameters() if p.requires_grad]
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """A CPU copy of the weights that train."""
+        if self.adapter_type == "encoder_adapters":
+            sd = lora_state_dict(self.trainable)
+        else:
+            sd = self.trainable.state_dict()
+        return {k: v.detach().to("cpu", copy=True) for k, v in sd.items()}
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.trainable.load_state_dict(state, strict=self.adapter_type != "encoder_adapters")
+
+    def train(self, mode: bool = True) -> None:
+        self.trainable.train(mode)
+
+    def embed(self, ids: np.ndarray) -> torch.Tensor:
+        """Training-mode embeddings (n, D) of the texts ``ids``, with gradients."""
+        if self.adapter_type == "projection_head":
+            return self.encoder.project(self.cache[torch.from_numpy(ids)])
+        return self.encoder(self.encoder.collate([self.token_ids[i] for i in ids]))
+
+    def embed_eval(self, ids: np.ndarray, should_stop) -> torch.Tensor:
+        """Inference embeddings (n, D) of the texts ``ids``."""
+        self.train(False)
+        with torch.inference_mode():
+            if self.adapter_type == "projection_head":
+                return self.encoder.project(self.cache[torch.from_numpy(ids)])
+            return encode_ids(self.encoder, [self.token_ids[i] for i in ids], should_stop)
+
+    def save(
+        self, output_dir: Path, config: FineTuneConfig, base_model_id: str, base_folder: Path
+    ) -> None:
+        common = dict(base_model_id=base_model_id, base_model_path=str(base_folder))
+        if self.adapter_type == "full":
+            artifacts.save(output_dir, "full", config={}, encoder=self.encoder, **common)
+            return
+        meta = {
+            "lora_rank": config.lora_rank,
+            "lora_alpha": config.lora_alpha,
+            "use_rslora": config.use_rslora,
+        }
+        if self.adapter_type == "projection_head":
+            meta["head_layers"] = ["projection"]
+        else:
+            meta = {
+                "model_type": self.encoder.transformer.config.model_type,
+                **meta,
+                "target_modules": list(config.target_modules),
+                "layers_to_transform": config.layers_to_transform,
+                "rank_pattern": dict(config.rank_pattern),
+                "backbone_dtype": "f32",
+            }
+        artifacts.save(output_dir, self.adapter_type, config=meta, tensors=self.state(), **common)
+
+
+def encode_ids(
+    encoder: Encoder, token_ids: list[list[int]], should_stop, pooled_only: bool = False
+) -> torch.Tensor:
+    """(n, D) embeddings of tokenized texts in length-sorted batches, in eval mode."""
+    was_training = encoder.transformer.training
+    encoder.transformer.eval()
+    out: torch.Tensor | None = None
+    with torch.inference_mode():
+        for batch in length_sorted_batches([len(x) for x in token_ids]):
+            if should_stop():
+                raise Cancelled()
+            v = encoder.pooled(encoder.collate([token_ids[i] for i in batch]))
+            v = v if pooled_only else encoder.project(v)
+            if out is None:
+                out = torch.empty((len(token_ids), v.shape[1]), dtype=v.dtype, device=v.device)
+            out[torch.from_numpy(batch).to(v.device)] = v
+    encoder.transformer.train(was_training)
+    assert out is not None
+    return out
+
+
+# ---- data: distinct texts, validation ----------------------------------------------------
+def index_texts(sets: list[TrainingSet], spec) -> tuple[list[str], list[np.ndarray]]:
+    """Distinct texts (prompt included) and, per set, the (rows, columns) text-id array.
+
+    Anchors of pairs and triplets get the model's query prompt, every other text its
+    document prompt: the sides ``embed_query`` and ``embed`` use.
+    """
+    index: dict[str, int] = {}
+    out = []
+    for ts in sets:
+        ids = np.empty((len(ts), ts.n_texts), dtype=np.int64)
+        for c in range(ts.n_texts):
+            prompt = (
+                spec.query_prompt
+                if (c == 0 and ts.kind != "scored_pairs")
+                else spec.document_prompt
+            )
+            for r, row in enumerate(ts.rows):
+                ids[r, c] = index.setdefault(prompt + row[c], len(index))
+        out.append(ids)
+    return list(index), out
+
+
+def batch_loss(
+    loss_fn, emb: torch.Tensor, rows: np.ndarray, scores: np.ndarray | None
+) -> torch.Tensor:
+    """Loss of one batch: ``rows`` (B, columns) says which row of ``emb`` embeds each text.
+
+    Equal rows mean equal texts, which is how in-batch negatives recognise duplicates.
+    """
+    index = torch.from_numpy(rows).to(emb.device)
+    columns = [emb[index[:, c]] for c in range(rows.shape[1])]
+    s = torch.from_numpy(scores).to(emb.device) if scores is not None else None
+    return L.compute(loss_fn, columns, s, [index[:, c] for c in range(rows.shape[1])])
+
+
+def validate(
+    trainee: Trainee, loss_fn, kind: str, ids: np.ndarray, scores, batch_size: int, should_stop
+) -> dict:
+    """Validation loss and metric: Spearman for scored pairs, retrieval for the rest."""
+    uniq = np.unique(ids)
+    emb = trainee.embed_eval(uniq, should_stop)  # (U, D), rows in uniq order
+    pos = np.searchsorted(uniq, ids)  # (n, k): row of each text in emb
+    with torch.inference_mode():
+        batch_losses = [
+            float(
+                batch_loss(
+                    loss_fn,
+                    emb,
+                    pos[i : i + batch_size],
+                    None if scores is None else scores[i : i + batch_size],
+                )
+            )
+            for i in range(0, len(ids), batch_size)
+        ]
+    vectors = emb.float().cpu().numpy()
+    out = {"loss": float(np.mean(batch_losses))}
+    if kind == "scored_pairs":
+        m = similarity_metrics(vectors[pos[:, 0]], vectors[pos[:, 1]], scores)
+        out.update(spearman=m["spearman"], pearson=m["pearson"])
+    else:  # anchors retrieve among every positive (and negative) of the validation rows
+        queries = np.unique(pos[:, 0])
+        docs = np.unique(pos[:, 1:])
+        relevant: dict[str, set[str]] = {}
+        for row in pos:
+            relevant.setdefault(f"q{row[0]}", set()).add(f"d{row[1]}")
+        r = retrieval_metrics(
+            vectors[queries],
+            vectors[docs],
+            [f"q{i}" for i in queries],
+            [f"d{i}" for i in docs],
+            relevant,
+            ignore_identical_ids=False,
+        )
+        out.update({k: v for k, v in r.metrics.items() if k != "n_queries"})
+    return out
