@@ -46,7 +46,9 @@ SHAPES = {
 
 def read_stsb(path: Path) -> list[tuple[str, str, float]]:
     with open(path, newline="", encoding="utf-8") as f:
-        return [(r[5], r[6], float(r[4])) for r in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)]
+        return [
+            (r[5], r[6], float(r[4])) for r in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        ]
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -88,7 +90,9 @@ class SciFact(Task):
         pairs = read_jsonl(root / "train_pairs.jsonl")
         qids = sorted({p["query_id"] for p in pairs})
         held = set(np.random.default_rng(seed).permutation(qids)[: len(qids) // 5].tolist())
-        self.train = [(p["query"], f"{p['title']} {p['text']}") for p in pairs if p["query_id"] not in held]
+        self.train = [
+            (p["query"], f"{p['title']} {p['text']}") for p in pairs if p["query_id"] not in held
+        ]
         self.train = self.train[:limit]
         queries = {q["_id"]: q["text"] for q in read_jsonl(root / "queries.jsonl")}
         self.relevant: dict[str, set[str]] = {}
@@ -108,7 +112,9 @@ class SciFact(Task):
 
     def evaluate(self, encoder: Encoder) -> float:
         if encoder.head is not None and self._pooled_corpus is not None:
-            with torch.inference_mode():  # a head changes nothing before pooling: reuse the base's pass
+            with (
+                torch.inference_mode()
+            ):  # a head changes nothing before pooling: reuse the base's pass
                 corpus = encoder.project(torch.from_numpy(self._pooled_corpus)).numpy()
         else:
             pooled = encoder.encode(self.docs, pooled_only=True)
@@ -126,37 +132,56 @@ def _is_tuned(encoder: Encoder) -> bool:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--shapes", default="head,adapters,full")
     ap.add_argument("--tasks", default="stsb,scifact")
     ap.add_argument("--quick", action="store_true", help="train on 1,000 rows only")
     ap.add_argument("--limit", type=int, default=None, help="train on this many rows only")
-    ap.add_argument("--max-seq-length", type=int, default=None,
-                    help="cap max_seq_length (default: 128 for STS-B, the model's 256 for SciFact)")
-    ap.add_argument("--config", default="{}", help="extra config keys as JSON, e.g. '{\"epochs\": 1}'")
+    ap.add_argument(
+        "--max-seq-length",
+        type=int,
+        default=None,
+        help="cap max_seq_length (default: 128 for STS-B, the model's 256 for SciFact)",
+    )
+    ap.add_argument(
+        "--config", default="{}", help="extra config keys as JSON, e.g. '{\"epochs\": 1}'"
+    )
     args = ap.parse_args()
     limit = 1000 if args.quick else args.limit
     extra = json.loads(args.config)
     base_folder = bundled_model_folder()
     device = torch.device("cpu")
     tasks = {"stsb": lambda: STSB(limit), "scifact": lambda: SciFact(limit)}
-    print(f"model {BUNDLED_ID}, {torch.get_num_threads()} threads, default FineTuneConfig + {extra or 'nothing'}")
+    print(
+        f"model {BUNDLED_ID}, {torch.get_num_threads()} threads, default FineTuneConfig + {extra or 'nothing'}"
+    )
     rows = []
     for task_name in args.tasks.split(","):
         task = tasks[task_name]()
         seq = args.max_seq_length or (128 if task_name == "stsb" else 256)
         t0 = time.monotonic()
         base = task.evaluate(Encoder.from_folder(base_folder, device))
-        print(f"{task_name}: base {task.metric} {base:.4f} ({time.monotonic() - t0:.0f}s to evaluate)", flush=True)
+        print(
+            f"{task_name}: base {task.metric} {base:.4f} ({time.monotonic() - t0:.0f}s to evaluate)",
+            flush=True,
+        )
         for shape in args.shapes.split(","):
             method, shape_cfg = SHAPES[shape]
             config = FineTuneConfig.from_mapping({"max_seq_length": seq, **shape_cfg, **extra})
             with tempfile.TemporaryDirectory() as tmp:
                 t0 = time.monotonic()
                 result = run_training(
-                    base_folder, make_training_set(task.kind, task.train_rows()), config, method,
-                    work_dir=Path(tmp) / "work", output_dir=Path(tmp) / "model",
-                    on_progress=lambda p: None, should_stop=lambda: False, device=device,
+                    base_folder,
+                    make_training_set(task.kind, task.train_rows()),
+                    config,
+                    method,
+                    work_dir=Path(tmp) / "work",
+                    output_dir=Path(tmp) / "model",
+                    on_progress=lambda p: None,
+                    should_stop=lambda: False,
+                    device=device,
                 )
                 seconds = time.monotonic() - t0
                 encoder = artifacts.load_encoder(result.output_dir, base_folder, device)
@@ -171,7 +196,9 @@ def main() -> None:
                 flush=True,
             )
     print()
-    print(f"{'task':8s} {'shape':9s} {'metric':11s} {'base':>7s} {'tuned':>7s} {'delta':>8s} {'train s':>8s}  best/run")
+    print(
+        f"{'task':8s} {'shape':9s} {'metric':11s} {'base':>7s} {'tuned':>7s} {'delta':>8s} {'train s':>8s}  best/run"
+    )
     for task_name, shape, base, score, seconds, m in rows:
         print(
             f"{task_name:8s} {shape:9s} {m['metric']:11s} {base:7.4f} {score:7.4f} {score - base:+8.4f} "

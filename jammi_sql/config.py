@@ -46,7 +46,10 @@ class FineTuneConfig:
     rank_pattern: dict = _opt(
         {}, "per-module rank overrides, keys matched as substrings of the module name"
     )
-    learning_rate: float = _opt(2e-4, "base learning rate")
+    learning_rate: float | None = _opt(
+        None,
+        "base learning rate; NULL = by method: 2e-4 for 'lora' (head or adapters), 2e-5 for 'full'",
+    )
     epochs: int = _opt(3, "training epochs")
     batch_size: int = _opt(8, "micro-batch size")
     max_seq_length: int = _opt(512, "max tokens per text (never more than the model's own limit)")
@@ -56,7 +59,9 @@ class FineTuneConfig:
         3, "epochs without validation improvement before stopping; the best weights are restored"
     )
     early_stopping_metric: str = _opt(
-        "val_loss", "what early stopping watches: 'val_loss' or 'val_metric'"
+        "val_metric",
+        "what early stopping and the choice of the best epoch watch: 'val_metric' (Spearman for "
+        "scored pairs, NDCG@10 otherwise) or 'val_loss'",
     )
     warmup_steps: int = _opt(100, "linear warmup from 0 to the base rate")
     lr_schedule: str = _opt(
@@ -158,7 +163,8 @@ class FineTuneConfig:
             as_int(key, 0)
         as_float("lora_alpha", 0.0, open_low=True)
         as_float("lora_dropout", 0.0, 1.0)
-        as_float("learning_rate", 0.0, open_low=True)
+        if self.learning_rate is not None:  # None: the method's own default (see train.py)
+            as_float("learning_rate", 0.0, open_low=True)
         as_float("validation_fraction", 0.0, 0.9)
         as_float("weight_decay", 0.0)
         as_float("max_grad_norm", 0.0, open_low=True)

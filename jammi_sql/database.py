@@ -155,10 +155,9 @@ class Database:
         return add_source(self.ctx.catalog, name, url or path or "", format)
 
     def remove_source(self, name: str) -> None:
-        from .sources import get_source
+        from .sources import remove_source
 
-        get_source(self.ctx.catalog, name)
-        self.ctx.catalog.remove_source(name)
+        remove_source(self.ctx.catalog, name)
 
     def register_model(self, model_id: str, path: str | os.PathLike):
         record = self.ctx.models.register(model_id, str(path))
@@ -191,18 +190,19 @@ class Database:
 
     # ---- embeddings and search ----------------------------------------------------
     def encode_text(self, model: str, text: str | list[str]):
-        from .infer import embed_texts
-
-        vectors = embed_texts(self.ctx, model, [text] if isinstance(text, str) else list(text))
-        return vectors[0] if isinstance(text, str) else vectors
+        """A float32 vector for one text (or an (n, d) array for a list)."""
+        return self._encode(model, text, query=False)
 
     def encode_text_query(self, model: str, text: str | list[str]):
+        """The query-side embedding, as ``embed_query`` computes it."""
+        return self._encode(model, text, query=True)
+
+    def _encode(self, model: str, text: str | list[str], query: bool):
         from .infer import embed_texts
 
-        vectors = embed_texts(
-            self.ctx, model, [text] if isinstance(text, str) else list(text), query=True
-        )
-        return vectors[0] if isinstance(text, str) else vectors
+        single = isinstance(text, str)
+        vectors = embed_texts(self.ctx, model, [text] if single else list(text), query=query)
+        return vectors[0] if single else vectors
 
     def generate_text_embeddings(
         self, source: str, model: str, columns: list[str], key: str

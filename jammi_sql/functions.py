@@ -89,10 +89,9 @@ def add_source(ctx: Context, name, url, format):
 @sql_function("jammi_remove_source", ["VARCHAR"], "VARCHAR", side_effects=True)
 def remove_source(ctx: Context, name):
     """remove_source(name): unregister a source (its data is untouched)."""
-    from .sources import get_source
+    from .sources import remove_source as remove
 
-    get_source(ctx.catalog, name)
-    ctx.catalog.remove_source(name)
+    remove(ctx.catalog, name)
     return f"source '{name}' removed"
 
 

@@ -144,6 +144,12 @@ def add_source(catalog: Catalog, name: str, url: str, format: str | None = None)
     return source
 
 
+def remove_source(catalog: Catalog, name: str) -> None:
+    """Unregister a source; its data (file, table) is untouched."""
+    get_source(catalog, name)
+    catalog.remove_source(name)
+
+
 def get_source(catalog: Catalog, name: str) -> Source:
     """A registered source with its columns as they are now (a table may have changed)."""
     source = catalog.get_source(name)
