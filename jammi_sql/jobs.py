@@ -13,10 +13,12 @@ import math
 import queue
 import shutil
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import progress
 from .catalog import Catalog, JobRecord, ModelRecord
 from .config import FineTuneConfig, normalize_method, normalize_task
 from .errors import DataError, InvalidArgumentError, JammiError, JobStateError, NotFoundError
@@ -38,6 +40,8 @@ NUMERIC = (
     "UBIGINT",
 )
 MIN_TRAIN_ROWS = 2
+POLL_S = 0.5  # how often wait_job refreshes the progress it shows
+PROGRESS_STEPS = 1000
 
 # Jobs running in this process, across every database opened here: a second connection to
 # the same file must not mistake them for jobs a dead process left behind.
@@ -217,7 +221,15 @@ class JobRunner:
         if job.status in FINAL or job.status == "interrupted":
             return job.status
         done = self._done_event(job_id)
-        done.wait(timeout if timeout is None or timeout >= 0 else 0)
+        deadline = None if timeout is None else time.monotonic() + max(timeout, 0)
+        # Mirror the job's progress where a front end (the shell's progress bar) can see it.
+        with progress.start(f"training {job.model_id or job_id}", PROGRESS_STEPS) as task:
+            while not done.wait(
+                POLL_S if deadline is None else min(POLL_S, max(deadline - time.monotonic(), 0))
+            ):
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                task.update(int(self.get(job_id).progress * PROGRESS_STEPS))
         return self.get(job_id).status
 
     def cancel(self, job_id: str, wait_s: float = 30.0) -> str:

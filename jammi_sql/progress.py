@@ -29,6 +29,10 @@ class Task:
         with _lock:
             self.done = min(self.total, self.done + n)
 
+    def update(self, done: int) -> None:
+        with _lock:
+            self.done = max(0, min(self.total, done))
+
     def close(self) -> None:
         with _lock:
             _active.pop(self.id, None)

@@ -106,7 +106,13 @@ def test_fine_tuned_models_work_in_generate_text_embeddings_and_search(pairs):
 
 def test_cancel_job_stops_a_running_job_and_registers_nothing(pairs):
     job = pairs.fine_tune(
-        "pairs", "tiny", ["text_a", "text_b", "score"], method="full", epochs=200, warmup_steps=0
+        "pairs",
+        "tiny",
+        ["text_a", "text_b", "score"],
+        method="full",
+        epochs=200,
+        warmup_steps=0,
+        early_stopping_patience=1000,
     )
     deadline = time.monotonic() + 60
     while job.status != "running" and time.monotonic() < deadline:
@@ -127,29 +133,47 @@ def test_a_job_left_running_by_a_dead_process_shows_as_interrupted_and_resumes(
     db = jammi_sql.connect(path)
     db.register_model("tiny", tiny_model)
     db.sql(
-        "CREATE TABLE pairs AS SELECT 'the cat ' || i AS text_a, 'a dog ' || i AS text_b, (i % 5) / 5 AS score FROM range(40) r(i)"
+        "CREATE TABLE pairs AS SELECT 'the cat ' || i AS text_a, 'a dog ' || i AS text_b, "
+        "(i % 5) / 5 AS score FROM range(40) r(i)"
     ).fetchall()
     db.sql("SELECT add_source('pairs', 'pairs')").fetchall()
     job = db.fine_tune(
-        "pairs", "tiny", ["text_a", "text_b", "score"], method="full", epochs=200, warmup_steps=0
+        "pairs",
+        "tiny",
+        ["text_a", "text_b", "score"],
+        method="full",
+        epochs=40,
+        warmup_steps=0,
+        early_stopping_patience=1000,
     )
     deadline = time.monotonic() + 60
-    while (job.status != "running" or (job.progress or 0) < 0.15) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    db.close()  # as if the process stopped mid-job: the checkpoint stays
-    # simulate a crash: the row still says running
-    con = duckdb.connect(path)
+    while (job.status != "running" or job.progress < 0.2) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert job.status == "running"
+    db.close()  # the checkpoint stays on disk
+    con = duckdb.connect(path)  # as if the process had died: the row still says running
     con.execute("UPDATE jammi.jobs SET status = 'running'")
     con.close()
+
     db = jammi_sql.connect(path)
     assert db.job(job.job_id).status == "interrupted"
-    step = db.sql(f"SELECT step FROM jammi.jobs WHERE job_id = '{job.job_id}'").fetchall()[0][0]
-    assert step > 0
-    db.sql(f"SELECT resume_job('{job.job_id}')").fetchall()
-    deadline = time.monotonic() + 60
-    while db.job(job.job_id).status in ("queued",) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert db.sql(f"SELECT cancel_job('{job.job_id}')").fetchall()[0][0] == "cancelled"
+    stopped_at = db.sql(f"SELECT step FROM jammi.jobs WHERE job_id = '{job.job_id}'").fetchall()[0][
+        0
+    ]
+    assert stopped_at > 0
+    assert db.sql(f"SELECT resume_job('{job.job_id}')").fetchall()[0][0] == job.job_id
+    assert db.sql(f"SELECT wait_job('{job.job_id}', 120)").fetchall()[0][0] == "succeeded"
+    step, total = db.sql(
+        f"SELECT step, total_steps FROM jammi.jobs WHERE job_id = '{job.job_id}'"
+    ).fetchall()[0]
+    assert step == total
+    first_logged = db.sql(
+        f"SELECT min(step) FROM jammi.job_metrics WHERE job_id = '{job.job_id}' AND step > {stopped_at}"
+    ).fetchall()[0][0]
+    assert first_logged is not None  # training went on past where it stopped
+    assert db.sql("SELECT kind FROM jammi.models WHERE job_id = ?", [job.job_id]).fetchall() == [
+        ("fine_tuned",)
+    ]
     db.close()
 
 
@@ -225,7 +249,13 @@ def test_null_texts_nan_scores_and_tiny_sources_are_refused(pairs):
 
 def test_queries_keep_working_while_a_job_trains(pairs):
     job = pairs.fine_tune(
-        "pairs", "tiny", ["text_a", "text_b", "score"], method="full", epochs=50, warmup_steps=0
+        "pairs",
+        "tiny",
+        ["text_a", "text_b", "score"],
+        method="full",
+        epochs=200,
+        warmup_steps=0,
+        early_stopping_patience=1000,
     )
     seen = set()
     deadline = time.monotonic() + 60
