@@ -32,6 +32,7 @@ format: install
 	$(VENV)/bin/ruff check --fix jammi_sql tests benchmarks
 
 bench: install
+	$(PY) -m pip install -q -c constraints.txt -e '.[test,bench]'
 	$(PY) benchmarks/embed_throughput.py
 	$(PY) benchmarks/eval_speed.py
 	$(PY) benchmarks/finetune_speed.py

@@ -8,7 +8,7 @@
 Each job runs with the default FineTuneConfig (only max_seq_length is capped, see --max-seq-length),
 exactly as ``fine_tune`` would run it.
 
-    python benchmarks/quality.py                       # everything (about an hour on 2 CPU cores)
+    python benchmarks/quality.py                       # everything (about 50 minutes on 2 CPU cores)
     python benchmarks/quality.py --shapes head,adapters --tasks stsb
     python benchmarks/quality.py --quick               # 1,000 training rows: a smoke run
 """
@@ -112,23 +112,18 @@ class SciFact(Task):
 
     def evaluate(self, encoder: Encoder) -> float:
         if encoder.head is not None and self._pooled_corpus is not None:
-            with (
-                torch.inference_mode()
-            ):  # a head changes nothing before pooling: reuse the base's pass
-                corpus = encoder.project(torch.from_numpy(self._pooled_corpus)).numpy()
+            pooled = (
+                self._pooled_corpus
+            )  # a head changes nothing before pooling: reuse the base's pass
         else:
             pooled = encoder.encode(self.docs, pooled_only=True)
-            if encoder.head is None and self._pooled_corpus is None and not _is_tuned(encoder):
+            if self._pooled_corpus is None:  # the first model evaluated is the base
                 self._pooled_corpus = pooled
-            with torch.inference_mode():
-                corpus = encoder.project(torch.from_numpy(pooled)).numpy()
+        with torch.inference_mode():
+            corpus = encoder.project(torch.from_numpy(pooled)).numpy()
         queries = encoder.encode(self.queries, query=True)
         result = retrieval_metrics(queries, corpus, self.query_ids, self.doc_ids, self.relevant)
         return result.metrics["ndcg_at_10"]
-
-
-def _is_tuned(encoder: Encoder) -> bool:
-    return getattr(encoder, "_tuned", False)
 
 
 def main() -> None:
@@ -185,7 +180,6 @@ def main() -> None:
                 )
                 seconds = time.monotonic() - t0
                 encoder = artifacts.load_encoder(result.output_dir, base_folder, device)
-                encoder._tuned = True
                 score = task.evaluate(encoder)
             m = result.metrics
             rows.append((task_name, shape, base, score, seconds, m))

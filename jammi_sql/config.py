@@ -48,7 +48,8 @@ class FineTuneConfig:
     )
     learning_rate: float | None = _opt(
         None,
-        "base learning rate; NULL = by method: 2e-4 for 'lora' (head or adapters), 2e-5 for 'full'",
+        "base learning rate; NULL = by method: 2e-5 for 'full', 2e-4 for LoRA adapters, and for a "
+        "projection head 2e-4 with CoSENT, 2e-3 with in-batch negatives or triplets",
     )
     epochs: int = _opt(3, "training epochs")
     batch_size: int = _opt(8, "micro-batch size")

@@ -380,6 +380,7 @@ class JobRunner:
                 on_progress=on_progress,
                 should_stop=should_stop,
                 resume=plan.resume,
+                base_model_id=base.model_id,
             )
             model_id = cfg.model_name or job.job_id
             target = self.home / "models" / model_id

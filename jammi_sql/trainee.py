@@ -25,6 +25,8 @@ from .evaluate import retrieval_metrics, similarity_metrics
 from .head import ProjectionHead
 from .lora import inject_lora, lora_state_dict
 
+RETRIEVAL_METRICS = ("ndcg_at_10", "mrr_at_10", "recall_at_1", "recall_at_10", "map_at_100")
+
 
 class Cancelled(Exception):
     """``should_stop()`` said so; the latest checkpoint is kept for a resume."""
@@ -221,5 +223,5 @@ def validate(
             relevant,
             ignore_identical_ids=False,
         )
-        out.update({k: v for k, v in r.metrics.items() if k != "n_queries"})
+        out.update({k: r.metrics[k] for k in RETRIEVAL_METRICS})
     return out

@@ -273,3 +273,12 @@ def test_queries_keep_working_while_a_job_trains(pairs):
 def test_wait_job_on_an_unknown_job_is_a_clear_error(db):
     with pytest.raises(Exception, match="jammi: unknown job 'nope'"):
         db.sql("SELECT wait_job('nope')").fetchall()
+
+
+def test_a_fine_tuned_model_folder_names_its_base_model(pairs):
+    import json
+
+    job = pairs.fine_tune("pairs", "tiny", ["text_a", "text_b", "score"], epochs=1, warmup_steps=0)
+    job.wait(timeout=120)
+    config = json.loads((pairs.home / "models" / job.model_id / "adapter_config.json").read_text())
+    assert config["adapter_type"] == "projection_head" and config["base_model_id"] == "tiny"

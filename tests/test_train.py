@@ -249,3 +249,49 @@ def test_split_is_deterministic_and_keeps_an_anchor_on_one_side():
     assert not {r[0] for r in train1.rows} & {r[0] for r in val1.rows}
     assert split(ts, 0.2, seed=4)[1].rows != val1.rows
     assert np.isfinite(make_training_set("scored_pairs", [("a", "b", "2.5")]).scores()).all()
+
+
+def test_each_method_has_its_own_default_learning_rate():
+    from jammi_sql.train import DEFAULT_LEARNING_RATE, adapter_type_for, learning_rate_for
+
+    head = FineTuneConfig()
+    adapters = FineTuneConfig(target_modules=["query"])
+    assert head.learning_rate is None and head.early_stopping_metric == "val_metric"
+    assert adapter_type_for("lora", head) == "projection_head"
+    assert adapter_type_for("lora", adapters) == "encoder_adapters"
+    assert learning_rate_for("full", head) == DEFAULT_LEARNING_RATE["full"] == 2e-5
+    assert learning_rate_for("encoder_adapters", adapters) == 2e-4
+    assert learning_rate_for("projection_head", head, "cosent") == 2e-4
+    assert learning_rate_for("projection_head", head, "multiple_negatives_ranking") == 2e-3
+    assert learning_rate_for("full", FineTuneConfig(learning_rate=1e-3)) == 1e-3
+
+
+@pytest.mark.slow
+def test_a_head_on_the_bundled_model_trains_and_reloads(tmp_path, bundled_model_folder):
+    import csv
+    from pathlib import Path
+
+    stsb = Path("/work/shared/data/stsb/sts-train.csv")
+    if not stsb.exists():
+        pytest.skip("STS-B is not on this machine")
+    with open(stsb, newline="", encoding="utf-8") as f:
+        rows = [
+            (r[5], r[6], float(r[4])) for r in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        ]
+    result = run_training(
+        bundled_model_folder,
+        make_training_set("scored_pairs", rows[:400]),
+        FineTuneConfig(epochs=2),
+        "lora",
+        work_dir=tmp_path / "work",
+        output_dir=tmp_path / "model",
+        on_progress=lambda p: None,
+        should_stop=lambda: False,
+        device=CPU,
+    )
+    m = result.metrics
+    assert m["adapter_type"] == "projection_head" and m["dimensions"] == 384
+    assert 0.5 < m["base"]["spearman"] and m["fine_tuned"]["spearman"] >= m["base"]["spearman"]
+    encoder = artifacts.load_encoder(result.output_dir, bundled_model_folder, CPU)
+    vectors = encoder.encode(["A man is playing a guitar.", "A man plays the guitar."])
+    assert vectors.shape == (2, 384) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
