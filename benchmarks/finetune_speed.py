@@ -37,7 +37,7 @@ from jammi_sql.data import make_training_set  # noqa: E402
 from jammi_sql.models import bundled_model_folder  # noqa: E402
 from jammi_sql.train import run_training  # noqa: E402
 
-STSB = Path("/work/shared/data/stsb/sts-train.csv")
+STSB = Path(__file__).resolve().parents[2] / "shared" / "data" / "stsb" / "sts-train.csv"
 
 
 def read_pairs(limit: int | None) -> list[tuple[str, str, float]]:

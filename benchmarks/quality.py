@@ -36,7 +36,7 @@ from jammi_sql.evaluate import retrieval_metrics, similarity_metrics  # noqa: E4
 from jammi_sql.models import BUNDLED_ID, bundled_model_folder  # noqa: E402
 from jammi_sql.train import run_training  # noqa: E402
 
-DATA = Path("/work/shared/data")
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SHAPES = {
     "head": ("lora", {}),
     "adapters": ("lora", {"target_modules": ["query", "value"]}),

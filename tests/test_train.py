@@ -271,7 +271,7 @@ def test_a_head_on_the_bundled_model_trains_and_reloads(tmp_path, bundled_model_
     import csv
     from pathlib import Path
 
-    stsb = Path("/work/shared/data/stsb/sts-train.csv")
+    stsb = Path(__file__).resolve().parents[2] / "shared" / "data" / "stsb" / "sts-train.csv"
     if not stsb.exists():
         pytest.skip("STS-B is not on this machine")
     with open(stsb, newline="", encoding="utf-8") as f:
