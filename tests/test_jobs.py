@@ -30,6 +30,19 @@ def pairs(db):
     return db
 
 
+def long_job(db):
+    """A full fine-tune that runs long enough to be caught while running."""
+    return db.fine_tune(
+        "pairs",
+        "tiny",
+        ["text_a", "text_b", "score"],
+        method="full",
+        epochs=200,
+        warmup_steps=0,
+        early_stopping_patience=1000,
+    )
+
+
 def fine_tune(db, sql_args: str) -> str:
     return db.sql(f"SELECT fine_tune({sql_args})").fetchall()[0][0]
 
@@ -105,15 +118,7 @@ def test_fine_tuned_models_work_in_generate_text_embeddings_and_search(pairs):
 
 
 def test_cancel_job_stops_a_running_job_and_registers_nothing(pairs):
-    job = pairs.fine_tune(
-        "pairs",
-        "tiny",
-        ["text_a", "text_b", "score"],
-        method="full",
-        epochs=200,
-        warmup_steps=0,
-        early_stopping_patience=1000,
-    )
+    job = long_job(pairs)
     deadline = time.monotonic() + 60
     while job.status != "running" and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -248,15 +253,7 @@ def test_null_texts_nan_scores_and_tiny_sources_are_refused(pairs):
 
 
 def test_queries_keep_working_while_a_job_trains(pairs):
-    job = pairs.fine_tune(
-        "pairs",
-        "tiny",
-        ["text_a", "text_b", "score"],
-        method="full",
-        epochs=200,
-        warmup_steps=0,
-        early_stopping_patience=1000,
-    )
+    job = long_job(pairs)
     seen = set()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and "running" not in seen:
