@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint format bench clean
+.PHONY: install demo test test-fast lint format docs bench clean
 
 install: $(STAMP)
 
@@ -30,6 +30,9 @@ lint: install
 format: install
 	$(VENV)/bin/ruff format jammi_sql tests benchmarks
 	$(VENV)/bin/ruff check --fix jammi_sql tests benchmarks
+
+docs: install
+	$(PY) tests/test_docs.py
 
 bench: install
 	$(PY) -m pip install -q -c constraints.txt -e '.[test,bench]'

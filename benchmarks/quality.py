@@ -28,10 +28,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from jammi_sql import artifacts  # noqa: E402
 from jammi_sql.config import FineTuneConfig  # noqa: E402
 from jammi_sql.data import make_training_set  # noqa: E402
 from jammi_sql.encoder import Encoder  # noqa: E402
+from jammi_sql.encoders import load_fine_tuned  # noqa: E402
 from jammi_sql.evaluate import retrieval_metrics, similarity_metrics  # noqa: E402
 from jammi_sql.models import BUNDLED_ID, bundled_model_folder  # noqa: E402
 from jammi_sql.train import run_training  # noqa: E402
@@ -179,7 +179,7 @@ def main() -> None:
                     device=device,
                 )
                 seconds = time.monotonic() - t0
-                encoder = artifacts.load_encoder(result.output_dir, base_folder, device)
+                encoder = load_fine_tuned(result.output_dir, base_folder, device)
                 score = task.evaluate(encoder)
             m = result.metrics
             rows.append((task_name, shape, base, score, seconds, m))

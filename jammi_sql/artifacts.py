@@ -11,7 +11,9 @@ Three kinds, told apart by ``adapter_type``:
 
 Every folder carries ``format_version``; ``load`` refuses a version or type it does not know.
 A folder is written under a temporary sibling name and renamed into place, so a crash never
-leaves half a model. This is the only module that knows these file names.
+leaves half a model. This is the only module that knows these file names and the layout of
+the home folder (``jobs/<job_id>/`` while a job runs, ``models/<model_id>/`` once it succeeds).
+It builds no engine objects: ``full`` models are written by a callback the engine passes.
 """
 
 from __future__ import annotations
@@ -20,18 +22,19 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from .encoder import Encoder, ModelSpec
 from .errors import ArtifactError
 
 FORMAT_VERSION = 1
 ADAPTER_FILE = "adapter.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 FULL_MARKER = "jammi_model.json"
+CHECKPOINT_FILE = "checkpoint.pt"
 ADAPTER_TYPES = ("projection_head", "encoder_adapters", "full")
 REQUIRED_KEYS = {
     "projection_head": ("lora_rank", "lora_alpha", "head_layers"),
@@ -72,12 +75,15 @@ def save(
     base_model_id: str | None,
     base_model_path: str | Path | None,
     tensors: dict[str, torch.Tensor] | None = None,
-    encoder: Encoder | None = None,
+    write_model: Callable[[Path], None] | None = None,
+    describe: dict | None = None,
 ) -> Path:
     """Write a model folder atomically; returns ``output_dir``.
 
     ``config`` holds the adapter keys (see ``REQUIRED_KEYS``); ``tensors`` the adapter
-    weights (adapter types); ``encoder`` the trained model ('full').
+    weights (adapter types). For 'full', ``write_model(folder)`` writes the Hugging Face
+    weights, config and tokenizer, and ``describe`` (pooling, normalize, max_seq_length,
+    do_lower_case, dimensions) says how to use a base that has no sentence-transformers files.
     """
     from safetensors.torch import save_file
 
@@ -99,9 +105,10 @@ def save(
     tmp.mkdir()
     try:
         if adapter_type == "full":
-            if encoder is None:
-                raise ValueError("saving a 'full' model needs the encoder")
-            _write_full_folder(tmp, encoder, base_model_path)
+            if write_model is None:
+                raise ValueError("saving a 'full' model needs write_model")
+            write_model(tmp)
+            _copy_st_files(tmp, base_model_path, describe or {})
             (tmp / FULL_MARKER).write_text(json.dumps(meta, indent=2))
         else:
             weights = {
@@ -119,12 +126,11 @@ def save(
     return output_dir
 
 
-def _write_full_folder(folder: Path, encoder: Encoder, base_folder: str | Path | None) -> None:
-    encoder.transformer.save_pretrained(str(folder), safe_serialization=True)
-    encoder.tokenizer.save_pretrained(str(folder))
-    base = Path(base_folder) if base_folder is not None else encoder.spec.folder
-    modules_file = base / "modules.json"
-    if modules_file.exists():
+def _copy_st_files(folder: Path, base_folder: str | Path | None, describe: dict) -> None:
+    """The base's sentence-transformers files, or a description of the pooling it was used with."""
+    base = Path(base_folder) if base_folder is not None else None
+    modules_file = base / "modules.json" if base is not None else None
+    if modules_file is not None and modules_file.exists():
         for name in ST_FILES:
             if (base / name).exists():
                 shutil.copy2(base / name, folder / name)
@@ -133,14 +139,13 @@ def _write_full_folder(folder: Path, encoder: Encoder, base_folder: str | Path |
             if path and (base / path).is_dir():
                 shutil.copytree(base / path, folder / path, dirs_exist_ok=True)
     else:  # a plain Hugging Face base: describe the pooling it was used with
-        _write_st_description(folder, encoder.spec, encoder.dimensions)
+        _write_st_description(folder, describe)
 
 
-def _write_st_description(folder: Path, spec: ModelSpec, dim: int) -> None:
-    pooling_key = (
-        "pooling_mode_cls_token" if spec.pooling == "cls" else f"pooling_mode_{spec.pooling}_tokens"
-    )
-    if spec.pooling == "lasttoken":
+def _write_st_description(folder: Path, d: dict) -> None:
+    pooling = d.get("pooling", "mean")
+    pooling_key = "pooling_mode_cls_token" if pooling == "cls" else f"pooling_mode_{pooling}_tokens"
+    if pooling == "lasttoken":
         pooling_key = "pooling_mode_lasttoken"
     modules = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
@@ -151,7 +156,7 @@ def _write_st_description(folder: Path, spec: ModelSpec, dim: int) -> None:
             "type": "sentence_transformers.models.Pooling",
         },
     ]
-    if spec.normalize:
+    if d.get("normalize"):
         modules.append(
             {
                 "idx": 2,
@@ -164,10 +169,15 @@ def _write_st_description(folder: Path, spec: ModelSpec, dim: int) -> None:
     (folder / "modules.json").write_text(json.dumps(modules, indent=2))
     (folder / "1_Pooling").mkdir(exist_ok=True)
     (folder / "1_Pooling" / "config.json").write_text(
-        json.dumps({"word_embedding_dimension": dim, pooling_key: True}, indent=2)
+        json.dumps({"word_embedding_dimension": d.get("dimensions"), pooling_key: True}, indent=2)
     )
     (folder / "sentence_bert_config.json").write_text(
-        json.dumps({"max_seq_length": spec.max_seq_length, "do_lower_case": spec.do_lower_case})
+        json.dumps(
+            {
+                "max_seq_length": d.get("max_seq_length", 512),
+                "do_lower_case": bool(d.get("do_lower_case")),
+            }
+        )
     )
 
 
@@ -239,68 +249,46 @@ def _read_meta(path: Path) -> dict:
     return meta
 
 
-def load_encoder(
-    folder: str | Path, base_folder: str | Path | None = None, device: torch.device | None = None
-) -> Encoder:
-    """The inference encoder of a fine-tuned model, in eval mode.
-
-    A projection head sits after pooling; encoder adapters are merged into the base weights,
-    so the model embeds as fast as its base; a full model is an ordinary folder.
-    ``base_folder`` defaults to the ``base_model_path`` recorded at save time.
-    """
-    from .head import ProjectionHead
-    from .lora import inject_lora, merge_lora
-
-    art = load(folder)
-    if art.adapter_type == "full":
-        return Encoder.from_folder(art.folder, device)
-    base = Path(base_folder or art.base_model_path or "")
-    if not base_folder and not (base / "config.json").is_file():
+def check_tensors(expected: set[str], art: Artifact) -> None:
+    """The weights in a folder must be exactly those the model it describes expects."""
+    if set(art.tensors) != expected:
         raise ArtifactError(
-            f"the base model of '{art.folder}' ({art.base_model_id}) is not at '{base}'; "
-            "register it again with register_model"
+            f"the weights in '{art.folder}' do not fit the model they describe "
+            f"({len(set(art.tensors) - expected)} unexpected, {len(expected - set(art.tensors))} "
+            "missing); the folder is damaged or was written for another base model"
         )
-    encoder = Encoder.from_folder(base, device)
-    cfg = art.config
-    if art.adapter_type == "projection_head":
-        head = ProjectionHead(
-            encoder.dimensions,
-            int(cfg["lora_rank"]),
-            float(cfg["lora_alpha"]),
-            rslora=bool(cfg.get("use_rslora", False)),
-        )
-        _load_exact(head, art.tensors, art.folder)
-        encoder.head = head.to(encoder.device).eval()
-        return encoder
-    if cfg["model_type"] != encoder.transformer.config.model_type:
-        raise ArtifactError(
-            f"adapters in '{art.folder}' were trained on a {cfg['model_type']} model, but the base "
-            f"at '{base}' is a {encoder.transformer.config.model_type} model"
-        )
-    inject_lora(
-        encoder.transformer,
-        list(cfg["target_modules"]),
-        int(cfg["lora_rank"]),
-        float(cfg["lora_alpha"]),
-        rslora=bool(cfg["use_rslora"]),
-        layers_to_transform=cfg["layers_to_transform"],
-        rank_pattern=dict(cfg["rank_pattern"] or {}),
+
+
+# ---- the home folder -----------------------------------------------------------------
+def job_dir(home: Path, job_id: str) -> Path:
+    """Where a running job keeps its checkpoint and its not-yet-published output."""
+    return Path(home) / "jobs" / job_id
+
+
+def checkpoint_file(work_dir: Path) -> Path:
+    """The one checkpoint of a job (replaced atomically as training goes on)."""
+    return Path(work_dir) / CHECKPOINT_FILE
+
+
+def job_output_dir(home: Path, job_id: str) -> Path:
+    return job_dir(home, job_id) / "output"
+
+
+def model_dir(home: Path, model_id: str) -> Path:
+    return Path(home) / "models" / model_id
+
+
+def publish(home: Path, job_id: str, model_id: str) -> Path:
+    """Move a finished job's output to ``models/<model_id>`` (replacing one there); returns it."""
+    target = model_dir(home, model_id)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _replace_dir(job_output_dir(home, job_id), target)
+    return target
+
+
+def remove_job_files(home: Path, job_id: str, *, keep_checkpoint: bool = False) -> None:
+    """A job's work folder, or only its partial output when the checkpoint is kept for a resume."""
+    shutil.rmtree(
+        job_output_dir(home, job_id) if keep_checkpoint else job_dir(home, job_id),
+        ignore_errors=True,
     )
-    _load_exact(encoder.transformer, art.tensors, art.folder, only_lora=True)
-    merge_lora(encoder.transformer)
-    return encoder.eval()
-
-
-def _load_exact(
-    module: torch.nn.Module, tensors: dict, folder: Path, only_lora: bool = False
-) -> None:
-    expected = {
-        k for k in module.state_dict() if not only_lora or ".lora_A." in k or ".lora_B." in k
-    }
-    if set(tensors) != expected:
-        raise ArtifactError(
-            f"the weights in '{folder}' do not fit the model they describe "
-            f"({len(set(tensors) - expected)} unexpected, {len(expected - set(tensors))} missing); "
-            "the folder is damaged or was written for another base model"
-        )
-    module.load_state_dict(tensors, strict=False)

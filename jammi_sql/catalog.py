@@ -95,6 +95,14 @@ class EmbeddingTable:
 
 
 _JSON_FIELDS = {"config", "metrics"}
+LISTINGS = {
+    "tables": "SELECT table_schema AS schema, table_name AS name, table_type AS type "
+    "FROM information_schema.tables ORDER BY ALL",
+    "jobs": "SELECT job_id, status, progress, epoch, train_loss, val_loss FROM jammi.jobs "
+    "ORDER BY created_at",
+    "models": "SELECT model_id, kind, base_model_id, dimensions FROM jammi.models ORDER BY created_at",
+    "sources": "SELECT name, kind, format, url FROM jammi.sources ORDER BY created_at",
+}
 
 
 def _record(cls, row: tuple, names: list[str]):
@@ -253,6 +261,23 @@ class Catalog:
                     "INSERT INTO jammi.job_metrics (job_id, step, epoch, split, name, value) VALUES (?, ?, ?, ?, ?, ?)",
                     [[job_id, step, epoch, split, name, value] for split, name, value in rows],
                 )
+
+    def finished_jobs(self, since: datetime | None = None) -> list[JobRecord]:
+        """Jobs that ended after ``since`` (all ended jobs for None), oldest first."""
+        return self._select(
+            JobRecord,
+            "jobs",
+            "WHERE finished_at IS NOT NULL AND (?::TIMESTAMP IS NULL OR finished_at > ?::TIMESTAMP)",
+            [since, since],
+            "ORDER BY finished_at",
+        )
+
+    def listing(self, what: str) -> tuple[list[str], list[tuple]]:
+        """A short overview of jobs, models or sources for the shell: (columns, rows)."""
+        sql = LISTINGS[what]
+        with self.lock:
+            cur = self.con.execute(sql)
+            return [d[0] for d in cur.description], cur.fetchall()
 
     # ---- embedding tables ---------------------------------------------------------
     def get_embedding_table(self, source: str, model_id: str) -> EmbeddingTable | None:

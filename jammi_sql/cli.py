@@ -21,15 +21,7 @@ from .display import format_table, format_value, input_complete, statement_compl
 HISTORY_FILE = "~/.jammi_sql_history"
 SHELL_MAX_ROWS = 40  # the shell shows this many rows and counts the rest
 SHELL_MAX_WIDTH = 60  # and cuts longer cells
-DOT_SQL = {
-    ".tables": "SELECT table_schema AS schema, table_name AS name, table_type AS type "
-    "FROM information_schema.tables ORDER BY ALL",
-    ".jobs": "SELECT job_id, status, progress, epoch, train_loss, val_loss "
-    "FROM jammi.jobs ORDER BY created_at",
-    ".models": "SELECT model_id, kind, base_model_id, dimensions FROM jammi.models "
-    "ORDER BY created_at",
-    ".sources": "SELECT name, kind, format, url FROM jammi.sources ORDER BY created_at",
-}
+DOT_LISTINGS = (".tables", ".jobs", ".models", ".sources")
 SHELL_HELP = """\
 End a statement with ; to run it (Alt-Enter runs the input as it is). Ctrl-C stops a
 running query, Ctrl-D leaves. Commands:
@@ -228,19 +220,14 @@ def prompt_session(**kwargs: Any) -> Any:
 
 def _finished_jobs(db: Any, since: Any) -> Any:
     """Print jobs that ended since ``since`` with their before/after metrics; the new mark."""
-    import json as _json
-
     from .display import job_summary
 
-    rows = db.ctx.catalog.query(
-        "SELECT job_id, status, model_id, error, metrics, finished_at FROM jammi.jobs "
-        "WHERE finished_at IS NOT NULL AND (? IS NULL OR finished_at > ?) ORDER BY finished_at",
-        [since, since],
-    )
-    for job_id, status, model_id, error, metrics, _ in rows:
-        metrics = _json.loads(metrics) if isinstance(metrics, str) else metrics
-        print("\n".join(job_summary((job_id, status, model_id, error), metrics)))
-    return rows[-1][-1] if rows else since
+    jobs = db.ctx.catalog.finished_jobs(since)
+    for job in jobs:
+        print(
+            "\n".join(job_summary((job.job_id, job.status, job.model_id, job.error), job.metrics))
+        )
+    return jobs[-1].finished_at if jobs else since
 
 
 def shell(db: Any, session: Any = None, *, progress: str = "auto") -> int:
@@ -249,7 +236,8 @@ def shell(db: Any, session: Any = None, *, progress: str = "auto") -> int:
     Between statements it reports jobs that ended, with base-vs-fine-tuned metrics.
     """
     session = session or prompt_session()
-    mark = db.ctx.catalog.query("SELECT max(finished_at) FROM jammi.jobs")[0][0]
+    finished = db.ctx.catalog.finished_jobs()
+    mark = finished[-1].finished_at if finished else None
     while True:
         mark = _finished_jobs(db, mark)
         try:
@@ -265,8 +253,9 @@ def shell(db: Any, session: Any = None, *, progress: str = "auto") -> int:
             print(SHELL_HELP)
         elif command == ".job" and len(text.split()) == 2:
             _show_job(db, text.split()[1])
-        elif command in DOT_SQL:
-            run_sql(db, DOT_SQL[command], shell=True)
+        elif command in DOT_LISTINGS:
+            columns, rows = db.ctx.catalog.listing(command[1:])
+            print(f"({_print_result(columns, rows, len(rows), 'table', True)})")
         elif command:
             print(f"Error: unknown command {command}; try .help", file=sys.stderr)
         elif text:

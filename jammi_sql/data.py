@@ -49,9 +49,6 @@ class TrainingSet:
         """Text columns per row."""
         return TEXT_COLUMNS[self.kind]
 
-    def texts(self, column: int) -> list[str]:
-        return [row[column] for row in self.rows]
-
     def scores(self) -> np.ndarray | None:
         if self.kind != "scored_pairs":
             return None

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import atexit
 import os
-import time
 import weakref
 from typing import Any
 
 import duckdb
 
+from .config import DEFAULT_K, DEFAULT_METHOD, DEFAULT_TASK, FineTuneConfig
 from .context import Context
 from .errors import JobStateError, TrainingError
 
@@ -38,28 +38,29 @@ class Job:
     def __init__(self, db: Database, job_id: str):
         self.db, self.job_id = db, job_id
 
-    def _record(self):
+    def record(self):
+        """The job's row of ``jammi.jobs``, as a JobRecord."""
         return self.db.ctx.jobs.get(self.job_id)
 
     @property
     def status(self) -> str:
-        return self._record().status
+        return self.record().status
 
     @property
     def progress(self) -> float:
-        return self._record().progress
+        return self.record().progress
 
     @property
     def model_id(self) -> str | None:
-        return self._record().model_id
+        return self.record().model_id
 
     @property
     def metrics(self) -> dict | None:
-        return self._record().metrics
+        return self.record().metrics
 
     @property
     def error(self) -> str | None:
-        return self._record().error
+        return self.record().error
 
     def wait(self, timeout: float | None = None) -> Job:
         """Block until the job ends; raises with the job's error if it failed."""
@@ -83,7 +84,7 @@ class Job:
         return self
 
     def __repr__(self) -> str:
-        record = self._record()
+        record = self.record()
         return f"<Job {self.job_id} {record.status} {record.progress:.0%}>"
 
 
@@ -170,15 +171,14 @@ class Database:
         source: str,
         base_model: str,
         columns: list[str],
-        method: str = "lora",
-        task: str = "text_embedding",
+        method: str = DEFAULT_METHOD,
+        task: str = DEFAULT_TASK,
         config: dict | None = None,
         **options: Any,
     ) -> Job:
         """Validate and queue a job; config keys may be given as keyword arguments."""
-        job_id = self.ctx.jobs.submit(
-            source, base_model, list(columns), method, task, {**(config or {}), **options}
-        )
+        cfg = FineTuneConfig.from_mapping({**(config or {}), **options})
+        job_id = self.ctx.jobs.submit(source, base_model, list(columns), method, task, cfg)
         return Job(self, job_id)
 
     def job(self, job_id: str) -> Job:
@@ -209,11 +209,9 @@ class Database:
     ) -> int:
         from .embeddings import generate_text_embeddings
 
-        return generate_text_embeddings(
-            self.ctx.catalog, self.ctx.models, source, model, list(columns), key
-        )
+        return generate_text_embeddings(self.ctx, source, model, list(columns), key)
 
-    def search(self, source: str, model: str, query: str, k: int = 10):
+    def search(self, source: str, model: str, query: str, k: int = DEFAULT_K):
         """Top-k rows of a materialized source for ``query``, as a pyarrow Table."""
         return self.sql(
             "SELECT * FROM semantic_search(?, ?, ?, k := ?)", [source, model, query, k]
@@ -233,7 +231,7 @@ class Database:
         queries: str,
         corpus: str,
         qrels: str,
-        k: int = 10,
+        k: int = DEFAULT_K,
         per_query: str | None = None,
     ) -> dict:
         from .evaluation import evaluate_retrieval
@@ -248,12 +246,3 @@ def _close_quietly(ref: weakref.ReferenceType) -> None:
             db.close()
         except Exception:
             pass
-
-
-def wait_until(predicate, timeout: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()

@@ -28,12 +28,11 @@ def show(db, sql: str) -> list[tuple]:
 
 
 def _follow(db, job_id: str) -> None:
-    """Print the job's progress until it ends (the jobs table is what any client would read)."""
-    last = None
+    """Print the job's progress until it ends."""
+    last, job = None, db.job(job_id)
     while True:
-        status, progress, epoch = db.sql(
-            f"SELECT status, progress, epoch FROM jammi.jobs WHERE job_id = '{job_id}'"
-        ).fetchall()[0]
+        record = job.record()
+        status, progress, epoch = record.status, record.progress, record.epoch
         if (status, epoch) != last:
             print(f"   {status:10} {progress:6.1%}  epoch {epoch}")
             last = (status, epoch)
@@ -45,13 +44,22 @@ def _follow(db, job_id: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     import jammi_sql
 
-    from .display import job_summary
-
     folder = Path(tempfile.mkdtemp(prefix="jammi-demo-"))
     db = jammi_sql.connect(str(folder / "demo.duckdb"))
     print(f"jammi-sql demo: database {folder / 'demo.duckdb'}, artifacts in {db.home}")
-    tickets, queries = SAMPLES / "tickets.csv", SAMPLES / "queries.csv"
+    embed_and_search(db)
+    job_id = fine_tune(db)
+    compare(db, job_id)
+    db.close()
+    print(f"\nDone. Explore what the demo built: jammi-sql {folder / 'demo.duckdb'}")
+    return 0
 
+
+TICKETS, QUERIES = SAMPLES / "tickets.csv", SAMPLES / "queries.csv"
+
+
+def embed_and_search(db) -> None:
+    tickets = TICKETS
     print("\n1. Register the sample tickets as a source and embed them with the bundled model.")
     show(db, f"SELECT add_source('tickets', '{tickets}') AS added")
     started = time.perf_counter()
@@ -88,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
                      JOIN read_csv('{tickets}') t ON t.id = s.key ORDER BY s.score DESC""",
         )
 
+
+def fine_tune(db) -> str:
+    tickets, queries = TICKETS, QUERIES
     print("\n4. Fine-tune on 30 of the sample questions; hold the other 10 out for evaluation.")
     show(
         db,
@@ -102,11 +113,20 @@ def main(argv: list[str] | None = None) -> int:
                                  config := {{'epochs': 10, 'model_name': 'tickets-minilm'}}) AS job_id""",
     )[0][0]
     _follow(db, job_id)
-    show(
-        db,
-        f"SELECT status, progress, epoch, step, total_steps, round(train_loss, 4) AS train_loss, "
-        f"round(val_loss, 4) AS val_loss, model_id FROM jammi.jobs WHERE job_id = '{job_id}'",
+    return (
+        show(
+            db,
+            f"SELECT status, progress, epoch, step, total_steps, round(train_loss, 4) AS train_loss, "
+            f"round(val_loss, 4) AS val_loss, model_id FROM jammi.jobs WHERE job_id = '{job_id}'",
+        )[0]
+        and job_id
     )
+
+
+def compare(db, job_id: str) -> None:
+    from .display import job_summary
+
+    tickets, queries = TICKETS, QUERIES
 
     print("\n5. Base vs fine-tuned on the 10 held-out questions.")
     show(
@@ -141,9 +161,6 @@ def main(argv: list[str] | None = None) -> int:
             for line in job_summary((job_id, job.status, job.model_id, job.error), job.metrics)
         )
     )
-    db.close()
-    print(f"\nDone. Explore what the demo built: jammi-sql {folder / 'demo.duckdb'}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -15,8 +15,10 @@ import pyarrow as pa
 
 from . import progress
 from .catalog import Catalog, EmbeddingTable
+from .context import Context
 from .errors import DataError, InvalidArgumentError, NotFoundError
-from .models import ModelRegistry, canonical_id
+from .infer import embed_texts, model_dimensions
+from .models import canonical_id
 from .sources import get_source, quote_ident, quote_literal, relation, require_columns
 
 CHUNK = 4096  # texts embedded and inserted at a time (bounds memory; drives the progress bar)
@@ -59,14 +61,14 @@ def _check_key(catalog: Catalog, source_name: str, rel: str, key: str) -> None:
 
 
 def generate_text_embeddings(
-    catalog: Catalog,
-    models: ModelRegistry,
+    ctx: Context,
     source_name: str,
     model_id: str,
     columns: list[str],
     key: str,
 ) -> int:
     """Embed new or changed texts of ``columns``; returns how many rows were written."""
+    catalog = ctx.catalog
     source = get_source(catalog, source_name)
     if not columns:
         raise InvalidArgumentError(
@@ -76,7 +78,7 @@ def generate_text_embeddings(
     require_columns(source, columns, text=True)
     rel = relation(source)
     _check_key(catalog, source_name, rel, key)
-    ref = models.resolve(model_id)
+    ref = ctx.models.resolve(model_id)
     name = table_name(source_name, ref.model_id)
     existing = catalog.get_embedding_table(source_name, ref.model_id)
     if existing is not None and (existing.key != key or existing.columns != list(columns)):
@@ -98,11 +100,9 @@ def generate_text_embeddings(
         )
     else:
         new_rows = catalog.arrow(current)
-    encoder = models.encoder(ref)
-    models.note_used(ref)
-    dims = encoder.dimensions if encoder.head is None else int(encoder.encode(["x"]).shape[1])
     key_type = source.column_type(key)
     written = 0
+    dims = model_dimensions(ctx, ref.model_id)
     with progress.start(f"embedding {source_name} with {ref.model_id}", new_rows.num_rows) as task:
         with catalog.transaction() as tx:
             tx.execute(
@@ -117,7 +117,7 @@ def generate_text_embeddings(
             for start in range(0, new_rows.num_rows, CHUNK):
                 chunk = new_rows.slice(start, CHUNK)
                 texts = chunk.column("text").to_pylist()
-                vectors = encoder.encode(texts, on_batch=task.advance)
+                vectors = embed_texts(ctx, ref.model_id, texts, on_batch=task.advance)
                 flat = pa.array(vectors.reshape(-1).astype(np.float32, copy=False))
                 batch = chunk.append_column(
                     "embedding", pa.FixedSizeListArray.from_arrays(flat, dims)
@@ -135,13 +135,11 @@ def generate_text_embeddings(
     return written
 
 
-def embedding_table_for(
-    catalog: Catalog, models: ModelRegistry, source_name: str, model_id: str
-) -> str:
+def embedding_table_for(ctx: Context, source_name: str, model_id: str) -> str:
     """The table semantic_search reads; a clear error when it has not been built yet."""
-    get_source(catalog, source_name)
-    ref = models.resolve(model_id)
-    table = catalog.get_embedding_table(source_name, ref.model_id)
+    get_source(ctx.catalog, source_name)
+    ref = ctx.models.resolve(model_id)
+    table = ctx.catalog.get_embedding_table(source_name, ref.model_id)
     if table is None:
         raise NotFoundError(
             f"source '{source_name}' has no embeddings for model '{ref.model_id}'; run "

@@ -1,4 +1,4 @@
-"""Encoder: tokenize, forward, pool, normalize; length-sorted batches; a model cache.
+"""Encoder: tokenize, forward, pool, normalize; length-sorted batches.
 
 An :class:`Encoder` is a Hugging Face transformer used the way its sentence-transformers
 config says (pooling mode, ``Normalize``, ``max_seq_length``, query prompt), optionally with
@@ -8,9 +8,8 @@ a projection head after pooling. It knows nothing of DuckDB.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -231,26 +230,3 @@ def length_sorted_batches(lengths: list[int], budget: int = TOKEN_BUDGET) -> lis
         batches.append(order[start : start + size])
         start += size
     return batches
-
-
-@dataclass
-class EncoderCache:
-    """One loaded encoder per key for the whole process, shared by every query."""
-
-    _items: dict = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def get(self, key: tuple, build: Callable[[], Encoder]) -> Encoder:
-        with self._lock:
-            encoder = self._items.get(key)
-            if encoder is None:
-                encoder = self._items[key] = build()
-            return encoder
-
-    def drop(self, key_prefix: str) -> None:
-        with self._lock:
-            for key in [k for k in self._items if k and k[0] == key_prefix]:
-                del self._items[key]
-
-
-CACHE = EncoderCache()

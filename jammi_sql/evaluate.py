@@ -150,6 +150,47 @@ def top_k(
     return all_scores, order[all_pos]
 
 
+def _hit_metrics(hits: np.ndarray, n_relevant: np.ndarray, k: int):
+    """Metrics from ``hits`` (Q, max(100, k)), 1.0 where a rank holds a relevant doc.
+
+    Returns the averaged metrics, each query's NDCG@10 and its first relevant rank in the top
+    100 (0: none there).
+    """
+    width = hits.shape[1]
+    discount = 1.0 / np.log2(np.arange(2, width + 2))
+
+    def ndcg_at(cut: int) -> np.ndarray:
+        ideal_dcg = np.cumsum(discount[:cut])[np.minimum(n_relevant, cut).astype(np.int64) - 1]
+        return (hits[:, :cut] * discount[:cut]).sum(axis=1) / ideal_dcg
+
+    def mrr_at(first: np.ndarray, cut: int) -> np.ndarray:
+        return np.where((first >= 1) & (first <= cut), 1.0 / np.maximum(first, 1), 0.0)
+
+    def mean(values: np.ndarray) -> float:
+        return float(values.mean()) if len(values) else float("nan")
+
+    ndcg = ndcg_at(10)
+    top = hits[:, :DEPTH]
+    first = np.where(top.any(axis=1), top.argmax(axis=1) + 1, 0)  # 0: none in the top 100
+    first_k = np.where(hits.any(axis=1), hits.argmax(axis=1) + 1, 0) if k > DEPTH else first
+    precision_at_rank = np.cumsum(top, axis=1) / np.arange(1, DEPTH + 1)
+    average_precision = (precision_at_rank * top).sum(axis=1) / np.minimum(n_relevant, DEPTH)
+    metrics = {
+        "ndcg_at_10": mean(ndcg),
+        "mrr_at_10": mean(mrr_at(first, 10)),
+        "recall_at_1": mean(hits[:, :1].sum(axis=1) / n_relevant),
+        "recall_at_10": mean(hits[:, :10].sum(axis=1) / n_relevant),
+        "recall_at_100": mean(top.sum(axis=1) / n_relevant),
+        "map_at_100": mean(average_precision),
+        "n_queries": len(hits),
+        "k": k,
+        "ndcg_at_k": mean(ndcg_at(k)),
+        "mrr_at_k": mean(mrr_at(first_k, k)),
+        "recall_at_k": mean(hits[:, :k].sum(axis=1) / n_relevant),
+    }
+    return metrics, ndcg, first
+
+
 @dataclass(frozen=True)
 class RetrievalResult:
     """Averaged metrics, one row per evaluated query, and how many queries had no qrels.
@@ -215,44 +256,7 @@ def retrieval_metrics(
         hits[row, : len(docs)] = [doc_ids[j] in gold for j in docs]
         n_relevant[row] = len(gold)
 
-    discount = 1.0 / np.log2(np.arange(2, width + 2))
-
-    def ndcg_at(cut: int) -> np.ndarray:
-        ideal_dcg = np.cumsum(discount[:cut])[np.minimum(n_relevant, cut).astype(np.int64) - 1]
-        return (hits[:, :cut] * discount[:cut]).sum(axis=1) / ideal_dcg
-
-    def mrr_at(cut: int) -> np.ndarray:
-        return np.where((first >= 1) & (first <= cut), 1.0 / np.maximum(first, 1), 0.0)
-
-    ndcg = ndcg_at(10)
-    top = hits[:, :DEPTH]
-    first = np.where(top.any(axis=1), top.argmax(axis=1) + 1, 0)  # 0: none in the top 100
-    if k > DEPTH:
-        first_k = np.where(hits.any(axis=1), hits.argmax(axis=1) + 1, 0)
-    else:
-        first_k = first
-    mrr = mrr_at(10)
-    precision_at_rank = np.cumsum(top, axis=1) / np.arange(1, DEPTH + 1)
-    average_precision = (precision_at_rank * top).sum(axis=1) / np.minimum(n_relevant, DEPTH)
-
-    def mean(values: np.ndarray) -> float:
-        return float(values.mean()) if len(values) else float("nan")
-
-    metrics = {
-        "ndcg_at_10": mean(ndcg),
-        "mrr_at_10": mean(mrr),
-        "recall_at_1": mean(hits[:, :1].sum(axis=1) / n_relevant),
-        "recall_at_10": mean(hits[:, :10].sum(axis=1) / n_relevant),
-        "recall_at_100": mean(top.sum(axis=1) / n_relevant),
-        "map_at_100": mean(average_precision),
-        "n_queries": len(kept),
-        "k": k,
-        "ndcg_at_k": mean(ndcg_at(k)),
-        "mrr_at_k": mean(
-            np.where((first_k >= 1) & (first_k <= k), 1.0 / np.maximum(first_k, 1), 0.0)
-        ),
-        "recall_at_k": mean(hits[:, :k].sum(axis=1) / n_relevant),
-    }
+    metrics, ndcg, first = _hit_metrics(hits, n_relevant, k)
     per_query = [
         (query_ids[i], float(ndcg[row]), int(first[row]) or None) for row, i in enumerate(kept)
     ]

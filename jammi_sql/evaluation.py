@@ -8,31 +8,26 @@ from __future__ import annotations
 
 import numpy as np
 
+from .config import DEFAULT_K, DEFAULT_SIMILARITY_COLUMNS
+from .context import Context
 from .embeddings import generate_text_embeddings
-from .errors import DataError, InvalidArgumentError, NotFoundError
-from .functions import sql_function
+from .errors import DataError, InvalidArgumentError
 from .infer import embed_texts
-from .jobs import _is_numeric
-from .sources import get_source, quote_ident, relation, require_columns
-
-SIMILARITY_TYPE = "STRUCT(spearman DOUBLE, pearson DOUBLE, n BIGINT)"
-RETRIEVAL_TYPE = (
-    "STRUCT(ndcg_at_10 DOUBLE, mrr_at_10 DOUBLE, recall_at_1 DOUBLE, recall_at_10 DOUBLE, "
-    "recall_at_100 DOUBLE, map_at_100 DOUBLE, n_queries BIGINT, skipped_queries BIGINT, k BIGINT, "
-    "ndcg_at_k DOUBLE, mrr_at_k DOUBLE, recall_at_k DOUBLE)"
-)
+from .sources import get_source, is_numeric, quote_ident, relation, require_columns
 
 
-def evaluate_similarity(ctx, model: str, source: str, columns: list[str] | None = None) -> dict:
+def evaluate_similarity(
+    ctx: Context, model: str, source: str, columns: list[str] | None = None
+) -> dict:
     from .evaluate import similarity_metrics
 
-    columns = list(columns or ["text_a", "text_b", "score"])
+    columns = list(columns or DEFAULT_SIMILARITY_COLUMNS)
     if len(columns) != 3:
         raise InvalidArgumentError("evaluate_similarity needs 3 columns: [text_a, text_b, score]")
     src = get_source(ctx.catalog, source)
     require_columns(src, columns[:2], text=True)
     require_columns(src, columns[2:])
-    if not _is_numeric(src.column_type(columns[2])):
+    if not is_numeric(src.column_type(columns[2])):
         raise DataError(
             f"score column '{columns[2]}' of source '{source}' is {src.column_type(columns[2])}, not a number; "
             "cast it in a query source"
@@ -52,7 +47,7 @@ def evaluate_similarity(ctx, model: str, source: str, columns: list[str] | None 
     return similarity_metrics(vectors[:n], vectors[n:], np.asarray(scores, dtype=np.float64))
 
 
-def _id_text(ctx, source: str, id_column: str, role: str) -> tuple:
+def _id_text(ctx: Context, source: str, id_column: str, role: str) -> tuple:
     src = get_source(ctx.catalog, source)
     require_columns(src, [id_column])
     require_columns(src, ["text"], text=True)
@@ -74,12 +69,12 @@ def _id_text(ctx, source: str, id_column: str, role: str) -> tuple:
 
 
 def evaluate_retrieval(
-    ctx,
+    ctx: Context,
     model: str,
     queries: str,
     corpus: str,
     qrels: str,
-    k: int = 10,
+    k: int = DEFAULT_K,
     per_query: str | None = None,
 ) -> dict:
     from .evaluate import retrieval_metrics
@@ -90,7 +85,7 @@ def evaluate_retrieval(
     c_src = _id_text(ctx, corpus, "doc_id", "corpus")
     r_src = get_source(ctx.catalog, qrels)
     require_columns(r_src, ["query_id", "doc_id", "score"])
-    if not _is_numeric(r_src.column_type("score")):
+    if not is_numeric(r_src.column_type("score")):
         raise DataError(
             f"qrels source '{qrels}' has score of type {r_src.column_type('score')}; scores must be numbers "
             "(score > 0 is relevant)"
@@ -115,7 +110,7 @@ def evaluate_retrieval(
         f"SELECT query_id::VARCHAR AS id, text FROM {relation(q_src)} WHERE text IS NOT NULL ORDER BY id"
     ).fetchnumpy()
     ref = ctx.models.resolve(model)
-    generate_text_embeddings(ctx.catalog, ctx.models, corpus, ref.model_id, ["text"], "doc_id")
+    generate_text_embeddings(ctx, corpus, ref.model_id, ["text"], "doc_id")
     table = ctx.catalog.get_embedding_table(corpus, ref.model_id)
     c = ctx.catalog.arrow(f"SELECT key::VARCHAR AS id, embedding FROM {table.table_name}")
     doc_ids = c.column("id").to_pylist()
@@ -128,7 +123,7 @@ def evaluate_retrieval(
     return {**result.metrics, "skipped_queries": result.skipped_queries}
 
 
-def _write_per_query(ctx, table: str, rows: list[tuple]) -> None:
+def _write_per_query(ctx: Context, table: str, rows: list[tuple]) -> None:
     import pyarrow as pa
 
     data = pa.table(
@@ -143,35 +138,3 @@ def _write_per_query(ctx, table: str, rows: list[tuple]) -> None:
         tx.con.register("jammi_per_query", data)
         tx.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM jammi_per_query")
         tx.con.unregister("jammi_per_query")
-
-
-@sql_function(
-    "jammi_evaluate_similarity",
-    ["VARCHAR", "VARCHAR", "VARCHAR[]"],
-    SIMILARITY_TYPE,
-    side_effects=True,
-    sees_nulls=True,
-)
-def _evaluate_similarity_sql(ctx, model, source, columns):
-    """evaluate_similarity(model, source [, columns]): spearman, pearson and n of cosine vs score."""
-    if model is None or source is None:
-        raise NotFoundError("evaluate_similarity needs a model and a source")
-    return evaluate_similarity(ctx, model, source, columns)
-
-
-@sql_function(
-    "jammi_evaluate_retrieval",
-    ["VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "BIGINT", "VARCHAR"],
-    RETRIEVAL_TYPE,
-    side_effects=True,
-    sees_nulls=True,
-)
-def _evaluate_retrieval_sql(ctx, model, queries, corpus, qrels, k, per_query):
-    """evaluate_retrieval(model, queries, corpus, qrels [, k := 10] [, per_query := 'table'])."""
-    if None in (model, queries, corpus, qrels):
-        raise NotFoundError(
-            "evaluate_retrieval needs a model and the queries, corpus and qrels sources"
-        )
-    return evaluate_retrieval(
-        ctx, model, queries, corpus, qrels, k if k is not None else 10, per_query
-    )

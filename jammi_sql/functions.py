@@ -1,204 +1,251 @@
-"""Every SQL function, declared once. ``install(con)`` walks this registry.
+"""Every SQL function, declared once: name, parameters with their defaults, return type, doc.
 
-Each body is a thin adapter: parse arguments, call one function of the state layer,
-convert the result. Functions that change the world are ``side_effects=True`` (so DuckDB
-never runs them while planning); per-row functions are arrow-vectorized and see 2048-row
-batches. Named, defaulted arguments come from the macros in ``sql/macros.sql``.
+``install(con)`` walks this registry. A function whose parameters have defaults is installed
+as a Python UDF named ``jammi_<name>`` plus a TEMP macro ``<name>(..., arg := default)`` over
+it, generated here; the README's function reference is generated from the same entries.
+
+Each body is a thin adapter: parse arguments, call one function of the state layer, convert
+the result. Functions that change the world are ``side_effects=True`` (so DuckDB never runs
+them while planning); per-row functions are arrow-vectorized and see 2048-row batches.
 """
 
 from __future__ import annotations
 
 import inspect
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import duckdb
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
-from .catalog import sql_dir
+from .config import DEFAULT_K, DEFAULT_METHOD, DEFAULT_SIMILARITY_COLUMNS, DEFAULT_TASK
 from .context import Context
-from .errors import InvalidArgumentError
+from .errors import InvalidArgumentError, NotFoundError
+
+REQUIRED = object()
+SIMILARITY_TYPE = "STRUCT(spearman DOUBLE, pearson DOUBLE, n BIGINT)"
+RETRIEVAL_TYPE = (
+    "STRUCT(ndcg_at_10 DOUBLE, mrr_at_10 DOUBLE, recall_at_1 DOUBLE, recall_at_10 DOUBLE, "
+    "recall_at_100 DOUBLE, map_at_100 DOUBLE, n_queries BIGINT, skipped_queries BIGINT, k BIGINT, "
+    "ndcg_at_k DOUBLE, mrr_at_k DOUBLE, recall_at_k DOUBLE)"
+)
+
+
+def sql_literal(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(sql_literal(v) for v in value) + "]"
+    return str(value)
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    type: str
+    default: Any = REQUIRED  # a Python value, written into the macro as a SQL literal
+    passed_as: str = "{}"  # how the macro hands it to the UDF, e.g. to_json({})::VARCHAR
+
+    @property
+    def optional(self) -> bool:
+        return self.default is not REQUIRED
 
 
 @dataclass(frozen=True)
 class SqlFunction:
     name: str
-    params: tuple[str, ...]
+    params: tuple[Param, ...]
     returns: str | Callable[[Context], str]
-    impl: Callable[..., Any]
+    doc: str
+    impl: Callable[..., Any] | None = None  # None: a table macro over other functions
+    table_sql: str | None = None  # the body of a table macro, over the parameter names
+    shows: str = ""  # what the reference says it returns, when not its SQL type
     arrow: bool = False
     side_effects: bool = False
     sees_nulls: bool = False  # called with NULL arguments instead of returning NULL
-    doc: str = ""
+    public: bool = True
+
+    @property
+    def has_macro(self) -> bool:
+        return self.table_sql is not None or any(
+            p.optional or p.passed_as != "{}" for p in self.params
+        )
+
+    @property
+    def udf_name(self) -> str:
+        return f"jammi_{self.name}" if self.has_macro else self.name
+
+    def signature(self) -> str:
+        required = [p.name for p in self.params if not p.optional]
+        optional = [f" [, {p.name} := {sql_literal(p.default)}]" for p in self.params if p.optional]
+        return f"{self.name}({', '.join(required)}{''.join(optional)})"
+
+    def macro_sql(self) -> str:
+        heads = [
+            p.name if not p.optional else f"{p.name} := {sql_literal(p.default)}"
+            for p in self.params
+        ]
+        head = f"CREATE OR REPLACE TEMP MACRO {self.name}({', '.join(heads)}) AS"
+        if self.table_sql is not None:
+            return f"{head} TABLE {self.table_sql}"
+        args = ", ".join(p.passed_as.format(p.name) for p in self.params)
+        return f"{head} {self.udf_name}({args})"
 
 
 FUNCTIONS: list[SqlFunction] = []
 
 
-def sql_function(
-    name: str,
-    params: list[str],
-    returns,
-    *,
-    arrow: bool = False,
-    side_effects: bool = False,
-    sees_nulls: bool = False,
-):
-    def register(fn):
-        FUNCTIONS.append(
-            SqlFunction(
-                name,
-                tuple(params),
-                returns,
-                fn,
-                arrow,
-                side_effects,
-                sees_nulls,
-                (fn.__doc__ or "").strip(),
-            )
-        )
+def sql_function(name: str, params: list[Param], returns, **options: Any):
+    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+        doc = inspect.cleandoc(fn.__doc__ or "")
+        FUNCTIONS.append(SqlFunction(name, tuple(params), returns, doc, fn, **options))
         return fn
 
     return register
+
+
+def table_macro(name: str, params: list[Param], shows: str, doc: str, body: str) -> None:
+    FUNCTIONS.append(SqlFunction(name, tuple(params), "TABLE", doc, table_sql=body, shows=shows))
 
 
 def _vector_type(ctx: Context) -> str:
     return f"FLOAT[{ctx.dimensions}]"
 
 
+V, BIG, DBL, LIST = "VARCHAR", "BIGINT", "DOUBLE", "VARCHAR[]"
+WRITES = dict(side_effects=True, sees_nulls=True)
+
+
 # ---- sources and models ---------------------------------------------------------------
 @sql_function(
-    "jammi_add_source",
-    ["VARCHAR", "VARCHAR", "VARCHAR"],
-    "VARCHAR",
-    side_effects=True,
-    sees_nulls=True,
+    "add_source", [Param("name", V), Param("url", V), Param("format", V, None)], V, **WRITES
 )
 def add_source(ctx: Context, name, url, format):
-    """add_source(name, url [, format := ...]): register a file, table, view or query as a source."""
+    """Registers a file (csv, tsv, parquet, json/jsonl; globs allowed), a table or view, or a
+    SQL query (`format := 'query'`) as a named source; the format is inferred when omitted."""
     from .sources import add_source as add
 
     source = add(ctx.catalog, name, url, format)
     return f"source '{source.name}' added ({source.format}; columns: {', '.join(source.columns)})"
 
 
-@sql_function("jammi_remove_source", ["VARCHAR"], "VARCHAR", side_effects=True)
+@sql_function("remove_source", [Param("name", V)], V, side_effects=True)
 def remove_source(ctx: Context, name):
-    """remove_source(name): unregister a source (its data is untouched)."""
+    """Unregisters a source (its file or table is untouched)."""
     from .sources import remove_source as remove
 
     remove(ctx.catalog, name)
     return f"source '{name}' removed"
 
 
-@sql_function("register_model", ["VARCHAR", "VARCHAR"], "VARCHAR", side_effects=True)
+@sql_function("register_model", [Param("model_id", V), Param("path", V)], V, side_effects=True)
 def register_model(ctx: Context, model_id, path):
-    """register_model(model_id, path): register a local Hugging Face model folder."""
+    """Registers a local Hugging Face model folder under an id."""
     record = ctx.models.register(model_id, path)
     return f"model '{record.model_id}' registered ({record.dimensions} dimensions, {record.artifact_path})"
 
 
 # ---- fine-tuning jobs -----------------------------------------------------------------
-@sql_function(
-    "jammi_fine_tune",
-    ["VARCHAR", "VARCHAR", "VARCHAR[]", "VARCHAR", "VARCHAR", "VARCHAR"],
-    "VARCHAR",
-    side_effects=True,
-    sees_nulls=True,
-)
+FINE_TUNE_PARAMS = [
+    Param("source", V),
+    Param("base_model", V),
+    Param("columns", LIST),
+    Param("method", V, DEFAULT_METHOD),
+    Param("task", V, DEFAULT_TASK),
+    Param("config", V, None, passed_as="to_json({})::VARCHAR"),
+]
+
+
+@sql_function("fine_tune", FINE_TUNE_PARAMS, V, shows="VARCHAR job id", **WRITES)
 def fine_tune(ctx: Context, source, base_model, columns, method, task, config):
-    """fine_tune(source, base_model, columns [, method] [, task] [, config]): start a job; returns its id."""
+    """Validates at once (a bad argument is an error and nothing is written), then trains in
+    the background; returns the job id immediately. `config` is a STRUCT or a JSON string."""
+    from .config import FineTuneConfig
+
     if source is None or base_model is None or columns is None:
         raise InvalidArgumentError("fine_tune needs a source, a base model and a list of columns")
-    if isinstance(config, str):
-        config = json.loads(config)
-        if isinstance(config, str):  # a JSON string passed where a STRUCT was expected
-            config = json.loads(config) if config.strip() else None
+    cfg = FineTuneConfig.from_json(config)
     return ctx.jobs.submit(
-        source, base_model, list(columns), method or "lora", task or "text_embedding", config
+        source, base_model, list(columns), method or DEFAULT_METHOD, task or DEFAULT_TASK, cfg
     )
 
 
-@sql_function(
-    "jammi_wait_job", ["VARCHAR", "DOUBLE"], "VARCHAR", side_effects=True, sees_nulls=True
-)
+@sql_function("wait_job", [Param("job_id", V), Param("timeout_s", DBL, None)], V, **WRITES)
 def wait_job(ctx: Context, job_id, timeout_s):
-    """wait_job(job_id [, timeout_s]): block until the job ends or the timeout passes; returns its status."""
+    """Blocks until the job ends or the timeout passes; returns its status."""
     return ctx.jobs.wait(job_id, timeout_s)
 
 
-@sql_function("cancel_job", ["VARCHAR"], "VARCHAR", side_effects=True)
+@sql_function("cancel_job", [Param("job_id", V)], V, side_effects=True)
 def cancel_job(ctx: Context, job_id):
-    """cancel_job(job_id): stop a queued or running job; returns its status."""
+    """Stops a queued or running job; its partial artifacts are not registered."""
     return ctx.jobs.cancel(job_id)
 
 
-@sql_function("resume_job", ["VARCHAR"], "VARCHAR", side_effects=True)
+@sql_function("resume_job", [Param("job_id", V)], V, side_effects=True)
 def resume_job(ctx: Context, job_id):
-    """resume_job(job_id): continue an interrupted job from its last checkpoint."""
+    """Continues an interrupted job from its last checkpoint; returns its id."""
     return ctx.jobs.resume(job_id)
 
 
 # ---- embeddings -----------------------------------------------------------------------
-def _embed_column(
-    ctx: Context, models: pa.ChunkedArray, texts: pa.ChunkedArray, query: bool
-) -> pa.Array:
-    from .infer import embed_texts
-
-    models = models.combine_chunks() if isinstance(models, pa.ChunkedArray) else models
-    texts = texts.combine_chunks() if isinstance(texts, pa.ChunkedArray) else texts
-    dims = ctx.dimensions
-    out = np.zeros((len(texts), dims), dtype=np.float32)
-    valid = pc.and_(pc.is_valid(texts), pc.is_valid(models))
-    for model in pc.unique(models.filter(valid)).to_pylist():
-        rows = np.flatnonzero(
-            pc.and_(valid, pc.equal(models, model)).to_numpy(zero_copy_only=False)
-        )
-        out[rows] = embed_texts(
-            ctx, model, texts.take(pa.array(rows)).to_pylist(), query=query, dims=dims
-        )
-    flat = pa.array(out.reshape(-1))
-    return pa.FixedSizeListArray.from_arrays(flat, dims, mask=pc.invert(valid))
-
-
-@sql_function("embed", ["VARCHAR", "VARCHAR"], _vector_type, arrow=True, sees_nulls=True)
+@sql_function(
+    "embed",
+    [Param("model", V), Param("text", V)],
+    _vector_type,
+    shows="FLOAT[d]",
+    arrow=True,
+    sees_nulls=True,
+)
 def embed(ctx: Context, model, text):
-    """embed(model, text): the text's embedding as FLOAT[d]; NULL gives NULL."""
-    return _embed_column(ctx, model, text, query=False)
+    """The text's embedding; NULL gives NULL."""
+    from .infer import embed_column
+
+    return embed_column(ctx, model, text, query=False)
 
 
-@sql_function("embed_query", ["VARCHAR", "VARCHAR"], _vector_type, arrow=True, sees_nulls=True)
+@sql_function(
+    "embed_query",
+    [Param("model", V), Param("text", V)],
+    _vector_type,
+    shows="FLOAT[d]",
+    arrow=True,
+    sees_nulls=True,
+)
 def embed_query(ctx: Context, model, text):
-    """embed_query(model, text): the query-side embedding (query prompt or adapter) as FLOAT[d]."""
-    return _embed_column(ctx, model, text, query=True)
+    """The query-side embedding (differs from `embed` only for models with a query prompt or
+    a query-side adapter)."""
+    from .infer import embed_column
+
+    return embed_column(ctx, model, text, query=True)
 
 
 @sql_function(
     "generate_text_embeddings",
-    ["VARCHAR", "VARCHAR", "VARCHAR[]", "VARCHAR"],
-    "BIGINT",
+    [Param("source", V), Param("model", V), Param("columns", LIST), Param("key", V)],
+    BIG,
+    shows="BIGINT rows written",
     side_effects=True,
 )
 def generate_text_embeddings(ctx: Context, source, model, columns, key):
-    """generate_text_embeddings(source, model, columns, key): materialize embeddings; returns rows written."""
+    """Materializes embeddings of a source's text columns into a table, incrementally (a
+    second run embeds only new or changed rows)."""
     from .embeddings import generate_text_embeddings as generate
 
-    return generate(ctx.catalog, ctx.models, source, model, list(columns), key)
+    return generate(ctx, source, model, list(columns), key)
 
 
-@sql_function("jammi_embedding_table", ["VARCHAR", "VARCHAR"], "VARCHAR")
+@sql_function("jammi_embedding_table", [Param("source", V), Param("model", V)], V, public=False)
 def embedding_table(ctx: Context, source, model):
     """The table semantic_search reads (evaluated while DuckDB binds the macro)."""
     from .embeddings import embedding_table_for
 
-    return embedding_table_for(ctx.catalog, ctx.models, source, model)
+    return embedding_table_for(ctx, source, model)
 
 
-@sql_function("jammi_query_vector", ["VARCHAR", "VARCHAR"], "FLOAT[]")
+@sql_function("jammi_query_vector", [Param("model", V), Param("text", V)], "FLOAT[]", public=False)
 def query_vector(ctx: Context, model, text):
     """A query embedding of any dimension, as a list (semantic_search's query side)."""
     from .infer import embed_texts
@@ -206,33 +253,82 @@ def query_vector(ctx: Context, model, text):
     return embed_texts(ctx, model, [text], query=True)[0].tolist()
 
 
+table_macro(
+    "semantic_search",
+    [Param("source", V), Param("model", V), Param("query", V), Param("k", BIG, DEFAULT_K)],
+    "table (key, column_name, text, score)",
+    "Top-k rows of the table `generate_text_embeddings` built, by cosine similarity to the query.",
+    "SELECT key, column_name, text, "
+    "list_cosine_similarity(embedding::FLOAT[], jammi_query_vector(model, query)) AS score "
+    "FROM query_table(jammi_embedding_table(source, model)) ORDER BY score DESC LIMIT k",
+)
+
+
+# ---- evaluation -----------------------------------------------------------------------
+@sql_function(
+    "evaluate_similarity",
+    [Param("model", V), Param("source", V), Param("columns", LIST, DEFAULT_SIMILARITY_COLUMNS)],
+    SIMILARITY_TYPE,
+    shows="STRUCT(spearman, pearson, n)",
+    **WRITES,
+)
+def evaluate_similarity(ctx: Context, model, source, columns):
+    """Spearman and Pearson correlation of cosine similarity with the gold score over
+    (text_a, text_b, score) rows."""
+    from .evaluation import evaluate_similarity as evaluate
+
+    if model is None or source is None:
+        raise NotFoundError("evaluate_similarity needs a model and a source")
+    return evaluate(ctx, model, source, columns)
+
+
+@sql_function(
+    "evaluate_retrieval",
+    [Param("model", V), Param("queries", V), Param("corpus", V), Param("qrels", V)]
+    + [Param("k", BIG, DEFAULT_K), Param("per_query", V, None)],
+    RETRIEVAL_TYPE,
+    shows="STRUCT(ndcg_at_10, mrr_at_10, recall_at_1, recall_at_10, recall_at_100, map_at_100, n_queries, ...)",
+    **WRITES,
+)
+def evaluate_retrieval(ctx: Context, model, queries, corpus, qrels, k, per_query):
+    """Retrieval metrics of queries (query_id, text) over a corpus (doc_id, text) with qrels
+    (query_id, doc_id, score; score > 0 is relevant); `per_query := 'table'` writes one row per
+    query."""
+    from .evaluation import evaluate_retrieval as evaluate
+
+    if None in (model, queries, corpus, qrels):
+        raise NotFoundError(
+            "evaluate_retrieval needs a model and the queries, corpus and qrels sources"
+        )
+    return evaluate(ctx, model, queries, corpus, qrels, DEFAULT_K if k is None else k, per_query)
+
+
 # ---- installing -----------------------------------------------------------------------
 def _udf(ctx: Context, fn: SqlFunction) -> Callable:
     def call(*args):
         return fn.impl(ctx, *args)
 
-    call.__name__ = fn.name
+    call.__name__ = fn.udf_name
     call.__doc__ = fn.doc
     # DuckDB counts the parameters of the callable it is given
     call.__signature__ = inspect.Signature(
-        [
-            inspect.Parameter(f"arg{i}", inspect.Parameter.POSITIONAL_ONLY)
-            for i in range(len(fn.params))
-        ]
+        [inspect.Parameter(p.name, inspect.Parameter.POSITIONAL_ONLY) for p in fn.params]
     )
     return call
 
 
 def register(con: duckdb.DuckDBPyConnection, ctx: Context, fn: SqlFunction) -> None:
+    if fn.impl is None:
+        return
     returns = fn.returns(ctx) if callable(fn.returns) else fn.returns
     try:
-        con.remove_function(fn.name)
+        con.remove_function(fn.udf_name)
     except (duckdb.InvalidInputException, duckdb.CatalogException):
         pass
     con.create_function(
-        fn.name,
+        fn.udf_name,
         _udf(ctx, fn),
-        [duckdb.sqltype(p) for p in fn.params],
+        [duckdb.sqltype(p.type) for p in fn.params],
         duckdb.sqltype(returns),
         type="arrow" if fn.arrow else "native",
         null_handling="special" if fn.sees_nulls else "default",
@@ -240,12 +336,15 @@ def register(con: duckdb.DuckDBPyConnection, ctx: Context, fn: SqlFunction) -> N
     )
 
 
-def install_functions(con: duckdb.DuckDBPyConnection, ctx: Context) -> None:
-    from . import evaluation  # noqa: F401  (declares the evaluate_* functions)
+def macros_sql() -> str:
+    """The TEMP macros (named, defaulted arguments), generated from the registry."""
+    return "\n".join(fn.macro_sql() + ";" for fn in FUNCTIONS if fn.has_macro)
 
+
+def install_functions(con: duckdb.DuckDBPyConnection, ctx: Context) -> None:
     for fn in FUNCTIONS:
         register(con, ctx, fn)
-    con.execute((sql_dir() / "macros.sql").read_text())
+    con.execute(macros_sql())
 
 
 def sync_dimensions(con: duckdb.DuckDBPyConnection, ctx: Context) -> None:
@@ -256,3 +355,13 @@ def sync_dimensions(con: duckdb.DuckDBPyConnection, ctx: Context) -> None:
         for fn in FUNCTIONS:
             if callable(fn.returns):
                 register(con, ctx, fn)
+
+
+def reference_table() -> str:
+    """The README's function reference, generated from the registry."""
+    rows = ["| function | returns | does |", "|---|---|---|"]
+    for fn in FUNCTIONS:
+        if fn.public:
+            returns = fn.shows or (fn.returns if isinstance(fn.returns, str) else "")
+            rows.append(f"| `{fn.signature()}` | {returns} | {' '.join(fn.doc.split())} |")
+    return "\n".join(rows)

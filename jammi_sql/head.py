@@ -28,7 +28,12 @@ class ProjectionHead(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, d) -> (B, d)
         return x + self.lora_B(self.lora_A(self.dropout(x))) * self.scaling
 
-    def merged_matrix(self) -> torch.Tensor:
-        """The head as one (d, d) matrix M with h(x) = x @ M.T (dropout off)."""
-        delta = (self.lora_B.weight @ self.lora_A.weight) * self.scaling
-        return torch.eye(self.dim, dtype=delta.dtype, device=delta.device) + delta
+    @classmethod
+    def from_config(cls, dim: int, config: dict) -> ProjectionHead:
+        """The head an ``adapter_config.json`` describes (inference: no dropout)."""
+        return cls(
+            dim,
+            int(config["lora_rank"]),
+            float(config["lora_alpha"]),
+            rslora=bool(config.get("use_rslora", False)),
+        )

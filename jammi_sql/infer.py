@@ -1,25 +1,70 @@
-"""Embedding texts with a model id: resolve, load once, encode, check the dimension."""
+"""Embedding texts with a model id, the one path every caller takes: resolve, load once, encode.
+
+``embed``/``embed_query`` (an arrow column), ``generate_text_embeddings``, the evaluations,
+``semantic_search``'s query side and the Python API all come through :func:`embed_texts`.
+"""
 
 from __future__ import annotations
 
-import numpy as np
+from collections.abc import Callable
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .context import Context
 from .errors import InvalidArgumentError
 
 
 def embed_texts(
-    ctx, model_id: str, texts: list[str], *, query: bool = False, dims: int | None = None
+    ctx: Context,
+    model_id: str,
+    texts: list[str],
+    *,
+    query: bool = False,
+    dims: int | None = None,
+    on_batch: Callable[[int], None] | None = None,
 ) -> np.ndarray:
-    """(n, d) float32 embeddings of ``texts`` with the model ``model_id``."""
+    """(n, d) float32 embeddings of ``texts`` with the model ``model_id``.
+
+    ``dims``: the width the caller must return (``embed``'s FLOAT[d]); another is an error.
+    """
+    from .encoders import load
+
     ref = ctx.models.resolve(model_id)
-    encoder = ctx.models.encoder(ref)
-    vectors = encoder.encode(texts, query=query)
-    if dims is not None and vectors.shape[1] != dims:
+    encoder = load(ref.folder, ref.adapter_folder)
+    if dims is not None and encoder.dimensions != dims:
         raise InvalidArgumentError(
-            f"model '{ref.model_id}' embeds in {vectors.shape[1]} dimensions, but embed() on this "
+            f"model '{ref.model_id}' embeds in {encoder.dimensions} dimensions, but embed() on this "
             f"connection returns FLOAT[{dims}] (DuckDB fixes a function's type when it is installed); "
-            f"open the database with jammi_sql.connect(path, dimensions={vectors.shape[1]}), or "
+            f"open the database with jammi_sql.connect(path, dimensions={encoder.dimensions}), or "
             "register the model first (the shell and the Python API follow the model registered last)"
         )
+    vectors = encoder.encode(texts, query=query, on_batch=on_batch)
     ctx.models.note_used(ref)
     return vectors
+
+
+def model_dimensions(ctx: Context, model_id: str) -> int:
+    """The width of the model's embeddings (it loads the model, as embedding would)."""
+    from .encoders import load
+
+    ref = ctx.models.resolve(model_id)
+    return load(ref.folder, ref.adapter_folder).dimensions
+
+
+def embed_column(ctx: Context, models: pa.Array, texts: pa.Array, query: bool) -> pa.Array:
+    """``embed(model, text)`` over one arrow batch: each model's rows embedded together."""
+    models = models.combine_chunks() if isinstance(models, pa.ChunkedArray) else models
+    texts = texts.combine_chunks() if isinstance(texts, pa.ChunkedArray) else texts
+    dims = ctx.dimensions
+    out = np.zeros((len(texts), dims), dtype=np.float32)
+    valid = pc.and_(pc.is_valid(texts), pc.is_valid(models))
+    for model in pc.unique(models.filter(valid)).to_pylist():
+        rows = np.flatnonzero(
+            pc.and_(valid, pc.equal(models, model)).to_numpy(zero_copy_only=False)
+        )
+        chosen = texts.take(pa.array(rows)).to_pylist()
+        out[rows] = embed_texts(ctx, model, chosen, query=query, dims=dims)
+    flat = pa.array(out.reshape(-1))
+    return pa.FixedSizeListArray.from_arrays(flat, dims, mask=pc.invert(valid))

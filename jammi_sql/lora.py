@@ -139,3 +139,26 @@ def merge_lora(model: nn.Module) -> nn.Module:
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, child, module.base)
     return model
+
+
+def check_targets(
+    folder: str,
+    target_modules: list[str],
+    layers_to_transform: list[int] | None = None,
+    rank_pattern: dict[str, int] | None = None,
+) -> None:
+    """Match ``target_modules`` on a model folder's structure, built on the meta device
+    (no weights loaded); an unmatched target raises as :func:`inject_lora` does."""
+    from transformers import AutoConfig, AutoModel
+
+    hf_config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
+    with torch.device("meta"):
+        skeleton = AutoModel.from_config(hf_config)
+    inject_lora(
+        skeleton,
+        target_modules,
+        1,
+        1.0,
+        layers_to_transform=layers_to_transform,
+        rank_pattern=rank_pattern,
+    )

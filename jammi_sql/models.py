@@ -1,6 +1,6 @@
 """Model ids -> model folders: bundled, registered, a folder path, the HF cache, fine-tuned.
 
-No torch here: this only finds folders. The engine loads them.
+No torch here: this only finds folders; the engine loads them (:mod:`jammi_sql.encoders`).
 """
 
 from __future__ import annotations
@@ -63,10 +63,6 @@ class ModelRef:
     folder: Path  # a Hugging Face folder
     adapter_folder: Path | None = None
 
-    @property
-    def cache_key(self) -> tuple:
-        return (self.model_id, str(self.folder), str(self.adapter_folder))
-
 
 def find_base_folder(model_id: str, registered: dict[str, str]) -> Path | None:
     """A base model's folder by id: bundled, registered, a path, or the HF cache."""
@@ -96,7 +92,7 @@ def _hidden_size(folder: Path) -> int | None:
 
 
 class ModelRegistry:
-    """Resolves model ids against the catalog and hands out loaded encoders (cached)."""
+    """Resolves model ids against the catalog into folders."""
 
     def __init__(self, catalog):
         self.catalog = catalog
@@ -184,19 +180,6 @@ class ModelRegistry:
         )
         self.catalog.add_model(record)
         return record
-
-    def encoder(self, ref: ModelRef):
-        """The loaded encoder for a resolved model: one per process, shared by every query."""
-        from .encoder import CACHE, Encoder
-
-        def build():
-            if ref.adapter_folder is None:
-                return Encoder.from_folder(ref.folder)
-            from .artifacts import load_encoder
-
-            return load_encoder(ref.adapter_folder, ref.folder)
-
-        return CACHE.get(ref.cache_key, build)
 
 
 from .catalog import ModelRecord  # noqa: E402  (records are a leaf of the state layer)

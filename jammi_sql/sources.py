@@ -28,6 +28,23 @@ _EXTENSIONS = {
 }
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 TEXT_TYPES = ("VARCHAR",)
+NUMERIC_TYPES = (
+    "TINYINT",
+    "SMALLINT",
+    "INTEGER",
+    "BIGINT",
+    "HUGEINT",
+    "FLOAT",
+    "DOUBLE",
+    "UTINYINT",
+    "USMALLINT",
+    "UINTEGER",
+    "UBIGINT",
+)
+
+
+def is_numeric(type_name: str) -> bool:
+    return type_name in NUMERIC_TYPES or type_name.startswith("DECIMAL")
 
 
 def quote_ident(name: str) -> str:

@@ -107,7 +107,23 @@ class Trainee:
     ) -> None:
         common = dict(base_model_id=base_model_id, base_model_path=str(base_folder))
         if self.adapter_type == "full":
-            artifacts.save(output_dir, "full", config={}, encoder=self.encoder, **common)
+            encoder = self.encoder
+
+            def write_model(folder: Path) -> None:
+                encoder.transformer.save_pretrained(str(folder), safe_serialization=True)
+                encoder.tokenizer.save_pretrained(str(folder))
+
+            spec = encoder.spec
+            describe = dict(
+                pooling=spec.pooling,
+                normalize=spec.normalize,
+                max_seq_length=spec.max_seq_length,
+                do_lower_case=spec.do_lower_case,
+                dimensions=encoder.dimensions,
+            )
+            artifacts.save(
+                output_dir, "full", config={}, write_model=write_model, describe=describe, **common
+            )
             return
         meta = {
             "lora_rank": config.lora_rank,

@@ -10,6 +10,7 @@ import torch
 from jammi_sql import artifacts
 from jammi_sql.config import FineTuneConfig
 from jammi_sql.encoder import Encoder
+from jammi_sql.encoders import load_fine_tuned
 from jammi_sql.errors import ArtifactError
 from jammi_sql.trainee import Trainee
 
@@ -51,7 +52,7 @@ def test_a_saved_model_embeds_as_the_trained_one(tmp_path, tiny_model, adapter_t
     art = artifacts.load(tmp_path / "model")
     assert art.adapter_type == adapter_type and art.base_model_id == "tiny-bert"
     assert art.config["format_version"] == artifacts.FORMAT_VERSION
-    loaded = artifacts.load_encoder(tmp_path / "model", tiny_model, CPU)
+    loaded = load_fine_tuned(tmp_path / "model", tiny_model, CPU)
     got = torch.from_numpy(loaded.encode(TEXTS))
     assert torch.allclose(got, expected, atol=1e-5)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary leftovers
@@ -134,4 +135,4 @@ def test_load_encoder_refuses_weights_that_do_not_fit(tmp_path, tiny_model):
         json.dumps({**json.loads(path.read_text()), "target_modules": ["query", "key"]})
     )
     with pytest.raises(ArtifactError, match="do not fit"):
-        artifacts.load_encoder(tmp_path / "model", tiny_model, CPU)
+        load_fine_tuned(tmp_path / "model", tiny_model, CPU)

@@ -3,40 +3,48 @@
 from pathlib import Path
 
 from jammi_sql import functions
-from jammi_sql.catalog import sql_dir
 from jammi_sql.config import options_table
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 
-PUBLIC_SQL = [
-    "add_source",
-    "remove_source",
-    "register_model",
-    "fine_tune",
-    "wait_job",
-    "cancel_job",
-    "resume_job",
-    "embed",
-    "embed_query",
-    "generate_text_embeddings",
-    "semantic_search",
-    "evaluate_similarity",
-    "evaluate_retrieval",
-]
+PUBLIC = [fn for fn in functions.FUNCTIONS if fn.public]
 
 
-def test_every_public_sql_function_is_installed():
-    from jammi_sql import evaluation  # noqa: F401
-
-    udfs = {f.name for f in functions.FUNCTIONS}
-    macros = (sql_dir() / "macros.sql").read_text()
-    for name in PUBLIC_SQL:
-        assert name in udfs or f"MACRO {name}(" in macros, name
+def between(marker: str) -> str:
+    return README.split(f"<!-- {marker}:start -->\n", 1)[1].split(f"\n<!-- {marker}:end -->", 1)[0]
 
 
-def test_every_sql_function_is_documented_in_the_readme():
-    for name in PUBLIC_SQL:
-        assert f"{name}(" in README, name
+def test_every_public_sql_function_is_installed_in_a_connection(db):
+    installed = {
+        r[0]
+        for r in db.con.execute(
+            "SELECT function_name FROM duckdb_functions() WHERE function_type IN "
+            "('scalar', 'macro', 'table_macro')"
+        ).fetchall()
+    }
+    assert {fn.name for fn in PUBLIC} <= installed
+    assert {fn.udf_name for fn in functions.FUNCTIONS if fn.impl} <= installed
+
+
+def test_the_contract_functions_are_all_in_the_registry():
+    contract = (Path(__file__).resolve().parents[2] / "shared" / "SQL_API.md").read_text()
+    table = contract.split("## SQL functions", 1)[1].split("`fine_tune` arguments", 1)[0]
+    named = {
+        line.split("`")[1].split("(")[0] for line in table.splitlines() if line.startswith("| `")
+    }
+    assert named and named <= {fn.name for fn in PUBLIC}
+
+
+def test_the_readme_function_reference_is_generated_from_the_registry():
+    assert between("sql-reference") == functions.reference_table()
+
+
+def test_every_sql_function_appears_in_a_readme_example():
+    examples = "\n".join(
+        README.split("```sql")[i].split("```")[0] for i in range(1, README.count("```sql") + 1)
+    )
+    for fn in PUBLIC:
+        assert f"{fn.name}(" in examples, fn.name
 
 
 def test_every_cli_command_is_documented_in_the_readme():
@@ -45,12 +53,28 @@ def test_every_cli_command_is_documented_in_the_readme():
 
 
 def test_the_readme_config_table_is_generated_from_the_dataclass():
-    table = README.split("<!-- config-table:start -->\n", 1)[1].split(
-        "\n<!-- config-table:end -->", 1
-    )[0]
-    assert table == options_table()
+    assert between("config-table") == options_table()
 
 
 def test_the_readme_starts_with_the_two_commands():
     first = README.index("make demo")
     assert first < README.index("## SQL") and README.index("make test") < README.index("## SQL")
+
+
+def regenerate(text: str) -> str:
+    """The README with both generated sections rewritten (``make docs``)."""
+    for marker, body in (
+        ("sql-reference", functions.reference_table()),
+        ("config-table", options_table()),
+    ):
+        head, rest = text.split(f"<!-- {marker}:start -->\n", 1)
+        text = (
+            f"{head}<!-- {marker}:start -->\n{body}\n<!-- {marker}:end -->"
+            + rest.split(f"\n<!-- {marker}:end -->", 1)[1]
+        )
+    return text
+
+
+if __name__ == "__main__":
+    path = Path(__file__).resolve().parents[1] / "README.md"
+    path.write_text(regenerate(path.read_text()))

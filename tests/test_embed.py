@@ -51,9 +51,11 @@ def test_unknown_model_lists_the_known_ones_and_changes_nothing(db):
     assert catalog_snapshot(db) == before
 
 
-def test_used_base_models_are_listed_in_jammi_models(db):
-    rows = db.sql("SELECT model_id, kind, origin, dimensions FROM jammi.models").fetchall()
-    assert rows == [("tiny", "base", "registered", 32)]
+def test_a_model_folder_is_listed_in_jammi_models_once_it_has_been_used(db, tiny_model):
+    listed = "SELECT model_id, kind, origin, dimensions FROM jammi.models WHERE origin = 'path'"
+    assert db.sql(listed).fetchall() == []
+    db.sql(f"SELECT embed('{tiny_model}', 'a cat')").fetchall()
+    assert db.sql(listed).fetchall() == [(str(tiny_model), "base", "path", 32)]
 
 
 def test_register_model_refuses_a_folder_that_is_not_a_model(db, tmp_path):

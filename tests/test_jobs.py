@@ -122,6 +122,7 @@ def test_cancel_job_stops_a_running_job_and_registers_nothing(pairs):
     deadline = time.monotonic() + 60
     while job.status != "running" and time.monotonic() < deadline:
         time.sleep(0.05)
+    assert job.status == "running" and job.progress < 1.0
     assert pairs.sql(f"SELECT cancel_job('{job.job_id}')").fetchall()[0][0] == "cancelled"
     assert job.model_id is None
     assert (

@@ -74,7 +74,7 @@ def test_each_model_loads_once_per_process(db, monkeypatch):
         return original(cls, folder, device)
 
     monkeypatch.setattr(Encoder, "from_folder", classmethod(counting))
-    from jammi_sql.encoder import CACHE
+    from jammi_sql.encoders import CACHE
 
     CACHE._items.clear()
     for _ in range(3):

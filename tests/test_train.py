@@ -11,6 +11,7 @@ import torch
 from jammi_sql import artifacts, train
 from jammi_sql.config import FineTuneConfig
 from jammi_sql.data import make_training_set
+from jammi_sql.encoders import load_fine_tuned
 from jammi_sql.errors import TrainingError
 from jammi_sql.train import Cancelled, run_training
 
@@ -292,6 +293,6 @@ def test_a_head_on_the_bundled_model_trains_and_reloads(tmp_path, bundled_model_
     m = result.metrics
     assert m["adapter_type"] == "projection_head" and m["dimensions"] == 384
     assert 0.5 < m["base"]["spearman"] and m["fine_tuned"]["spearman"] >= m["base"]["spearman"]
-    encoder = artifacts.load_encoder(result.output_dir, bundled_model_folder, CPU)
+    encoder = load_fine_tuned(result.output_dir, bundled_model_folder, CPU)
     vectors = encoder.encode(["A man is playing a guitar.", "A man plays the guitar."])
     assert vectors.shape == (2, 384) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)

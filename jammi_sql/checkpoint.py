@@ -1,0 +1,72 @@
+"""Checkpoints: the training state, the weights that train, the optimizer, the schedule, the RNG.
+
+A checkpoint is written atomically (a temporary file, then a rename), so a crash mid-write
+leaves the previous one whole. A resumed run that loads one ends with the same weights as an
+uninterrupted run. The file's place comes from :mod:`jammi_sql.artifacts`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import artifacts
+from .errors import TrainingError
+
+
+@dataclass
+class TrainState:
+    """Where a run is: what a checkpoint saves, and what the job's metrics are built from."""
+
+    epoch: int = 0  # epochs finished
+    batch: int = 0  # micro-batches finished in the current epoch
+    step: int = 0  # optimizer steps so far
+    order: list[list[int]] | None = None  # the current epoch's batches (row indices)
+    best_epoch: int = 0  # 0: the base model
+    bad_epochs: int = 0  # epochs since the last improvement
+    stopped_early: bool = False
+    base_val: dict | None = None  # validation of the base model (epoch 0)
+    best_val: dict | None = None
+    best_state: dict | None = None  # weights of the best epoch; None: the base's own
+    history: list[dict] = field(default_factory=list)  # validation after each epoch
+
+
+def save(work_dir: Path, fingerprint: str, trainee, optimizer, scheduler, state: TrainState):
+    path = artifacts.checkpoint_file(work_dir)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(
+        {
+            "fingerprint": fingerprint,
+            "model": trainee.state(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "run": dataclasses.asdict(state),
+        },
+        tmp,
+    )
+    os.replace(tmp, path)
+
+
+def load(work_dir: Path, fingerprint: str, trainee, optimizer, scheduler) -> TrainState | None:
+    """Restore the latest checkpoint into the objects given; None when there is none."""
+    path = artifacts.checkpoint_file(work_dir)
+    if not path.exists():
+        return None
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    if saved["fingerprint"] != fingerprint:
+        raise TrainingError(
+            "the checkpoint of this job was written for other data or settings; start a new job"
+        )
+    trainee.load_state(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    torch.set_rng_state(saved["rng"])
+    if saved.get("cuda_rng") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(saved["cuda_rng"])
+    return TrainState(**saved["run"])
