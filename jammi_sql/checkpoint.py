@@ -20,8 +20,16 @@ from .errors import TrainingError
 
 @dataclass
 class TrainState:
-    """Where a run is: what a checkpoint saves, and what the job's metrics are built from."""
+    """Where a run is: what a checkpoint saves, and what the job's metrics are built from.
 
+    A projection head may run several trials (settings) one after the other; the fields from
+    ``epoch`` to ``history`` are the current trial's, ``trials`` and ``winner`` span them all.
+    """
+
+    trial: int = 0  # the trial running now (0-based)
+    trials: list[dict] = field(default_factory=list)  # results of the finished trials
+    winner: dict | None = None  # the best finished trial: index, epoch, val, weights
+    steps_before: int = 0  # optimizer steps of the finished trials
     epoch: int = 0  # epochs finished
     batch: int = 0  # micro-batches finished in the current epoch
     step: int = 0  # optimizer steps so far
@@ -33,6 +41,13 @@ class TrainState:
     best_val: dict | None = None
     best_state: dict | None = None  # weights of the best epoch; None: the base's own
     history: list[dict] = field(default_factory=list)  # validation after each epoch
+
+    def next_trial(self) -> None:
+        """Start the next trial from the base model, keeping the results of the others."""
+        self.trial, self.steps_before = self.trial + 1, self.steps_before + self.step
+        self.epoch = self.batch = self.step = self.best_epoch = self.bad_epochs = 0
+        self.order, self.stopped_early, self.best_state, self.history = None, False, None, []
+        self.best_val = self.base_val
 
 
 def save(work_dir: Path, fingerprint: str, trainee, optimizer, scheduler, state: TrainState):
@@ -53,8 +68,8 @@ def save(work_dir: Path, fingerprint: str, trainee, optimizer, scheduler, state:
     os.replace(tmp, path)
 
 
-def load(work_dir: Path, fingerprint: str, trainee, optimizer, scheduler) -> TrainState | None:
-    """Restore the latest checkpoint into the objects given; None when there is none."""
+def read(work_dir: Path, fingerprint: str) -> dict | None:
+    """The latest checkpoint of this run, or None; one of other data or settings is an error."""
     path = artifacts.checkpoint_file(work_dir)
     if not path.exists():
         return None
@@ -63,10 +78,18 @@ def load(work_dir: Path, fingerprint: str, trainee, optimizer, scheduler) -> Tra
         raise TrainingError(
             "the checkpoint of this job was written for other data or settings; start a new job"
         )
+    return saved
+
+
+def state_of(saved: dict | None) -> TrainState | None:
+    return None if saved is None else TrainState(**saved["run"])
+
+
+def restore(saved: dict, trainee, optimizer, scheduler) -> None:
+    """Load a checkpoint's weights, optimizer, schedule and RNG into the objects given."""
     trainee.load_state(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
     torch.set_rng_state(saved["rng"])
     if saved.get("cuda_rng") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(saved["cuda_rng"])
-    return TrainState(**saved["run"])

@@ -26,29 +26,48 @@ TASKS = {"text_embedding": "text_embedding", "embedding": "text_embedding"}
 EARLY_STOPPING_METRICS = ("val_loss", "val_metric")
 
 
-# The learning rate each shape uses when the config leaves it unset (None), measured with
-# benchmarks/quality.py on held-out data. Full fine-tuning at 2e-4 falls below the base model
-# on STS-B; at 2e-5 it gains most. A head on frozen vectors overfits CoSENT above 2e-4 (train
-# loss falls, held-out Spearman drops), yet barely moves under in-batch negatives at 2e-4 and
-# gains on SciFact at 2e-3. Whatever the rate, the best epoch is kept, or the base if none beat it.
-DEFAULT_LEARNING_RATE = {
-    ("projection_head", "cosent"): 2e-4,
-    ("projection_head", "multiple_negatives_ranking"): 2e-3,
-    ("projection_head", "triplet"): 2e-3,
-    "projection_head": 2e-4,
-    "encoder_adapters": 2e-4,
-    "full": 2e-5,
+SHAPES = ("projection_head", "encoder_adapters", "full")
+# What a config key left NULL means, per shape: one table, measured with benchmarks/quality.py
+# on held-out splits of STSb and SciFact (see the README's "Defaults, and why"). A head trains on
+# cached vectors, so it affords many epochs and several trials; the encoder shapes do not.
+# lora_rank "dim" means the model's full dimension (a full-rank head, W = I + D).
+SHAPE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "projection_head": {
+        "lora_rank": "dim",
+        "learning_rate": 1e-4,
+        "epochs": 10,
+        "batch_size": 64,
+        "trials": 4,
+    },
+    "encoder_adapters": {
+        "lora_rank": 8,
+        "learning_rate": 1e-3,
+        "epochs": 1,
+        "batch_size": 16,
+        "trials": 1,
+    },
+    "full": {"lora_rank": 8, "learning_rate": 2e-5, "epochs": 1, "batch_size": 16, "trials": 1},
 }
+BY_SHAPE = tuple(SHAPE_DEFAULTS["full"])
+# What each further trial of a head changes, relative to the first (the defaults above); a key
+# the user set is never changed. A trial is seconds on cached vectors, so trying is cheap.
+HEAD_TRIALS: list[dict[str, Any]] = [
+    {},
+    {"learning_rate": 1e-3},
+    {"learning_rate": 3e-5},
+    {"learning_rate": 3e-3},
+    {"learning_rate": 3e-4},
+    {"lora_rank": 64, "learning_rate": 1e-3},
+]
 
 
-def _rate_help() -> str:
-    r = DEFAULT_LEARNING_RATE
-    return (
-        f"base learning rate; NULL = by method: {r['full']:g} for 'full', {r['encoder_adapters']:g} "
-        f"for LoRA adapters, and for a projection head {r['projection_head', 'cosent']:g} with "
-        f"CoSENT, {r['projection_head', 'multiple_negatives_ranking']:g} with in-batch negatives "
-        "or triplets"
-    )
+def _by_shape_help(key: str, what: str) -> str:
+    shown = ", ".join(f"{v} ({k.replace('_', ' ')})" for k, v in _shape_values(key).items())
+    return f"{what}; NULL = by shape: {shown}"
+
+
+def _shape_values(key: str) -> dict[str, Any]:
+    return {shape: values[key] for shape, values in SHAPE_DEFAULTS.items()}
 
 
 def _opt(default: Any, help: str, **kw: Any) -> Any:
@@ -59,7 +78,12 @@ def _opt(default: Any, help: str, **kw: Any) -> Any:
 
 @dataclass
 class FineTuneConfig:
-    lora_rank: int = _opt(8, "low-rank dimension")
+    lora_rank: int | None = _opt(
+        None,
+        _by_shape_help(
+            "lora_rank", "low-rank dimension; a head of rank >= the model's dimension is full rank"
+        ),
+    )
     lora_alpha: float = _opt(
         16.0, "scaling factor (scaling = alpha / rank, or alpha / sqrt(rank) with use_rslora)"
     )
@@ -75,9 +99,17 @@ class FineTuneConfig:
     rank_pattern: dict = _opt(
         {}, "per-module rank overrides, keys matched as substrings of the module name"
     )
-    learning_rate: float | None = _opt(None, _rate_help())
-    epochs: int = _opt(3, "training epochs")
-    batch_size: int = _opt(8, "micro-batch size")
+    learning_rate: float | None = _opt(None, _by_shape_help("learning_rate", "base learning rate"))
+    epochs: int | None = _opt(None, _by_shape_help("epochs", "training epochs"))
+    batch_size: int | None = _opt(None, _by_shape_help("batch_size", "micro-batch size"))
+    trials: int | None = _opt(
+        None,
+        _by_shape_help(
+            "trials",
+            "settings a projection head tries on the same cached vectors, keeping the best on "
+            "validation (each in jammi.job_metrics with split 'trial')",
+        ),
+    )
     max_seq_length: int = _opt(512, "max tokens per text (never more than the model's own limit)")
     gradient_accumulation_steps: int = _opt(1, "micro-batches per optimizer step")
     validation_fraction: float = _opt(0.1, "holdout fraction for early stopping and metrics")
@@ -193,19 +225,16 @@ class FineTuneConfig:
                 raise bad(key, f"a number {rng}")
             setattr(self, key, float(v))
 
-        for key in (
-            "lora_rank",
-            "epochs",
-            "batch_size",
-            "max_seq_length",
-            "gradient_accumulation_steps",
-        ):
+        for key in ("max_seq_length", "gradient_accumulation_steps"):
             as_int(key, 1)
+        for key in BY_SHAPE:  # NULL: the shape's default (see SHAPE_DEFAULTS)
+            if getattr(self, key) is not None and key != "learning_rate":
+                as_int(key, 1)
         for key in ("warmup_steps", "early_stopping_patience", "seed"):
             as_int(key, 0)
         as_float("lora_alpha", 0.0, open_low=True)
         as_float("lora_dropout", 0.0, 1.0)
-        if self.learning_rate is not None:  # None: the method's own default (see train.py)
+        if self.learning_rate is not None:
             as_float("learning_rate", 0.0, open_low=True)
         as_float("validation_fraction", 0.0, 0.9)
         as_float("weight_decay", 0.0)
@@ -241,12 +270,22 @@ class FineTuneConfig:
             raise bad(
                 "rank_pattern", "a map from module-name pattern to a rank >= 1, e.g. {'query': 16}"
             )
-        if self.model_name is not None:
-            if not isinstance(self.model_name, str) or not self.model_name.strip():
-                raise bad("model_name", "a non-empty name")
-            bad_chars = set(self.model_name) & set('\\:*?"<>|') or ".." in self.model_name
-            if bad_chars or self.model_name.startswith("/"):
-                raise bad("model_name", "a name of letters, digits, '-', '_', '.' and '/'")
+        self._check_model_name(bad)
+
+    def _check_model_name(self, bad) -> None:
+        if self.model_name is None:
+            return
+        if not isinstance(self.model_name, str) or not self.model_name.strip():
+            raise bad("model_name", "a non-empty name")
+        bad_chars = set(self.model_name) & set('\\:*?"<>|') or ".." in self.model_name
+        if bad_chars or self.model_name.startswith("/"):
+            raise bad("model_name", "a name of letters, digits, '-', '_', '.' and '/'")
+        if len(self.model_name) > 200 or any(
+            len(part.encode()) > 120 for part in self.model_name.split("/")
+        ):
+            raise bad(
+                "model_name", "at most 200 characters (120 between slashes): it names a folder"
+            )
 
 
 def adapter_type_for(method: str, config: FineTuneConfig) -> str:
@@ -257,11 +296,50 @@ def adapter_type_for(method: str, config: FineTuneConfig) -> str:
     return "encoder_adapters" if config.target_modules else "projection_head"
 
 
-def learning_rate_for(adapter_type: str, config: FineTuneConfig, loss: str | None = None) -> float:
-    """The configured rate, or the default for this shape (and, for a head, this loss)."""
-    if config.learning_rate is not None:
-        return float(config.learning_rate)
-    return DEFAULT_LEARNING_RATE.get((adapter_type, loss), DEFAULT_LEARNING_RATE[adapter_type])
+def resolve(config: FineTuneConfig, adapter_type: str, dimensions: int) -> FineTuneConfig:
+    """The config with every key left NULL filled in from ``SHAPE_DEFAULTS``.
+
+    Raises a ``jammi:`` error for settings the shape or the model cannot take (a rank above the
+    model's dimension, trials for an encoder shape).
+    """
+    check_for_shape(config, adapter_type, dimensions)
+    filled = {}
+    for key, value in SHAPE_DEFAULTS[adapter_type].items():
+        if getattr(config, key) is None:
+            filled[key] = dimensions if value == "dim" else value
+    return config.replace(**filled)
+
+
+def check_for_shape(config: FineTuneConfig, adapter_type: str, dimensions: int | None) -> None:
+    if config.trials is not None and config.trials > 1 and adapter_type != "projection_head":
+        raise InvalidArgumentError(
+            f"config trials = {config.trials} is only for a projection head (which trains on "
+            "cached vectors, so trying settings is cheap); drop trials, or target_modules and "
+            "method 'full'"
+        )
+    if dimensions and config.lora_rank is not None and config.lora_rank > dimensions:
+        raise InvalidArgumentError(
+            f"config lora_rank = {config.lora_rank} is above the model's dimension ({dimensions}); "
+            f"use at most {dimensions} (a head of rank {dimensions} is full rank)"
+        )
+
+
+def trial_configs(
+    config: FineTuneConfig, user_set: set[str], dimensions: int
+) -> list[FineTuneConfig]:
+    """The settings a head's trials use: the resolved config, then ``HEAD_TRIALS`` variations of
+    the keys the user left unset; duplicates dropped, ``config.trials`` kept."""
+    out: list[FineTuneConfig] = []
+    for change in HEAD_TRIALS:
+        change = {k: v for k, v in change.items() if k not in user_set}
+        if "lora_rank" in change:
+            change["lora_rank"] = min(change["lora_rank"], dimensions)
+        candidate = config.replace(**change)
+        if candidate not in out:
+            out.append(candidate)
+        if len(out) == config.trials:
+            break
+    return out
 
 
 def normalize_task(task: str) -> str:

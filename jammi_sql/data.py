@@ -112,27 +112,52 @@ def resolve_loss(kind: str, embedding_loss: str = "auto") -> str:
     return loss
 
 
-def split(ts: TrainingSet, fraction: float, seed: int) -> tuple[TrainingSet, TrainingSet]:
-    """(train, validation), deterministic by ``seed``.
+def text_groups(ts: TrainingSet) -> list[list[int]]:
+    """Rows joined by any shared text (union-find), each group as a list of row indices.
 
-    Rows that share their first text (an anchor with several positives) land on the same
-    side, so validation never scores an anchor the model trained on.
+    Two rows that share a text (text_a or text_b; anchor or positive) land in one group:
+    splitting by group, no validation pair shares a text with training. A triplet's negative
+    does not join groups: negatives are often drawn from one small pool, which would make
+    the whole set one group.
     """
-    groups: dict[str, list[int]] = {}
+    parent = list(range(len(ts)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first_row: dict[str, int] = {}
     for i, row in enumerate(ts.rows):
-        groups.setdefault(row[0], []).append(i)
-    keys = list(groups)
+        for text in row[:2]:
+            j = first_row.setdefault(text, i)
+            parent[root(i)] = root(j)
+    groups: dict[int, list[int]] = {}
+    for i in range(len(ts)):
+        groups.setdefault(root(i), []).append(i)
+    return list(groups.values())
+
+
+def split(ts: TrainingSet, fraction: float, seed: int) -> tuple[TrainingSet, TrainingSet]:
+    """(train, validation), deterministic by ``seed``; no text appears on both sides.
+
+    Whole groups of rows that share a text (see :func:`text_groups`) are drawn at random
+    until the validation side holds about ``fraction`` of the rows. A group larger than half
+    the wanted validation size stays in training, so one hub text cannot swallow the split.
+    """
     n_val_rows = int(round(len(ts) * fraction))
-    if fraction <= 0 or n_val_rows == 0 or len(keys) < 2:
+    groups = text_groups(ts)
+    if fraction <= 0 or n_val_rows == 0 or len(groups) < 2:
         return ts, TrainingSet(ts.kind, [])
-    order = np.random.default_rng(seed).permutation(len(keys))
-    val_idx: list[int] = []
-    for k in order:
-        if len(val_idx) >= n_val_rows:
+    order = np.random.default_rng(seed).permutation(len(groups))
+    chosen: set[int] = set()
+    for g in order:
+        if len(chosen) >= n_val_rows:
             break
-        val_idx.extend(groups[keys[k]])
-    chosen = set(val_idx)
-    if len(chosen) == len(ts):  # never leave nothing to train on
+        if len(groups[g]) <= max(1, n_val_rows // 2):
+            chosen.update(groups[g])
+    if not chosen or len(chosen) == len(ts):  # never leave nothing to train on
         return ts, TrainingSet(ts.kind, [])
     train = [row for i, row in enumerate(ts.rows) if i not in chosen]
     val = [ts.rows[i] for i in sorted(chosen)]

@@ -1,9 +1,14 @@
-"""The projection head: a LoRA-style residual map after pooling, trained on a frozen encoder.
+"""The projection head: a residual map after pooling, trained on a frozen encoder.
 
-    h(x) = x + scaling * B(A(dropout(x)))        A: (r, d), B: (d, r), scaling = alpha / r
+Two forms, both exactly the identity at step 0 (so the fine-tuned model starts as its base):
 
-``B`` starts at zero, so at step 0 the fine-tuned model embeds exactly as its base does.
-Because the encoder is frozen, training can run on cached pooled vectors.
+    low rank  (r < d):  h(x) = x + scaling * B(A(dropout(x)))   A: (r, d), B: (d, r) zero-init,
+                        scaling = alpha / r (alpha / sqrt(r) with rsLoRA), as LoRA
+    full rank (r >= d): h(x) = x + D(dropout(x))                D: (d, d) zero-init, so W = I + D
+
+Weight decay on ``D`` (or on ``A``/``B``) pulls the map back toward the identity, which is what
+keeps a head on a strong model from drifting away from what it already knows. Because the
+encoder is frozen, training runs on cached pooled vectors.
 """
 
 from __future__ import annotations
@@ -17,15 +22,26 @@ from torch import nn
 class ProjectionHead(nn.Module):
     def __init__(self, dim: int, r: int, alpha: float, dropout: float = 0.0, rslora: bool = False):
         super().__init__()
-        self.dim, self.r = dim, r
-        self.scaling = alpha / math.sqrt(r) if rslora else alpha / r
+        self.dim, self.r = dim, min(r, dim)
+        self.full_rank = r >= dim
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        if self.full_rank:
+            self.weight = nn.Parameter(torch.zeros(dim, dim))  # D in W = I + D
+            self.scaling = 1.0
+            return
+        self.scaling = alpha / math.sqrt(r) if rslora else alpha / r
         self.lora_A = nn.Linear(dim, r, bias=False)
         self.lora_B = nn.Linear(r, dim, bias=False)
         nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))
         nn.init.zeros_(self.lora_B.weight)
 
+    @property
+    def form(self) -> str:
+        return "full_rank" if self.full_rank else "low_rank"
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, d) -> (B, d)
+        if self.full_rank:
+            return x + self.dropout(x) @ self.weight.T
         return x + self.lora_B(self.lora_A(self.dropout(x))) * self.scaling
 
     @classmethod

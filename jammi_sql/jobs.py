@@ -20,9 +20,15 @@ from pathlib import Path
 from . import artifacts, progress
 from .catalog import Catalog, JobRecord, ModelRecord
 from .checks import check_rows, data_kind, read_rows
-from .config import FineTuneConfig, normalize_method, normalize_task
+from .config import (
+    FineTuneConfig,
+    adapter_type_for,
+    check_for_shape,
+    normalize_method,
+    normalize_task,
+)
 from .errors import InvalidArgumentError, JammiError, JobStateError, NotFoundError
-from .models import ModelRef, ModelRegistry
+from .models import ModelRef, ModelRegistry, hidden_size
 from .sources import get_source
 
 FINAL = ("succeeded", "failed", "cancelled")
@@ -86,6 +92,7 @@ class JobRunner:
         kind = data_kind(src, list(columns or []))
         loss = resolve_loss(kind, config.embedding_loss)
         ref = self._base_model(base_model)
+        check_for_shape(config, adapter_type_for(method, config), hidden_size(ref.folder))
         if config.target_modules:
             from .lora import check_targets
 
@@ -295,6 +302,8 @@ class JobRunner:
         )
         logs = [(s, n, v) for s, n, v in p.logs if _finite(v) is not None]
         self.catalog.log_metrics(job_id, p.step, p.epoch, logs)
+        for trial, epoch, name, value in p.trial_logs:  # step = the trial's number
+            self.catalog.log_metrics(job_id, trial, epoch, [("trial", name, value)])
 
     def _publish(self, job: JobRecord, cfg: FineTuneConfig, base: ModelRef, result) -> None:
         """Move the artifact into models/, register the model, mark the job succeeded."""

@@ -77,7 +77,7 @@ def find_base_folder(model_id: str, registered: dict[str, str]) -> Path | None:
     return hf_cache_folder(model_id)
 
 
-def _hidden_size(folder: Path) -> int | None:
+def hidden_size(folder: Path) -> int | None:
     import json
 
     config = (
@@ -143,7 +143,7 @@ class ModelRegistry:
                     ref.model_id,
                     "base",
                     origin,
-                    dimensions=_hidden_size(ref.folder),
+                    dimensions=hidden_size(ref.folder),
                     artifact_path=str(ref.folder),
                 )
             )
@@ -175,7 +175,7 @@ class ModelRegistry:
             model_id,
             "base",
             "registered",
-            dimensions=_hidden_size(folder),
+            dimensions=hidden_size(folder),
             artifact_path=str(folder),
         )
         self.catalog.add_model(record)

@@ -44,18 +44,10 @@ class Trainee:
         if adapter_type != "full":
             transformer.requires_grad_(False)
         if adapter_type == "projection_head":
-            self.head = ProjectionHead(
-                encoder.dimensions,
-                config.lora_rank,
-                config.lora_alpha,
-                config.lora_dropout,
-                config.use_rslora,
-            ).to(encoder.device)
-            encoder.head = self.head
             # The encoder never changes: encode each distinct text once. clone() leaves
             # inference mode, so the head can backpropagate into (not through) the cache.
             self.cache = encode_ids(encoder, token_ids, should_stop, pooled_only=True).clone()
-            self.trainable: torch.nn.Module = self.head
+            self.new_head(config)
         else:
             if adapter_type == "encoder_adapters":
                 inject_lora(
@@ -69,6 +61,18 @@ class Trainee:
                     config.rank_pattern,
                 )
             self.trainable = transformer
+        self.initial = self.state()
+
+    def new_head(self, config: FineTuneConfig) -> None:
+        """A fresh head (the identity) with this config's rank: each trial starts from the base."""
+        self.head = ProjectionHead(
+            self.encoder.dimensions,
+            config.lora_rank,
+            config.lora_alpha,
+            config.lora_dropout,
+            config.use_rslora,
+        ).to(self.encoder.device)
+        self.encoder.head = self.trainable = self.head
         self.initial = self.state()
 
     def parameters(self) -> list[torch.nn.Parameter]:
@@ -131,7 +135,8 @@ class Trainee:
             "use_rslora": config.use_rslora,
         }
         if self.adapter_type == "projection_head":
-            meta["head_layers"] = ["projection"]
+            meta.update(lora_rank=self.head.dim if self.head.full_rank else self.head.r)
+            meta.update(head_layers=["projection"], head_form=self.head.form)
         else:
             meta = {
                 "model_type": self.encoder.transformer.config.model_type,
@@ -201,11 +206,38 @@ def batch_loss(
     return L.compute(loss_fn, columns, s, [index[:, c] for c in range(rows.shape[1])])
 
 
+def distractors(train_ids: np.ndarray, val_ids: np.ndarray, limit: int, seed: int) -> np.ndarray:
+    """Training documents (positives and negatives) to rank validation positives among.
+
+    Without them, a validation anchor only has to pick its positive among the few other
+    validation positives, and a good base model already scores NDCG@10 near 1.0 there, so no
+    epoch can look better. At most ``limit`` of them, drawn by ``seed``.
+    """
+    if train_ids.shape[1] < 2 or not len(val_ids):
+        return np.empty(0, dtype=np.int64)
+    pool = np.setdiff1d(np.unique(train_ids[:, 1:]), np.unique(val_ids))
+    if len(pool) > limit:
+        pool = np.sort(np.random.default_rng(seed).choice(pool, limit, replace=False))
+    return pool
+
+
 def validate(
-    trainee: Trainee, loss_fn, kind: str, ids: np.ndarray, scores, batch_size: int, should_stop
+    trainee: Trainee,
+    loss_fn,
+    kind: str,
+    ids: np.ndarray,
+    scores,
+    batch_size: int,
+    should_stop,
+    extra_docs: np.ndarray | None = None,
 ) -> dict:
-    """Validation loss and metric: Spearman for scored pairs, retrieval for the rest."""
-    uniq = np.unique(ids)
+    """Validation loss and metric: Spearman for scored pairs, retrieval for the rest.
+
+    Retrieval ranks each anchor's positive among every validation document and ``extra_docs``
+    (text ids of distractors, see :func:`distractors`).
+    """
+    extra_docs = np.empty(0, dtype=np.int64) if extra_docs is None else extra_docs
+    uniq = np.unique(np.concatenate([ids.reshape(-1), extra_docs]))
     emb = trainee.embed_eval(uniq, should_stop)  # (U, D), rows in uniq order
     pos = np.searchsorted(uniq, ids)  # (n, k): row of each text in emb
     with torch.inference_mode():
@@ -227,7 +259,9 @@ def validate(
         out.update(spearman=m["spearman"], pearson=m["pearson"])
     else:  # anchors retrieve among every positive (and negative) of the validation rows
         queries = np.unique(pos[:, 0])
-        docs = np.unique(pos[:, 1:])
+        docs = np.unique(
+            np.concatenate([pos[:, 1:].reshape(-1), np.searchsorted(uniq, extra_docs)])
+        )
         relevant: dict[str, set[str]] = {}
         for row in pos:
             relevant.setdefault(f"q{row[0]}", set()).add(f"d{row[1]}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -30,9 +31,13 @@ SHAPES = {
 }
 
 
-def trained(tiny_model, adapter_type: str) -> tuple[Trainee, FineTuneConfig, torch.Tensor]:
+def trained(
+    tiny_model, adapter_type: str, rank: int = 2
+) -> tuple[Trainee, FineTuneConfig, torch.Tensor]:
     """A trainee whose weights moved (as training would move them), and its embeddings."""
-    config = FineTuneConfig(lora_rank=2, lora_alpha=4.0, use_rslora=True, **SHAPES[adapter_type][1])
+    config = FineTuneConfig(
+        lora_rank=rank, lora_alpha=4.0, use_rslora=True, **SHAPES[adapter_type][1]
+    )
     encoder = Encoder.from_folder(tiny_model, CPU)
     trainee = Trainee(encoder, adapter_type, config, encoder.tokenize(TEXTS), lambda: False)
     g = torch.Generator().manual_seed(0)
@@ -56,6 +61,27 @@ def test_a_saved_model_embeds_as_the_trained_one(tmp_path, tiny_model, adapter_t
     got = torch.from_numpy(loaded.encode(TEXTS))
     assert torch.allclose(got, expected, atol=1e-5)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary leftovers
+
+
+@pytest.mark.parametrize("rank", [1, 8, 31, 32])  # 32: the tiny model's full dimension
+def test_a_head_of_every_rank_loads_back_and_embeds_as_trained(tmp_path, tiny_model, rank):
+    trainee, config, expected = trained(tiny_model, "projection_head", rank)
+    trainee.save(tmp_path / "model", config, "tiny-bert", tiny_model)
+    meta = json.loads((tmp_path / "model" / "adapter_config.json").read_text())
+    assert meta["lora_rank"] == rank and meta["head_layers"] == ["projection"]
+    assert meta["head_form"] == ("full_rank" if rank == 32 else "low_rank")
+    loaded = load_fine_tuned(tmp_path / "model", tiny_model, CPU)
+    assert torch.allclose(torch.from_numpy(loaded.encode(TEXTS)), expected, atol=1e-5)
+
+
+def test_a_head_is_exactly_the_base_model_at_step_0(tiny_model):
+    for rank in (4, 32):
+        config = FineTuneConfig(lora_rank=rank)
+        encoder = Encoder.from_folder(tiny_model, CPU)
+        base = encoder.encode(TEXTS)
+        Trainee(encoder, "projection_head", config, encoder.tokenize(TEXTS), lambda: False)
+        encoder.eval()
+        assert np.allclose(encoder.encode(TEXTS), base, atol=1e-6)
 
 
 def test_adapter_config_has_the_contract_keys(tmp_path, tiny_model):

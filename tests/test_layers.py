@@ -19,7 +19,7 @@ LAYERS = {
     "state": {"context", "catalog", "jobs", "models", "sources", "embeddings", "evaluation"}
     | {"infer", "progress", "checks"},
     "engine": {"encoder", "encoders", "lora", "head", "data", "train", "trainee", "evaluate"}
-    | {"losses", "checkpoint", "validation", "trials", "defaults"},
+    | {"losses", "checkpoint", "selection", "trial"},
     "artifacts": {"artifacts"},
     "leaf": {"config", "errors"},
 }

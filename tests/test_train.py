@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -39,6 +37,17 @@ PAIRS = [
     ("piano", "a child plays piano"),
     ("cancer", "cancer cell protein"),
     ("search", "search engine database"),
+]
+# Enough distinct pairs (built from the tiny vocabulary) that validation can judge: 120 rows,
+# 60 held out with validation_fraction 0.5.
+_W = ["cat", "dog", "car", "bike", "train", "plane", "piano", "guitar", "cell", "gene", "solar"]
+MANY = [
+    (
+        f"the {_W[i % 11]} {_W[(i * 3) % 11]} {i}",
+        f"a {_W[i % 11]} and {_W[(i * 5) % 11]}",
+        float(i % 6),
+    )
+    for i in range(120)
 ]
 SHAPES = {
     "head": ("lora", {}),
@@ -188,55 +197,59 @@ def test_no_epoch_better_than_the_base_keeps_the_base(tmp_path, tiny_model, monk
     def worse_each_epoch(*args, **kwargs):
         out = real(*args, **kwargs)
         calls.append(1)
-        return {**out, "loss": out["loss"] + len(calls)}  # the base is always best
+        return {**out, "spearman": out["spearman"] - len(calls)}  # the base is always best
 
     monkeypatch.setattr(train, "validate", worse_each_epoch)
-    result = fit(tmp_path, tiny_model, SCORED, epochs=5, early_stopping_patience=2)
-    assert result.stopped_early and result.epochs_run == 2 and result.best_epoch == 0
-    assert (
-        result.metrics["improved"] is False and "no epoch beat the base" in result.metrics["note"]
-    )
-    assert torch.count_nonzero(weights(result)["lora_B.weight"]) == 0  # exactly the base model
-
-
-def test_metrics_hold_base_and_fine_tuned_side_by_side(tmp_path, tiny_model):
-    progress = []
     result = fit(
-        tmp_path,
-        tiny_model,
-        PAIRS * 3,
-        kind="pairs",
-        epochs=2,
-        validation_fraction=0.3,
-        early_stopping_metric="val_metric",
-        progress=progress.append,
-    )
+        tmp_path, tiny_model, MANY, epochs=5, early_stopping_patience=2, trials=1,
+        validation_fraction=0.5,
+    )  # fmt: skip
+    assert result.stopped_early and result.epochs_run == 2 and result.best_epoch == 0
+    assert result.metrics["judged"] is True and result.metrics["improved"] is False
+    assert "no epoch beat the base" in result.metrics["note"]
+    assert torch.count_nonzero(weights(result)["weight"]) == 0  # exactly the base model
+
+
+def test_a_validation_split_too_small_to_judge_keeps_the_final_weights_and_says_why(
+    tmp_path, tiny_model
+):
+    result = fit(tmp_path, tiny_model, SCORED, epochs=3)  # 12 rows: 1 held out
     m = result.metrics
-    assert m["metric"] == "ndcg_at_10" and m["loss"] == "multiple_negatives_ranking"
-    for side in ("base", "fine_tuned", "delta"):
-        assert set(m[side]) >= {"val_loss", "ndcg_at_10"}
-    assert m["adapter_type"] == "projection_head" and m["dimensions"] == 32
-    assert math.isclose(
-        m["delta"]["ndcg_at_10"], m["fine_tuned"]["ndcg_at_10"] - m["base"]["ndcg_at_10"]
-    )
-    import json
-
-    json.dumps(m, allow_nan=False)
-    assert progress[-1].step == progress[-1].total_steps
-    names = {(s, n) for p in progress for s, n, _ in p.logs}
-    assert {
-        ("train", "loss"),
-        ("train", "learning_rate"),
-        ("val", "loss"),
-        ("val", "ndcg_at_10"),
-    } <= names
+    assert m["judged"] is False and m["kept"]["epoch"] == 3 == result.best_epoch
+    assert "fewer than the 30 needed" in m["kept"]["why"] and "final weights" in m["note"]
+    assert len(m["trials"]) == 1  # nothing to choose between, so no trials either
+    assert torch.count_nonzero(weights(result)["weight"]) > 0  # the training was kept
 
 
-def test_losses_that_do_not_fit_the_columns_are_refused(tmp_path, tiny_model):
-    from jammi_sql.errors import InvalidArgumentError
+def test_a_head_tries_several_settings_and_keeps_the_best_on_validation(tmp_path, tiny_model):
+    seen = []
+    result = fit(
+        tmp_path, tiny_model, MANY, epochs=2, trials=3, validation_fraction=0.5,
+        learning_rate=None, progress=lambda p: seen.extend(p.trial_logs),
+    )  # fmt: skip
+    m = result.metrics
+    assert m["judged"] is True and [t["trial"] for t in m["trials"]] == [1, 2, 3]
+    scores = [t["val"]["spearman"] for t in m["trials"]]
+    assert m["kept"]["trial"] == 1 + int(np.argmax(scores))
+    assert {t for t, *_ in seen} == {1, 2, 3}
+    assert {n for *_, n, _ in seen} >= {"learning_rate", "lora_rank", "val_spearman"}
+    assert len({(t["learning_rate"], t["lora_rank"]) for t in m["trials"]}) == 3
 
-    with pytest.raises(InvalidArgumentError, match="needs columns \\[text_a, text_b, score\\]"):
-        fit(tmp_path, tiny_model, PAIRS, kind="pairs", embedding_loss="cosent")
+
+def test_a_resumed_head_with_trials_ends_where_an_uninterrupted_one_does(tmp_path, tiny_model):
+    cfg = dict(epochs=2, trials=3, validation_fraction=0.5, lora_dropout=0.1, learning_rate=None)
+    straight = fit(tmp_path, tiny_model, MANY, name="straight", **cfg)
+    polls = iter(range(10**6))
+    with pytest.raises(Cancelled):  # stopped inside the second trial
+        fit(tmp_path, tiny_model, MANY, name="resumed", stop=lambda: next(polls) >= 6, **cfg)
+    resumed = run_training(
+        tiny_model, make_training_set("scored_pairs", MANY),
+        FineTuneConfig(warmup_steps=0, **cfg), "lora",
+        work_dir=tmp_path / "resumed-work", output_dir=tmp_path / "resumed-model",
+        on_progress=lambda p: None, should_stop=lambda: False, device=CPU, resume=True,
+    )  # fmt: skip
+    assert resumed.metrics["kept"] == straight.metrics["kept"]
+    assert_same_weights(weights(straight), weights(resumed))
 
 
 def test_split_is_deterministic_and_keeps_an_anchor_on_one_side():
@@ -252,19 +265,47 @@ def test_split_is_deterministic_and_keeps_an_anchor_on_one_side():
     assert np.isfinite(make_training_set("scored_pairs", [("a", "b", "2.5")]).scores()).all()
 
 
-def test_each_method_has_its_own_default_learning_rate():
-    from jammi_sql.train import DEFAULT_LEARNING_RATE, adapter_type_for, learning_rate_for
+def test_the_split_never_puts_a_text_a_text_b_anchor_or_positive_on_both_sides():
+    from jammi_sql.data import split
 
-    head = FineTuneConfig()
-    adapters = FineTuneConfig(target_modules=["query"])
-    assert head.learning_rate is None and head.early_stopping_metric == "val_metric"
+    # positives shared between anchors, and texts that recur as text_b of other rows
+    rows = [(f"q{i}", f"doc {i // 3}", f"neg {(i * 7) % 50}") for i in range(300)]
+    for kind, width in (("pairs", 2), ("triplets", 3)):
+        ts = make_training_set(kind, [r[:width] for r in rows])
+        train, val = split(ts, 0.2, seed=0)
+        seen = {t for row in train.rows for t in row[:2]}
+        assert len(val) > 0 and not seen & {t for row in val.rows for t in row[:2]}
+        assert len(train) + len(val) == len(ts)
+
+
+def test_keys_left_null_take_the_defaults_of_the_shape():
+    from jammi_sql.config import SHAPE_DEFAULTS, adapter_type_for, resolve
+
+    head, adapters = FineTuneConfig(), FineTuneConfig(target_modules=["query"])
     assert adapter_type_for("lora", head) == "projection_head"
     assert adapter_type_for("lora", adapters) == "encoder_adapters"
-    assert learning_rate_for("full", head) == DEFAULT_LEARNING_RATE["full"] == 2e-5
-    assert learning_rate_for("encoder_adapters", adapters) == 2e-4
-    assert learning_rate_for("projection_head", head, "cosent") == 2e-4
-    assert learning_rate_for("projection_head", head, "multiple_negatives_ranking") == 2e-3
-    assert learning_rate_for("full", FineTuneConfig(learning_rate=1e-3)) == 1e-3
+    assert adapter_type_for("full", head) == "full"
+    for shape, config in (
+        ("projection_head", head),
+        ("encoder_adapters", adapters),
+        ("full", head),
+    ):
+        resolved = resolve(config, shape, 32)
+        for key, value in SHAPE_DEFAULTS[shape].items():
+            assert getattr(resolved, key) == (32 if value == "dim" else value), (shape, key)
+    assert resolve(FineTuneConfig(learning_rate=1e-3, epochs=7), "full", 32).learning_rate == 1e-3
+
+
+def test_settings_a_shape_cannot_take_are_errors():
+    from jammi_sql.config import resolve
+    from jammi_sql.errors import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError, match="lora_rank = 33 is above the model's dimension"):
+        resolve(FineTuneConfig(lora_rank=33), "projection_head", 32)
+    with pytest.raises(InvalidArgumentError, match="trials = 2 is only for a projection head"):
+        resolve(FineTuneConfig(trials=2, target_modules=["query"]), "encoder_adapters", 32)
+    with pytest.raises(InvalidArgumentError, match="trials = 0 is invalid"):
+        FineTuneConfig(trials=0)
 
 
 @pytest.mark.slow
