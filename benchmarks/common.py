@@ -38,3 +38,8 @@ def scifact_qrels() -> dict[str, set[str]]:
             if float(score) > 0:
                 qrels.setdefault(qid, set()).add(did)
     return qrels
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]

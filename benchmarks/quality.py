@@ -1,23 +1,24 @@
-"""Does fine-tuning help? Base model vs each shape, on held-out data. Prints figures; never fails.
+"""Does fine-tuning help on held-out data? Base vs each shape with its defaults vs the peers.
 
-- STS-B: train on sts-train.csv (scored pairs, CoSENT), Spearman on sts-dev.csv.
-- SciFact: hold out a fifth of the train queries; train on the remaining rows of
-  train_pairs.jsonl (query -> title + ' ' + abstract, MultipleNegativesRanking); NDCG@10 of the
-  held-out queries over the full corpus, with qrels/train.tsv.
+Prints measured figures side by side; never fails. In one run, on the same data:
 
-Each job runs with the default FineTuneConfig (only max_seq_length is capped, see --max-seq-length),
-exactly as ``fine_tune`` would run it.
+- STS-B: train on sts-train.csv (scored pairs, CoSENT); Spearman on sts-dev.csv.
+- SciFact: the 809 train queries are permuted (seed 20240601, by integer id); the last 162 are
+  held out (the defaults were tuned on the others only); train on train_pairs.jsonl rows of the
+  remaining queries (query -> title + ' ' + abstract, in-batch negatives); NDCG@10 of the
+  held-out queries over the full 5,183-doc corpus.
 
-    python benchmarks/quality.py                       # everything (about 50 minutes on 2 CPU cores)
-    python benchmarks/quality.py --shapes head,adapters --tasks stsb
-    python benchmarks/quality.py --quick               # 1,000 training rows: a smoke run
+Ours: each shape exactly as ``fine_tune`` runs it with every default (only max_seq_length is
+capped: 128 for STS-B, 256 for SciFact). Peers: sentence-transformers' own trainer, full
+fine-tuning and peft LoRA on query/value, at our shapes' epochs, batch size and learning rate.
+
+    python benchmarks/quality.py                           # everything (about an hour on 2 cores)
+    python benchmarks/quality.py --tasks stsb --models head,st-full
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import sys
 import tempfile
 import time
@@ -27,176 +28,167 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from jammi_sql.config import FineTuneConfig  # noqa: E402
+import common  # noqa: E402
+
+from jammi_sql.config import SHAPE_DEFAULTS, FineTuneConfig  # noqa: E402
 from jammi_sql.data import make_training_set  # noqa: E402
 from jammi_sql.encoder import Encoder  # noqa: E402
 from jammi_sql.encoders import load_fine_tuned  # noqa: E402
 from jammi_sql.evaluate import retrieval_metrics, similarity_metrics  # noqa: E402
-from jammi_sql.models import BUNDLED_ID, bundled_model_folder  # noqa: E402
+from jammi_sql.models import bundled_model_folder  # noqa: E402
 from jammi_sql.train import run_training  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-SHAPES = {
+OURS = {
     "head": ("lora", {}),
     "adapters": ("lora", {"target_modules": ["query", "value"]}),
     "full": ("full", {}),
 }
+PEERS = {"st-full": "full", "st-peft-lora": "encoder_adapters"}
 
 
-def read_stsb(path: Path) -> list[tuple[str, str, float]]:
-    with open(path, newline="", encoding="utf-8") as f:
-        return [
-            (r[5], r[6], float(r[4])) for r in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        ]
+class STSB:
+    name, kind, metric, max_seq_length = "stsb", "scored_pairs", "spearman", 128
 
+    def __init__(self):
+        self.train, self.dev = common.stsb("train"), common.stsb("dev")
 
-def read_jsonl(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-class Task:
-    name: str
-    kind: str
-    metric: str
-
-    def train_rows(self) -> list[tuple]: ...
-
-    def evaluate(self, encoder: Encoder) -> float: ...
-
-
-class STSB(Task):
-    name, kind, metric = "stsb", "scored_pairs", "spearman"
-
-    def __init__(self, limit: int | None):
-        self.train = read_stsb(DATA / "stsb" / "sts-train.csv")[:limit]
-        self.dev = read_stsb(DATA / "stsb" / "sts-dev.csv")
-
-    def train_rows(self) -> list[tuple]:
-        return self.train
-
-    def evaluate(self, encoder: Encoder) -> float:
-        a = encoder.encode([r[0] for r in self.dev])
-        b = encoder.encode([r[1] for r in self.dev])
+    def score(self, encode) -> float:
+        a, b = encode([r[0] for r in self.dev], False), encode([r[1] for r in self.dev], False)
         return similarity_metrics(a, b, np.array([r[2] for r in self.dev]))["spearman"]
 
 
-class SciFact(Task):
-    name, kind, metric = "scifact", "pairs", "ndcg_at_10"
+class SciFact:
+    name, kind, metric, max_seq_length = "scifact", "pairs", "ndcg_at_10", 256
 
-    def __init__(self, limit: int | None, seed: int = 0):
-        root = DATA / "scifact"
-        pairs = read_jsonl(root / "train_pairs.jsonl")
-        qids = sorted({p["query_id"] for p in pairs})
-        held = set(np.random.default_rng(seed).permutation(qids)[: len(qids) // 5].tolist())
+    def __init__(self):
+        qrels = common.scifact_qrels()
+        order = np.random.default_rng(20240601).permutation(sorted(qrels, key=int))
+        held = set(order[-162:].tolist())
+        pairs = common.read_jsonl(common.DATA / "scifact" / "train_pairs.jsonl")
         self.train = [
             (p["query"], f"{p['title']} {p['text']}") for p in pairs if p["query_id"] not in held
         ]
-        self.train = self.train[:limit]
-        queries = {q["_id"]: q["text"] for q in read_jsonl(root / "queries.jsonl")}
-        self.relevant: dict[str, set[str]] = {}
-        with open(root / "qrels" / "train.tsv", encoding="utf-8") as f:
-            for row in list(csv.reader(f, delimiter="\t"))[1:]:
-                if row[0] in held and float(row[2]) > 0:
-                    self.relevant.setdefault(row[0], set()).add(row[1])
-        self.query_ids = sorted(self.relevant)
+        queries = common.scifact_queries()
+        self.relevant = {q: qrels[q] for q in held}
+        self.query_ids = sorted(held)
         self.queries = [queries[q] for q in self.query_ids]
-        corpus = read_jsonl(root / "corpus.jsonl")
+        corpus = common.scifact_corpus()
         self.doc_ids = [d["_id"] for d in corpus]
         self.docs = [f"{d['title']} {d['text']}" for d in corpus]
-        self._pooled_corpus: np.ndarray | None = None  # the base's pooled corpus, for heads
 
-    def train_rows(self) -> list[tuple]:
-        return self.train
+    def score(self, encode) -> float:
+        docs, queries = encode(self.docs, False), encode(self.queries, True)
+        r = retrieval_metrics(queries, docs, self.query_ids, self.doc_ids, self.relevant)
+        return r.metrics["ndcg_at_10"]
 
-    def evaluate(self, encoder: Encoder) -> float:
-        if encoder.head is not None and self._pooled_corpus is not None:
-            pooled = (
-                self._pooled_corpus
-            )  # a head changes nothing before pooling: reuse the base's pass
-        else:
-            pooled = encoder.encode(self.docs, pooled_only=True)
-            if self._pooled_corpus is None:  # the first model evaluated is the base
-                self._pooled_corpus = pooled
-        with torch.inference_mode():
-            corpus = encoder.project(torch.from_numpy(pooled)).numpy()
-        queries = encoder.encode(self.queries, query=True)
-        result = retrieval_metrics(queries, corpus, self.query_ids, self.doc_ids, self.relevant)
-        return result.metrics["ndcg_at_10"]
+
+def ours(task, shape: str, device) -> tuple[float, float, dict]:
+    method, extra = OURS[shape]
+    config = FineTuneConfig.from_mapping({"max_seq_length": task.max_seq_length, **extra})
+    base = bundled_model_folder()
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.monotonic()
+        result = run_training(
+            base, make_training_set(task.kind, task.train), config, method,
+            work_dir=Path(tmp) / "work", output_dir=Path(tmp) / "model",
+            on_progress=lambda p: None, should_stop=lambda: False, device=device,
+        )  # fmt: skip
+        seconds = time.monotonic() - t0
+        encoder = load_fine_tuned(result.output_dir, base, device)
+        return task.score(lambda t, q: encoder.encode(t, query=q)), seconds, result.metrics
+
+
+def peer(task, name: str) -> tuple[float, float, dict]:
+    """sentence-transformers' trainer with our shape's epochs, batch size and learning rate."""
+    from datasets import Dataset
+    from sentence_transformers import (
+        SentenceTransformer,
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
+    from sentence_transformers.sentence_transformer import losses
+
+    d = SHAPE_DEFAULTS[PEERS[name]]
+    if task.kind == "scored_pairs":
+        columns = {"sentence1": [r[0] for r in task.train], "sentence2": [r[1] for r in task.train]}
+        columns["score"] = [r[2] for r in task.train]
+    else:
+        columns = {"anchor": [r[0] for r in task.train], "positive": [r[1] for r in task.train]}
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.monotonic()
+        model = SentenceTransformer(str(bundled_model_folder()), device="cpu")
+        model.max_seq_length = task.max_seq_length
+        if name == "st-peft-lora":
+            from peft import LoraConfig, TaskType
+
+            model.add_adapter(
+                LoraConfig(
+                    task_type=TaskType.FEATURE_EXTRACTION,
+                    r=8,
+                    lora_alpha=16,
+                    lora_dropout=0.05,
+                    target_modules=["query", "value"],
+                )  # fmt: skip
+            )
+        loss = (
+            losses.CoSENTLoss
+            if task.kind == "scored_pairs"
+            else losses.MultipleNegativesRankingLoss
+        )(model)
+        args = SentenceTransformerTrainingArguments(
+            output_dir=tmp, num_train_epochs=d["epochs"], per_device_train_batch_size=d["batch_size"],
+            learning_rate=d["learning_rate"], warmup_ratio=0.1, lr_scheduler_type="cosine",
+            weight_decay=d["weight_decay"], max_grad_norm=1.0, seed=42, save_strategy="no",
+            report_to="none", logging_steps=10**6, use_cpu=True, dataloader_num_workers=0,
+            disable_tqdm=True,
+        )  # fmt: skip
+        trainer = SentenceTransformerTrainer(
+            model=model, args=args, train_dataset=Dataset.from_dict(columns), loss=loss
+        )
+        trainer.train()
+        seconds = time.monotonic() - t0
+        model.eval()
+        score = task.score(lambda t, q: model.encode(t, batch_size=64, convert_to_numpy=True))
+        return (
+            score,
+            seconds,
+            {"settings": {k: d[k] for k in ("epochs", "batch_size", "learning_rate")}},
+        )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--shapes", default="head,adapters,full")
     ap.add_argument("--tasks", default="stsb,scifact")
-    ap.add_argument("--quick", action="store_true", help="train on 1,000 rows only")
-    ap.add_argument("--limit", type=int, default=None, help="train on this many rows only")
-    ap.add_argument(
-        "--max-seq-length",
-        type=int,
-        default=None,
-        help="cap max_seq_length (default: 128 for STS-B, the model's 256 for SciFact)",
-    )
-    ap.add_argument(
-        "--config", default="{}", help="extra config keys as JSON, e.g. '{\"epochs\": 1}'"
-    )
+    ap.add_argument("--models", default="head,adapters,full,st-full,st-peft-lora")
     args = ap.parse_args()
-    limit = 1000 if args.quick else args.limit
-    extra = json.loads(args.config)
-    base_folder = bundled_model_folder()
     device = torch.device("cpu")
-    tasks = {"stsb": lambda: STSB(limit), "scifact": lambda: SciFact(limit)}
-    print(
-        f"model {BUNDLED_ID}, {torch.get_num_threads()} threads, default FineTuneConfig + {extra or 'nothing'}"
-    )
+    tasks = {"stsb": STSB, "scifact": SciFact}
+    print(f"all-MiniLM-L6-v2, {torch.get_num_threads()} threads; every figure from this run")
     rows = []
     for task_name in args.tasks.split(","):
         task = tasks[task_name]()
-        seq = args.max_seq_length or (128 if task_name == "stsb" else 256)
-        t0 = time.monotonic()
-        base = task.evaluate(Encoder.from_folder(base_folder, device))
+        encoder = Encoder.from_folder(bundled_model_folder(), device)
+        base = task.score(lambda t, q, e=encoder: e.encode(t, query=q))
         print(
-            f"{task_name}: base {task.metric} {base:.4f} ({time.monotonic() - t0:.0f}s to evaluate)",
+            f"{task.name}: {len(task.train)} training rows; base {task.metric} {base:.4f}",
             flush=True,
         )
-        for shape in args.shapes.split(","):
-            method, shape_cfg = SHAPES[shape]
-            config = FineTuneConfig.from_mapping({"max_seq_length": seq, **shape_cfg, **extra})
-            with tempfile.TemporaryDirectory() as tmp:
-                t0 = time.monotonic()
-                result = run_training(
-                    base_folder,
-                    make_training_set(task.kind, task.train_rows()),
-                    config,
-                    method,
-                    work_dir=Path(tmp) / "work",
-                    output_dir=Path(tmp) / "model",
-                    on_progress=lambda p: None,
-                    should_stop=lambda: False,
-                    device=device,
-                )
-                seconds = time.monotonic() - t0
-                encoder = load_fine_tuned(result.output_dir, base_folder, device)
-                score = task.evaluate(encoder)
-            m = result.metrics
-            rows.append((task_name, shape, base, score, seconds, m))
-            print(
-                f"{task_name} {shape:9s} {task.metric} {score:.4f} (base {base:.4f}, {score - base:+.4f}); "
-                f"trained {seconds:.0f}s, lr {m['learning_rate']:g}, best epoch {m['best_epoch']}/{m['epochs_run']}, "
-                f"validation {m['metric']} {m['base'][m['metric']]:.4f} -> {m['fine_tuned'][m['metric']]:.4f}",
-                flush=True,
-            )
-    print()
+        for model in args.models.split(","):
+            score, seconds, m = ours(task, model, device) if model in OURS else peer(task, model)
+            rows.append((task.name, model, task.metric, base, score, seconds, m))
+            kept = m.get("kept", {}).get("why", "")
+            print(f"  {model:13s} {score:.4f} ({score - base:+.4f}) in {seconds:.0f} s; "
+                  f"{m.get('settings')} {kept}", flush=True)  # fmt: skip
     print(
-        f"{'task':8s} {'shape':9s} {'metric':11s} {'base':>7s} {'tuned':>7s} {'delta':>8s} {'train s':>8s}  best/run"
+        f"\n{'task':8s} {'model':13s} {'metric':11s} {'base':>7s} {'tuned':>7s} {'delta':>8s} {'train s':>8s}"
     )
-    for task_name, shape, base, score, seconds, m in rows:
+    for task_name, model, metric, base, score, seconds, _ in rows:
         print(
-            f"{task_name:8s} {shape:9s} {m['metric']:11s} {base:7.4f} {score:7.4f} {score - base:+8.4f} "
-            f"{seconds:8.0f}  {m['best_epoch']}/{m['epochs_run']}"
+            f"{task_name:8s} {model:13s} {metric:11s} {base:7.4f} {score:7.4f} {score - base:+8.4f} {seconds:8.0f}"
         )
 
 

@@ -34,30 +34,41 @@ SHAPES = ("projection_head", "encoder_adapters", "full")
 SHAPE_DEFAULTS: dict[str, dict[str, Any]] = {
     "projection_head": {
         "lora_rank": "dim",
-        "learning_rate": 1e-4,
+        "learning_rate": 1e-3,
+        "weight_decay": 30.0,
         "epochs": 10,
         "batch_size": 64,
         "trials": 4,
     },
     "encoder_adapters": {
         "lora_rank": 8,
-        "learning_rate": 1e-3,
+        "learning_rate": 2e-3,
+        "weight_decay": 0.01,
+        "epochs": 1,
+        "batch_size": 32,
+        "trials": 1,
+    },
+    "full": {
+        "lora_rank": None,  # no adapter: every weight trains
+        "learning_rate": 2e-5,
+        "weight_decay": 0.01,
         "epochs": 1,
         "batch_size": 16,
         "trials": 1,
     },
-    "full": {"lora_rank": 8, "learning_rate": 2e-5, "epochs": 1, "batch_size": 16, "trials": 1},
 }
 BY_SHAPE = tuple(SHAPE_DEFAULTS["full"])
 # What each further trial of a head changes, relative to the first (the defaults above); a key
-# the user set is never changed. A trial is seconds on cached vectors, so trying is cheap.
+# the user set is never changed. A trial is seconds on cached vectors, so trying is cheap. With
+# AdamW, decay on the head's D (W = I + D) bounds how far the map moves from the identity (about
+# 1/weight_decay per entry), so every trial stays regularised: unregularised heads overfit
+# similarity data while validation barely tells them apart.
 HEAD_TRIALS: list[dict[str, Any]] = [
     {},
-    {"learning_rate": 1e-3},
-    {"learning_rate": 3e-5},
+    {"learning_rate": 3e-3, "weight_decay": 10.0},
     {"learning_rate": 3e-3},
-    {"learning_rate": 3e-4},
-    {"lora_rank": 64, "learning_rate": 1e-3},
+    {"learning_rate": 1e-3, "weight_decay": 10.0},
+    {"learning_rate": 3e-4, "weight_decay": 10.0},
 ]
 
 
@@ -128,7 +139,12 @@ class FineTuneConfig:
     embedding_loss: str = _opt(
         "auto", "'cosent', 'multiple_negatives_ranking', 'triplet' (auto: from the columns)"
     )
-    weight_decay: float = _opt(0.01, "AdamW weight decay")
+    weight_decay: float | None = _opt(
+        None,
+        _by_shape_help(
+            "weight_decay", "AdamW weight decay (for a head: the pull back toward the identity)"
+        ),
+    )
     max_grad_norm: float = _opt(1.0, "gradient clipping")
     seed: int = _opt(42, "same seed, same data, same machine: same weights")
     model_name: str | None = _opt(None, "the fine-tuned model's id (derived when omitted)")
@@ -228,7 +244,7 @@ class FineTuneConfig:
         for key in ("max_seq_length", "gradient_accumulation_steps"):
             as_int(key, 1)
         for key in BY_SHAPE:  # NULL: the shape's default (see SHAPE_DEFAULTS)
-            if getattr(self, key) is not None and key != "learning_rate":
+            if getattr(self, key) is not None and key not in ("learning_rate", "weight_decay"):
                 as_int(key, 1)
         for key in ("warmup_steps", "early_stopping_patience", "seed"):
             as_int(key, 0)
@@ -237,7 +253,8 @@ class FineTuneConfig:
         if self.learning_rate is not None:
             as_float("learning_rate", 0.0, open_low=True)
         as_float("validation_fraction", 0.0, 0.9)
-        as_float("weight_decay", 0.0)
+        if self.weight_decay is not None:
+            as_float("weight_decay", 0.0)
         as_float("max_grad_norm", 0.0, open_low=True)
         if not isinstance(self.use_rslora, bool):
             raise bad("use_rslora", "true or false")
@@ -305,7 +322,7 @@ def resolve(config: FineTuneConfig, adapter_type: str, dimensions: int) -> FineT
     check_for_shape(config, adapter_type, dimensions)
     filled = {}
     for key, value in SHAPE_DEFAULTS[adapter_type].items():
-        if getattr(config, key) is None:
+        if getattr(config, key) is None and value is not None:
             filled[key] = dimensions if value == "dim" else value
     return config.replace(**filled)
 
@@ -366,4 +383,25 @@ def options_table() -> str:
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         shown = "NULL" if default is None else json.dumps(default)
         rows.append(f"| {f.name} | {shown} | {f.metadata['help']} |")
+    return "\n".join(rows)
+
+
+def shape_table() -> str:
+    """The README's per-shape defaults and the head's trials, generated from the tables above."""
+    keys = [k for k in BY_SHAPE]
+    rows = ["| shape | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for shape, values in SHAPE_DEFAULTS.items():
+        shown = [
+            "the model's dimension"
+            if values[k] == "dim"
+            else "-"
+            if values[k] is None
+            else f"{values[k]:g}"
+            for k in keys
+        ]
+        rows.append(f"| {shape.replace('_', ' ')} | " + " | ".join(shown) + " |")
+    rows += ["", "| head trial | changes from the first |", "|---|---|"]
+    for i, change in enumerate(HEAD_TRIALS, 1):
+        text = ", ".join(f"{k} {v:g}" for k, v in change.items()) or "none: the defaults above"
+        rows.append(f"| {i} | {text} |")
     return "\n".join(rows)

@@ -160,7 +160,9 @@ def compare(db, job_id: str) -> None:
                    round(max(e.mrr_at_10) FILTER (model = '{TUNED}') - max(e.mrr_at_10) FILTER (model = '{MODEL}'), 4),
                    NULL FROM r""",
     )
-    print("\n6. The same company-speak search with the fine-tuned model (article 92 is the answer):")
+    print(
+        "\n6. The same company-speak search with the fine-tuned model (article 92 is the answer):"
+    )
     db.sql(
         f"SELECT generate_text_embeddings('articles', '{TUNED}', ['title', 'body'], 'id')"
     ).fetchall()

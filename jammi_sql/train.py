@@ -218,7 +218,7 @@ def _trial_logs(result: dict, metric: str) -> list[tuple[int, int, str, float]]:
     trial, epoch = result["trial"], result["kept_epoch"]
     rows = [
         (trial, epoch, k, float(result[k]))
-        for k in ("learning_rate", "epochs", "batch_size", "lora_rank")
+        for k in ("learning_rate", "weight_decay", "epochs", "batch_size", "lora_rank")
     ]
     value = result["val"].get(metric)
     if value is not None:

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from jammi_sql import functions
-from jammi_sql.config import options_table
+from jammi_sql.config import options_table, shape_table
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 
@@ -56,6 +56,10 @@ def test_the_readme_config_table_is_generated_from_the_dataclass():
     assert between("config-table") == options_table()
 
 
+def test_the_readme_defaults_by_shape_are_generated_from_the_table():
+    assert between("shape-defaults") == shape_table()
+
+
 def test_the_readme_starts_with_the_two_commands():
     first = README.index("make demo")
     assert first < README.index("## SQL") and README.index("make test") < README.index("## SQL")
@@ -66,6 +70,7 @@ def regenerate(text: str) -> str:
     for marker, body in (
         ("sql-reference", functions.reference_table()),
         ("config-table", options_table()),
+        ("shape-defaults", shape_table()),
     ):
         head, rest = text.split(f"<!-- {marker}:start -->\n", 1)
         text = (

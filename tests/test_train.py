@@ -232,8 +232,8 @@ def test_a_head_tries_several_settings_and_keeps_the_best_on_validation(tmp_path
     scores = [t["val"]["spearman"] for t in m["trials"]]
     assert m["kept"]["trial"] == 1 + int(np.argmax(scores))
     assert {t for t, *_ in seen} == {1, 2, 3}
-    assert {n for *_, n, _ in seen} >= {"learning_rate", "lora_rank", "val_spearman"}
-    assert len({(t["learning_rate"], t["lora_rank"]) for t in m["trials"]}) == 3
+    assert {n for *_, n, _ in seen} >= {"learning_rate", "weight_decay", "val_spearman"}
+    assert len({(t["learning_rate"], t["weight_decay"]) for t in m["trials"]}) == 3
 
 
 def test_a_resumed_head_with_trials_ends_where_an_uninterrupted_one_does(tmp_path, tiny_model):
