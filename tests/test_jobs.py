@@ -280,3 +280,36 @@ def test_a_fine_tuned_model_folder_names_its_base_model(pairs):
     job.wait(timeout=120)
     config = json.loads((pairs.home / "models" / job.model_id / "adapter_config.json").read_text())
     assert config["adapter_type"] == "projection_head" and config["base_model_id"] == "tiny"
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ("{'lora_rank': 33}", "lora_rank = 33 is above the model's dimension (32)"),
+        ("{'trials': 0}", "trials = 0 is invalid; it must be an integer >= 1"),
+        ("{'trials': 3, 'target_modules': ['query']}", "trials = 3 is only for a projection head"),
+        ("{'weight_decay': -1.0}", "weight_decay = -1.0 is invalid"),
+    ],
+)
+def test_settings_that_cannot_work_are_refused_at_submit_and_write_nothing(pairs, config, message):
+    before = catalog_snapshot(pairs)
+    with pytest.raises(
+        Exception, match="jammi: config " + message.replace("(", r"\(").replace(")", r"\)")
+    ):
+        pairs.sql(
+            f"SELECT fine_tune('pairs', 'tiny', ['text_a', 'text_b', 'score'], config := {config})"
+        ).fetchall()
+    assert catalog_snapshot(pairs) == before
+
+
+def test_a_succeeded_job_says_which_trial_and_epoch_it_kept_and_why(pairs):
+    job = pairs.fine_tune("pairs", "tiny", ["text_a", "text_b", "score"], epochs=2)
+    job.wait(timeout=120)
+    kept = pairs.sql(
+        f"SELECT metrics->>'$.kept.why', metrics->>'$.judged' FROM jammi.jobs WHERE job_id = '{job.job_id}'"
+    ).fetchall()[0]
+    why, judged = kept  # 40 pairs whose texts recur: too few independent rows to hold out
+    assert why.startswith("validation cannot judge: ") and why.endswith(
+        "the final weights were kept"
+    )
+    assert judged == "false"
