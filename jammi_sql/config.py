@@ -52,8 +52,8 @@ SHAPE_DEFAULTS: dict[str, dict[str, Any]] = {
         "lora_rank": None,  # no adapter: every weight trains
         "learning_rate": 2e-5,
         "weight_decay": 0.01,
-        "epochs": 1,
-        "batch_size": 16,
+        "epochs": 3,
+        "batch_size": 8,
         "trials": 1,
     },
 }
