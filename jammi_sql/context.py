@@ -27,8 +27,16 @@ def database_path(con: duckdb.DuckDBPyConnection) -> str | None:
     return row[0][0] if row and row[0][0] else None
 
 
+def is_read_only(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the connection's database was opened read-only."""
+    row = con.execute(
+        "SELECT readonly FROM duckdb_databases() WHERE database_name = current_database()"
+    ).fetchall()
+    return bool(row and row[0][0])
+
+
 def home_folder(
-    con: duckdb.DuckDBPyConnection, home: str | os.PathLike | None = None
+    con: duckdb.DuckDBPyConnection, home: str | os.PathLike | None = None, create: bool = True
 ) -> tuple[Path, bool]:
     """``home=``, else $JAMMI_HOME, else ``<db file>.jammi/``, else a temporary folder.
 
@@ -41,7 +49,8 @@ def home_folder(
         temporary = path is None
         chosen = f"{path}.jammi" if path else tempfile.mkdtemp(prefix="jammi-")
     folder = Path(chosen).expanduser().resolve()
-    folder.mkdir(parents=True, exist_ok=True)
+    if create:
+        folder.mkdir(parents=True, exist_ok=True)
     return folder, temporary
 
 
@@ -51,18 +60,36 @@ class Context:
         con: duckdb.DuckDBPyConnection,
         home: str | os.PathLike | None = None,
         dimensions: int | None = None,
+        read_only: bool = False,
     ):
         self.con = con
-        self.home, self._temporary_home = home_folder(con, home)
-        self.catalog = Catalog.open(con)
+        self.read_only = read_only or is_read_only(con)
+        self.home, self._temporary_home = home_folder(con, home, create=not self.read_only)
+        self.catalog = Catalog.open(con, read_only=self.read_only)
+        if not self.read_only:  # before the user's first query: jobs a dead process left behind
+            self.catalog.mark_interrupted()
         self.models = ModelRegistry(self.catalog)
         self.fixed_dimensions = dimensions
         self.dimensions = dimensions or self.catalog.preferred_dimensions() or DEFAULT_DIMENSIONS
         self._jobs = None
 
+    def require_writable(self, what: str) -> None:
+        """Refuse a call that writes when the database was opened read-only."""
+        if self.read_only:
+            from .errors import ReadOnlyError
+
+            raise ReadOnlyError(
+                f"{what} writes, and this database was opened read-only; open it without "
+                "read_only (jammi-sql without --readonly) once no other process holds it"
+            )
+
+    def unfinished_jobs(self) -> list[str]:
+        """Ids of jobs this connection's runner still has queued or running."""
+        return [] if self._jobs is None else self._jobs.unfinished()
+
     @property
     def jobs(self):
-        """The job runner, started on first use (it marks jobs a dead process left running)."""
+        """The job runner, started on first use."""
         if self._jobs is None:
             from .jobs import JobRunner
 
@@ -73,8 +100,13 @@ class Context:
     def wanted_dimensions(self) -> int:
         return self.fixed_dimensions or self.catalog.preferred_dimensions() or DEFAULT_DIMENSIONS
 
-    def close(self) -> None:
+    def stop_jobs(self) -> None:
+        """Stop the job runner: a running job keeps its checkpoint; both it and any queued
+        job show as ``interrupted`` and resume_job continues them."""
         if self._jobs is not None:
             self._jobs.shutdown()
+
+    def close(self) -> None:
+        self.stop_jobs()
         if self._temporary_home:  # an in-memory catalog dies with the connection; so do its files
             shutil.rmtree(self.home, ignore_errors=True)

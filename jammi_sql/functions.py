@@ -18,9 +18,10 @@ from typing import Any
 
 import duckdb
 
+from .arguments import count_arg, text_arg
 from .config import DEFAULT_K, DEFAULT_METHOD, DEFAULT_SIMILARITY_COLUMNS, DEFAULT_TASK
 from .context import Context
-from .errors import InvalidArgumentError, NotFoundError
+from .errors import InvalidArgumentError, JammiError, NotFoundError, remember
 
 REQUIRED = object()
 SIMILARITY_TYPE = "STRUCT(spearman DOUBLE, pearson DOUBLE, n BIGINT)"
@@ -66,6 +67,7 @@ class SqlFunction:
     side_effects: bool = False
     sees_nulls: bool = False  # called with NULL arguments instead of returning NULL
     public: bool = True
+    writes: bool = False  # refused on a database opened read-only
 
     @property
     def has_macro(self) -> bool:
@@ -115,7 +117,8 @@ def _vector_type(ctx: Context) -> str:
 
 
 V, BIG, DBL, LIST = "VARCHAR", "BIGINT", "DOUBLE", "VARCHAR[]"
-WRITES = dict(side_effects=True, sees_nulls=True)
+WRITES = dict(side_effects=True, sees_nulls=True, writes=True)
+CHANGES = dict(side_effects=True, sees_nulls=True)  # the world, not the database
 
 
 # ---- sources and models ---------------------------------------------------------------
@@ -131,20 +134,30 @@ def add_source(ctx: Context, name, url, format):
     return f"source '{source.name}' added ({source.format}; columns: {', '.join(source.columns)})"
 
 
-@sql_function("remove_source", [Param("name", V)], V, side_effects=True)
-def remove_source(ctx: Context, name):
-    """Unregisters a source (its file or table is untouched)."""
+@sql_function("remove_source", [Param("name", V), Param("cascade", "BOOLEAN", False)], V, **WRITES)
+def remove_source(ctx: Context, name, cascade):
+    """Unregisters a source (its file or table is untouched); refuses while embedding tables
+    were built from it, unless `cascade := true` drops them too."""
     from .sources import remove_source as remove
 
-    remove(ctx.catalog, name)
-    return f"source '{name}' removed"
+    dropped = remove(ctx.catalog, name, bool(cascade))
+    return f"source '{name}' removed" + (f", with {', '.join(dropped)}" if dropped else "")
 
 
-@sql_function("register_model", [Param("model_id", V), Param("path", V)], V, side_effects=True)
+@sql_function("register_model", [Param("model_id", V), Param("path", V)], V, **WRITES)
 def register_model(ctx: Context, model_id, path):
     """Registers a local Hugging Face model folder under an id."""
     record = ctx.models.register(model_id, path)
     return f"model '{record.model_id}' registered ({record.dimensions} dimensions, {record.artifact_path})"
+
+
+@sql_function("remove_model", [Param("model_id", V)], V, **WRITES)
+def remove_model(ctx: Context, model_id):
+    """Unregisters a registered or fine-tuned model and deletes a fine-tuned model's files;
+    refuses while an embedding table, a fine-tuned model or a job depends on it."""
+    from .models import remove_model as remove
+
+    return remove(ctx.catalog, model_id, ctx.home)
 
 
 # ---- fine-tuning jobs -----------------------------------------------------------------
@@ -172,28 +185,38 @@ def fine_tune(ctx: Context, source, base_model, columns, method, task, config):
     )
 
 
-@sql_function("wait_job", [Param("job_id", V), Param("timeout_s", DBL, None)], V, **WRITES)
+@sql_function("wait_job", [Param("job_id", V), Param("timeout_s", DBL, None)], V, **CHANGES)
 def wait_job(ctx: Context, job_id, timeout_s):
     """Blocks until the job ends or the timeout passes; returns its status."""
     return ctx.jobs.wait(job_id, timeout_s)
 
 
-@sql_function("cancel_job", [Param("job_id", V)], V, side_effects=True)
+@sql_function("cancel_job", [Param("job_id", V)], V, **WRITES)
 def cancel_job(ctx: Context, job_id):
     """Stops a queued or running job; its partial artifacts are not registered."""
     return ctx.jobs.cancel(job_id)
 
 
-@sql_function("resume_job", [Param("job_id", V)], V, side_effects=True)
+@sql_function("resume_job", [Param("job_id", V)], V, **WRITES)
 def resume_job(ctx: Context, job_id):
     """Continues an interrupted job from its last checkpoint; returns its id."""
     return ctx.jobs.resume(job_id)
 
 
+@sql_function("delete_job", [Param("job_id", V)], V, **WRITES)
+def delete_job(ctx: Context, job_id):
+    """Removes an ended job's rows (jammi.jobs, jammi.job_metrics) and work files; a queued or
+    running job must be cancelled first. The model it produced stays."""
+    return ctx.jobs.delete(job_id)
+
+
 # ---- embeddings -----------------------------------------------------------------------
 @sql_function(
     "embed",
-    [Param("model", V), Param("text", V)],
+    [
+        Param("model", V, passed_as=text_arg("embed", "model")),
+        Param("text", V, passed_as=text_arg("embed", "text")),
+    ],
     _vector_type,
     shows="FLOAT[d]",
     arrow=True,
@@ -208,7 +231,10 @@ def embed(ctx: Context, model, text):
 
 @sql_function(
     "embed_query",
-    [Param("model", V), Param("text", V)],
+    [
+        Param("model", V, passed_as=text_arg("embed_query", "model")),
+        Param("text", V, passed_as=text_arg("embed_query", "text")),
+    ],
     _vector_type,
     shows="FLOAT[d]",
     arrow=True,
@@ -227,7 +253,7 @@ def embed_query(ctx: Context, model, text):
     [Param("source", V), Param("model", V), Param("columns", LIST), Param("key", V)],
     BIG,
     shows="BIGINT rows written",
-    side_effects=True,
+    **WRITES,
 )
 def generate_text_embeddings(ctx: Context, source, model, columns, key):
     """Materializes embeddings of a source's text columns into a table, incrementally (a
@@ -260,7 +286,8 @@ table_macro(
     "Top-k rows of the table `generate_text_embeddings` built, by cosine similarity to the query.",
     "SELECT key, column_name, text, "
     "list_cosine_similarity(embedding::FLOAT[], jammi_query_vector(model, query)) AS score "
-    "FROM query_table(jammi_embedding_table(source, model)) ORDER BY score DESC LIMIT k",
+    "FROM query_table(jammi_embedding_table(source, model)) ORDER BY score DESC LIMIT "
+    + count_arg("k"),
 )
 
 
@@ -270,7 +297,7 @@ table_macro(
     [Param("model", V), Param("source", V), Param("columns", LIST, DEFAULT_SIMILARITY_COLUMNS)],
     SIMILARITY_TYPE,
     shows="STRUCT(spearman, pearson, n)",
-    **WRITES,
+    **CHANGES,
 )
 def evaluate_similarity(ctx: Context, model, source, columns):
     """Spearman and Pearson correlation of cosine similarity with the gold score over
@@ -285,7 +312,7 @@ def evaluate_similarity(ctx: Context, model, source, columns):
 @sql_function(
     "evaluate_retrieval",
     [Param("model", V), Param("queries", V), Param("corpus", V), Param("qrels", V)]
-    + [Param("k", BIG, DEFAULT_K), Param("per_query", V, None)],
+    + [Param("k", BIG, DEFAULT_K, passed_as=count_arg("{0}")), Param("per_query", V, None)],
     RETRIEVAL_TYPE,
     shows="STRUCT(ndcg_at_10, mrr_at_10, recall_at_1, recall_at_10, recall_at_100, map_at_100, n_queries, ...)",
     **WRITES,
@@ -306,7 +333,13 @@ def evaluate_retrieval(ctx: Context, model, queries, corpus, qrels, k, per_query
 # ---- installing -----------------------------------------------------------------------
 def _udf(ctx: Context, fn: SqlFunction) -> Callable:
     def call(*args):
-        return fn.impl(ctx, *args)
+        try:
+            if fn.writes:
+                ctx.require_writable(fn.name)
+            return fn.impl(ctx, *args)
+        except JammiError as e:  # so the Python API can raise the same class again
+            remember(e)
+            raise
 
     call.__name__ = fn.udf_name
     call.__doc__ = fn.doc
