@@ -19,7 +19,7 @@ from pathlib import Path
 
 from . import artifacts, progress
 from .catalog import GONE, LIVE_JOBS, UNFINISHED, Catalog, JobRecord, ModelRecord
-from .checks import check_rows, data_kind, read_rows
+from .checks import check_not_text_scores, check_rows, data_kind, read_rows
 from .config import (
     FineTuneConfig,
     adapter_type_for,
@@ -87,6 +87,8 @@ class JobRunner:
             )
         src = get_source(self.catalog, source)
         kind = data_kind(src, list(columns or []))
+        if kind == "triplets":
+            check_not_text_scores(self.catalog, src, list(columns), config.embedding_loss)
         loss = resolve_loss(kind, config.embedding_loss)
         ref = self._base_model(base_model)
         check_for_shape(config, adapter_type_for(method, config), hidden_size(ref.folder))

@@ -188,6 +188,8 @@ class ModelRegistry:
                 "register_model needs the path of a model folder, e.g. register_model('my-model', '/path')"
             )
         check_id(path, "a model folder path")
+        if canonical_id(model_id) == BUNDLED_ID:
+            raise AlreadyExistsError(f"'{model_id}' is the bundled model's id; choose another id")
         folder = Path(path).expanduser().resolve()
         if not is_model_folder(folder):
             raise NotFoundError(
@@ -200,8 +202,6 @@ class ModelRegistry:
                 f"'{path}' is not a complete model folder: it has no {' and no '.join(missing)}; "
                 "give the folder that holds config.json, the weights and the tokenizer"
             )
-        if canonical_id(model_id) == BUNDLED_ID:
-            raise AlreadyExistsError(f"'{model_id}' is the bundled model's id; choose another id")
         existing = self.catalog.get_model(model_id)
         if existing is not None:
             if existing.origin == "registered" and existing.artifact_path == str(folder):

@@ -170,8 +170,12 @@ def add_source(catalog: Catalog, name: str, url: str, format: str | None = None)
 def remove_source(catalog: Catalog, name: str, cascade: bool = False) -> list[str]:
     """Unregister a source; its data (file, table) is untouched. Embedding tables built from
     it are refused, naming them, unless ``cascade`` drops them too. Returns those dropped."""
-    if not name or catalog.get_source(name) is None:
-        get_source(catalog, name or "")  # the unknown-source error, listing the known ones
+    if not name:
+        raise InvalidArgumentError(
+            "remove_source needs a source name, e.g. remove_source('training')"
+        )
+    if catalog.get_source(name) is None:
+        get_source(catalog, name)  # the unknown-source error, listing the known ones
     busy = [j.job_id for j in catalog.jobs() if j.source == name and j.status in UNFINISHED]
     if busy:
         raise InUseError(
