@@ -4,6 +4,22 @@ where DuckDB's binder would otherwise answer with no hint."""
 
 from __future__ import annotations
 
+from typing import Any
+
+
+def sql_literal(value: Any) -> str:
+    """A Python default as SQL text, for the generated macros and the reference."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(sql_literal(v) for v in value) + "]"
+    return str(value)
+
+
 INTEGER_TYPES = (
     "'TINYINT','SMALLINT','INTEGER','BIGINT','HUGEINT','UTINYINT','USMALLINT','UINTEGER','UBIGINT'"
 )

@@ -18,7 +18,7 @@ from typing import Any
 
 import duckdb
 
-from .arguments import count_arg, text_arg
+from .arguments import count_arg, sql_literal, text_arg
 from .config import DEFAULT_K, DEFAULT_METHOD, DEFAULT_SIMILARITY_COLUMNS, DEFAULT_TASK
 from .context import Context
 from .errors import InvalidArgumentError, JammiError, NotFoundError, remember
@@ -30,16 +30,6 @@ RETRIEVAL_TYPE = (
     "recall_at_100 DOUBLE, map_at_100 DOUBLE, n_queries BIGINT, skipped_queries BIGINT, k BIGINT, "
     "ndcg_at_k DOUBLE, mrr_at_k DOUBLE, recall_at_k DOUBLE)"
 )
-
-
-def sql_literal(value: Any) -> str:
-    if value is None:
-        return "NULL"
-    if isinstance(value, str):
-        return "'" + value.replace("'", "''") + "'"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(sql_literal(v) for v in value) + "]"
-    return str(value)
 
 
 @dataclass(frozen=True)
