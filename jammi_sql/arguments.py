@@ -25,16 +25,6 @@ INTEGER_TYPES = (
 )
 
 
-def text_arg(function: str, param: str) -> str:
-    """How a macro hands a text argument on: another type is a jammi error naming the cast,
-    where DuckDB's binder would answer with no hint."""
-    return (
-        f"CASE WHEN typeof({{0}}) IN ('VARCHAR', '\"NULL\"') THEN {{0}}::VARCHAR ELSE "
-        f"error('jammi: {function}''s {param} must be text (VARCHAR), not ' || typeof({{0}}) || "
-        f"'; cast it, e.g. {function}(..., {param}::VARCHAR)') END"
-    )
-
-
 def count_arg(param: str) -> str:
     """A whole number of at least 1, checked by SQL before anything runs."""
     return (
@@ -43,3 +33,35 @@ def count_arg(param: str) -> str:
         f"WHEN {param}::BIGINT < 1 THEN error('jammi: {param} must be at least 1, got ' || "
         f"{param}::VARCHAR) ELSE {param}::BIGINT END"
     )
+
+
+NUMBER_TYPES = INTEGER_TYPES + ",'FLOAT','DOUBLE'"
+_KINDS = {  # SQL type -> (typeof() values accepted, what the message asks for)
+    "VARCHAR": ("'VARCHAR'", "text (VARCHAR)", ""),
+    "VARCHAR[]": ("'VARCHAR[]','\"NULL\"[]'", "a list of names", "['text_a', 'text_b']"),
+    "BIGINT": (INTEGER_TYPES, "a whole number", "10"),
+    "DOUBLE": (NUMBER_TYPES, "a number", "60"),
+    "BOOLEAN": ("'BOOLEAN'", "true or false", "true"),
+}
+
+
+def checked(function: str, param: str, sql_type: str) -> str:
+    """How a macro hands an argument of ``sql_type`` on (``{0}`` is the parameter): a value of
+    another type is a jammi error naming what is expected, where DuckDB's binder would
+    answer "No function matches" or a conversion error with no hint."""
+    if sql_type not in _KINDS:
+        return "{0}"
+    accepted, wanted, example = _KINDS[sql_type]
+    decimal = " OR typeof({0}) LIKE 'DECIMAL%'" if sql_type == "DOUBLE" else ""
+    hint = f"; cast it, e.g. {param}::VARCHAR" if sql_type == "VARCHAR" else ""
+    example = f", e.g. {example}" if example else ""
+    message = f"jammi: {function}'s {param} must be {wanted}{example}, not "
+    return (
+        f"CASE WHEN typeof({{0}}) IN ({accepted}, '\"NULL\"'){decimal} THEN {{0}}::{sql_type} "
+        f"ELSE error('{_quote(message)}' || typeof({{0}}) || '{_quote(hint)}') END"
+    )
+
+
+def _quote(text: str) -> str:
+    """Text for inside a SQL string literal; braces doubled for str.format."""
+    return text.replace("'", "''").replace("{", "{{").replace("}", "}}")

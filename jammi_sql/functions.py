@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import duckdb
 
-from .arguments import count_arg, sql_literal, text_arg
+from .arguments import checked, count_arg, sql_literal
 from .config import DEFAULT_K, DEFAULT_METHOD, DEFAULT_SIMILARITY_COLUMNS, DEFAULT_TASK
 from .context import Context
 from .errors import InvalidArgumentError, JammiError, NotFoundError, remember
@@ -90,6 +90,12 @@ FUNCTIONS: list[SqlFunction] = []
 
 
 def sql_function(name: str, params: list[Param], returns, **options: Any):
+    if options.get("public", True):  # every argument's type checked by the macro
+        params = [
+            p if p.passed_as != "{}" else replace(p, passed_as=checked(name, p.name, p.type))
+            for p in params
+        ]
+
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
         doc = inspect.cleandoc(fn.__doc__ or "")
         FUNCTIONS.append(SqlFunction(name, tuple(params), returns, doc, fn, **options))
@@ -203,10 +209,7 @@ def delete_job(ctx: Context, job_id):
 # ---- embeddings -----------------------------------------------------------------------
 @sql_function(
     "embed",
-    [
-        Param("model", V, passed_as=text_arg("embed", "model")),
-        Param("text", V, passed_as=text_arg("embed", "text")),
-    ],
+    [Param("model", V), Param("text", V)],
     _vector_type,
     shows="FLOAT[d]",
     arrow=True,
@@ -221,10 +224,7 @@ def embed(ctx: Context, model, text):
 
 @sql_function(
     "embed_query",
-    [
-        Param("model", V, passed_as=text_arg("embed_query", "model")),
-        Param("text", V, passed_as=text_arg("embed_query", "text")),
-    ],
+    [Param("model", V), Param("text", V)],
     _vector_type,
     shows="FLOAT[d]",
     arrow=True,
@@ -269,14 +269,18 @@ def query_vector(ctx: Context, model, text):
     return embed_texts(ctx, model, [text], query=True)[0].tolist()
 
 
+def _text(param: str) -> str:
+    return checked("semantic_search", param, V).format(param)
+
+
 table_macro(
     "semantic_search",
     [Param("source", V), Param("model", V), Param("query", V), Param("k", BIG, DEFAULT_K)],
     "table (key, column_name, text, score)",
     "Top-k rows of the table `generate_text_embeddings` built, by cosine similarity to the query.",
-    "SELECT key, column_name, text, "
-    "list_cosine_similarity(embedding::FLOAT[], jammi_query_vector(model, query)) AS score "
-    "FROM query_table(jammi_embedding_table(source, model)) ORDER BY score DESC LIMIT "
+    "SELECT key, column_name, text, list_cosine_similarity(embedding::FLOAT[], "
+    f"jammi_query_vector({_text('model')}, {_text('query')})) AS score FROM query_table("
+    f"jammi_embedding_table({_text('source')}, {_text('model')})) ORDER BY score DESC LIMIT "
     + count_arg("k"),
 )
 
