@@ -195,3 +195,78 @@ def test_cancel_then_delete_job(tiny_model, tmp_path):
     assert db.sql("SELECT count(*) FROM jammi.jobs").fetchall() == [(0,)]
     assert not (db.home / "jobs" / job.job_id).exists()
     db.close()
+
+
+def _child(code: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=ENV,
+    )
+
+
+def test_a_process_killed_during_training_leaves_an_interrupted_job_that_resumes(
+    tiny_model, tmp_path
+):
+    path = tmp_path / "w.duckdb"
+    make_db(path, tiny_model)
+    child = _child(f"""
+        import time, jammi_sql
+        db = jammi_sql.connect({str(path)!r})
+        job = db.fine_tune("pairs", "tiny", ["text_a", "text_b", "score"], method="full",
+                           epochs=40, warmup_steps=0, early_stopping_patience=1000)
+        while True:
+            print(job.job_id, job.status, job.progress, flush=True)
+            time.sleep(0.05)
+    """)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            job_id, status, progress = child.stdout.readline().split()
+            if status == "running" and float(progress) >= 0.2:
+                break
+        child.kill()  # SIGKILL: no exit hook runs
+    finally:
+        child.wait(timeout=30)
+    assert status == "running" and float(progress) >= 0.2
+    db = jammi_sql.connect(str(path))
+    assert db.job(job_id).status == "interrupted"
+    assert not list((db.home / "models").glob("*"))  # nothing half-published
+    assert db.sql(f"SELECT resume_job('{job_id}')").fetchall()[0][0] == job_id
+    assert db.wait_job(job_id, 120) == "succeeded"
+    model_id = db.job(job_id).model_id
+    assert len(db.sql(f"SELECT embed('{model_id}', 'the cat')").fetchall()[0][0]) == 32
+    db.close()
+
+
+def test_a_process_killed_during_generate_text_embeddings_leaves_nothing_half_written(
+    tiny_model, tmp_path
+):
+    path = tmp_path / "w.duckdb"
+    make_db(path, tiny_model)
+    child = _child(f"""
+        import jammi_sql
+        db = jammi_sql.connect({str(path)!r})
+        db.execute("CREATE TABLE docs AS SELECT i AS id, 'the cat plays ' || i AS text "
+                   "FROM range(300000) r(i)")
+        db.add_source("docs", "docs")
+        print("go", flush=True)
+        db.generate_text_embeddings("docs", "tiny", ["text"], "id")
+        print("done", flush=True)
+    """)
+    try:
+        assert child.stdout.readline().strip() == "go"
+        time.sleep(4)
+        child.kill()
+    finally:
+        child.wait(timeout=30)
+    db = jammi_sql.connect(str(path))
+    tables = db.sql("SELECT row_count FROM jammi.embedding_tables").fetchall()
+    exists = db.sql("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'emb_docs__tiny'")
+    if tables:  # it finished before the kill: then all of it is there
+        assert tables == [(300000,)] and exists.fetchall() == [(1,)]
+    else:
+        assert exists.fetchall() == [(0,)]
+    db.close()
