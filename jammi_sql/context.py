@@ -72,6 +72,7 @@ class Context:
         self.fixed_dimensions = dimensions
         self.dimensions = dimensions or self.catalog.preferred_dimensions() or DEFAULT_DIMENSIONS
         self._jobs = None
+        self.suffix = ""  # appended to this connection's UDF names (see functions.install)
 
     def require_writable(self, what: str) -> None:
         """Refuse a call that writes when the database was opened read-only."""

@@ -156,7 +156,7 @@ class Database:
             from .functions import macros_sql
 
             self._own = self.con.cursor()  # UDFs are shared; TEMP macros are not
-            self._own.execute(macros_sql())
+            self._own.execute(macros_sql(self.ctx.suffix))
         return self._own
 
     def _writes(self, what: str) -> None:

@@ -21,7 +21,8 @@ import duckdb
 from .arguments import checked, count_arg, sql_literal
 from .config import DEFAULT_K, DEFAULT_METHOD, DEFAULT_SIMILARITY_COLUMNS, DEFAULT_TASK
 from .context import Context
-from .errors import InvalidArgumentError, JammiError, NotFoundError, remember
+from .errors import InvalidArgumentError, NotFoundError
+from .udfs import free_suffix, register
 
 REQUIRED = object()
 SIMILARITY_TYPE = "STRUCT(spearman DOUBLE, pearson DOUBLE, n BIGINT)"
@@ -74,16 +75,20 @@ class SqlFunction:
         optional = [f" [, {p.name} := {sql_literal(p.default)}]" for p in self.params if p.optional]
         return f"{self.name}({', '.join(required)}{''.join(optional)})"
 
-    def macro_sql(self) -> str:
+    def macro_sql(self, suffix: str = "") -> str:
         heads = [
             p.name if not p.optional else f"{p.name} := {sql_literal(p.default)}"
             for p in self.params
         ]
         head = f"CREATE OR REPLACE TEMP MACRO {self.name}({', '.join(heads)}) AS"
         if self.table_sql is not None:
-            return f"{head} TABLE {self.table_sql}"
+            body = self.table_sql
+            for fn in FUNCTIONS:  # the internal functions it calls, as this connection named them
+                if fn.impl is not None and not fn.public:
+                    body = body.replace(f"{fn.udf_name}(", f"{fn.udf_name}{suffix}(")
+            return f"{head} TABLE {body}"
         args = ", ".join(p.passed_as.format(p.name) for p in self.params)
-        return f"{head} {self.udf_name}({args})"
+        return f"{head} {self.udf_name}{suffix}({args})"
 
 
 FUNCTIONS: list[SqlFunction] = []
@@ -325,53 +330,16 @@ def evaluate_retrieval(ctx: Context, model, queries, corpus, qrels, k, per_query
 
 
 # ---- installing -----------------------------------------------------------------------
-def _udf(ctx: Context, fn: SqlFunction) -> Callable:
-    def call(*args):
-        try:
-            if fn.writes:
-                ctx.require_writable(fn.name)
-            return fn.impl(ctx, *args)
-        except JammiError as e:  # so the Python API can raise the same class again
-            remember(e)
-            raise
-
-    call.__name__ = fn.udf_name
-    call.__doc__ = fn.doc
-    # DuckDB counts the parameters of the callable it is given
-    call.__signature__ = inspect.Signature(
-        [inspect.Parameter(p.name, inspect.Parameter.POSITIONAL_ONLY) for p in fn.params]
-    )
-    return call
-
-
-def register(con: duckdb.DuckDBPyConnection, ctx: Context, fn: SqlFunction) -> None:
-    if fn.impl is None:
-        return
-    returns = fn.returns(ctx) if callable(fn.returns) else fn.returns
-    try:
-        con.remove_function(fn.udf_name)
-    except (duckdb.InvalidInputException, duckdb.CatalogException):
-        pass
-    con.create_function(
-        fn.udf_name,
-        _udf(ctx, fn),
-        [duckdb.sqltype(p.type) for p in fn.params],
-        duckdb.sqltype(returns),
-        type="arrow" if fn.arrow else "native",
-        null_handling="special" if fn.sees_nulls else "default",
-        side_effects=fn.side_effects,
-    )
-
-
-def macros_sql() -> str:
+def macros_sql(suffix: str = "") -> str:
     """The TEMP macros (named, defaulted arguments), generated from the registry."""
-    return "\n".join(fn.macro_sql() + ";" for fn in FUNCTIONS if fn.has_macro)
+    return "\n".join(fn.macro_sql(suffix) + ";" for fn in FUNCTIONS if fn.has_macro)
 
 
 def install_functions(con: duckdb.DuckDBPyConnection, ctx: Context) -> None:
+    ctx.suffix = free_suffix(con, next(fn.udf_name for fn in FUNCTIONS if fn.impl))
     for fn in FUNCTIONS:
         register(con, ctx, fn)
-    con.execute(macros_sql())
+    con.execute(macros_sql(ctx.suffix))
 
 
 def sync_dimensions(con: duckdb.DuckDBPyConnection, ctx: Context) -> None:

@@ -98,11 +98,12 @@ def test_a_second_connection_in_the_same_process_leaves_live_jobs_alone(tiny_mod
     job = db.fine_tune(
         "pairs", "tiny", ["text_a", "text_b", "score"], method="full", epochs=200, warmup_steps=0
     )
-    from jammi_sql.context import Context
-
-    Context(db.con.cursor(), home=db.home)  # a second connection opens the catalog
-    assert job.status in ("queued", "running")
+    other = jammi_sql.connect(str(path))  # e.g. a notebook cell run a second time
+    assert other.job(job.job_id).status in ("queued", "running")
+    assert other.sql("SELECT count(*) FROM jammi.sources").fetchall() == [(1,)]
+    assert len(other.sql("SELECT embed('tiny', 'the cat')").fetchall()[0][0]) == 32
     assert job.cancel() == "cancelled"
+    other.close()
     db.close()
 
 
