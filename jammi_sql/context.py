@@ -6,9 +6,14 @@ registry and the job runner. No torch here; the engine is loaded on first use.
 
 from __future__ import annotations
 
+import atexit
+import concurrent.futures.thread  # noqa: F401  (its exit hook must run after the runner's)
 import os
 import shutil
+import sys
 import tempfile
+import threading
+import weakref
 from pathlib import Path
 
 import duckdb
@@ -96,6 +101,12 @@ class Context:
 
             catalog = self.catalog.cursor()  # the runner's thread gets a cursor of its own
             self._jobs = JobRunner(catalog, ModelRegistry(catalog), self.home)
+            # At interpreter exit, before threads are joined (imports still work then): stop
+            # unfinished jobs cleanly, so they show as interrupted, never queued or failed.
+            try:
+                threading._register_atexit(_stop_at_exit, weakref.ref(self._jobs))
+            except (AttributeError, RuntimeError):
+                atexit.register(_stop_at_exit, weakref.ref(self._jobs))
         return self._jobs
 
     def wanted_dimensions(self) -> int:
@@ -111,3 +122,22 @@ class Context:
         self.stop_jobs()
         if self._temporary_home:  # an in-memory catalog dies with the connection; so do its files
             shutil.rmtree(self.home, ignore_errors=True)
+
+
+def _stop_at_exit(ref: weakref.ReferenceType) -> None:
+    """One line when jobs are left unfinished at exit; then they are marked interrupted."""
+    runner = ref()
+    if runner is None or runner._shutdown:
+        return
+    pending = runner.unfinished()
+    if pending:
+        print(
+            f"jammi: exiting with {len(pending)} unfinished job(s) ({', '.join(pending)}); "
+            "they are marked interrupted and resume_job continues them (wait for them with "
+            "job.wait() or wait_job before exiting to let them finish)",
+            file=sys.stderr,
+        )
+    try:
+        runner.shutdown()
+    except Exception:
+        pass

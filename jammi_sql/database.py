@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import atexit
 import os
-import sys
-import threading
 import weakref
 from typing import Any
 
@@ -111,14 +109,6 @@ class Database:
         self._closed = False
         self._own: duckdb.DuckDBPyConnection | None = None
         ref = weakref.ref(self)
-        import concurrent.futures.thread  # noqa: F401  (its exit hook must run after ours)
-
-        # Before threads are joined at exit (imports still work then): stop unfinished jobs
-        # cleanly, so they show as interrupted rather than queued or failed.
-        try:
-            threading._register_atexit(_stop_jobs_at_exit, ref)
-        except (AttributeError, RuntimeError):
-            atexit.register(_stop_jobs_at_exit, ref)
         # Close at interpreter exit even if the caller forgot: a connection left open with
         # Python UDFs installed makes DuckDB's bindings print leak warnings on exit.
         atexit.register(_close_quietly, ref)
@@ -303,25 +293,6 @@ class Database:
 
         self._writes("evaluate_retrieval")
         return evaluate_retrieval(self.ctx, model, queries, corpus, qrels, k, per_query)
-
-
-def _stop_jobs_at_exit(ref: weakref.ReferenceType) -> None:
-    """At interpreter exit: unfinished jobs become ``interrupted``, with one line saying so."""
-    db = ref()
-    if db is None or db._closed:
-        return
-    pending = db.ctx.unfinished_jobs()
-    if pending:
-        print(
-            f"jammi: exiting with {len(pending)} unfinished job(s) ({', '.join(pending)}); "
-            "they are marked interrupted and resume_job continues them (call job.wait() or "
-            "wait_job before exiting to let them finish)",
-            file=sys.stderr,
-        )
-    try:
-        db.ctx.stop_jobs()
-    except Exception:
-        pass
 
 
 def _close_quietly(ref: weakref.ReferenceType) -> None:
