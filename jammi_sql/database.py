@@ -80,9 +80,11 @@ class Job:
         return self
 
     def cancel(self) -> str:
+        self.db._writes("cancel_job")
         return self.db.ctx.jobs.cancel(self.job_id)
 
     def resume(self) -> Job:
+        self.db._writes("resume_job")
         self.db.ctx.jobs.resume(self.job_id)
         return self
 

@@ -238,12 +238,12 @@ def remove_model(catalog, model_id: str, home: Path) -> str:
     users += [
         f"job {j.job_id}"
         for j in catalog.jobs()
-        if j.base_model == model_id and j.status in ("queued", "running")
+        if j.base_model == model_id and j.status in ("queued", "running", "interrupted")
     ]
     if users:
         raise InUseError(
             f"model '{model_id}' is used by {', '.join(users)}; remove those first (DROP TABLE "
-            "... and DELETE FROM jammi.embedding_tables, remove_model, cancel_job)"
+            "... and DELETE FROM jammi.embedding_tables, remove_model, cancel_job or delete_job)"
         )
     catalog.remove_model(model_id)
     if record.kind == "fine_tuned" and record.artifact_path:

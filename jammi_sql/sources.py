@@ -176,11 +176,12 @@ def remove_source(catalog: Catalog, name: str, cascade: bool = False) -> list[st
         )
     if catalog.get_source(name) is None:
         get_source(catalog, name)  # the unknown-source error, listing the known ones
-    busy = [j.job_id for j in catalog.jobs() if j.source == name and j.status in UNFINISHED]
+    waiting = (*UNFINISHED, "interrupted")  # an interrupted job reads it again on resume
+    busy = [j.job_id for j in catalog.jobs() if j.source == name and j.status in waiting]
     if busy:
         raise InUseError(
-            f"source '{name}' is being read by job {', '.join(busy)}; wait for it or "
-            f"cancel_job('{busy[0]}') first"
+            f"source '{name}' is read by unfinished job {', '.join(busy)}; wait for it, or "
+            f"cancel_job('{busy[0]}') (delete_job for an interrupted one) first"
         )
     tables = catalog.embedding_tables(source=name)
     if tables and not cascade:

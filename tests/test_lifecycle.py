@@ -88,6 +88,10 @@ def test_jobs_left_running_are_interrupted_as_soon_as_the_database_opens(tiny_mo
         ("c3", "succeeded"),
     ]
     assert "resume_job continues it" in rows[0][2]
+    with pytest.raises(jammi_sql.JammiError, match="read by unfinished job a1, b2"):
+        db.remove_source("pairs")  # resuming them reads it again
+    with pytest.raises(jammi_sql.JammiError, match="used by job a1, job b2"):
+        db.remove_model("tiny")
     db.close()
 
 
