@@ -227,7 +227,7 @@ class Database:
         """Validate and queue a job; config keys may be given as keyword arguments."""
         self._writes("fine_tune")
         cfg = FineTuneConfig.from_mapping({**(config or {}), **options})
-        job_id = self.ctx.jobs.submit(source, base_model, list(columns), method, task, cfg)
+        job_id = self.ctx.jobs.submit(source, base_model, _names(columns), method, task, cfg)
         return Job(self, job_id)
 
     def job(self, job_id: str) -> Job:
@@ -259,7 +259,7 @@ class Database:
         from .embeddings import generate_text_embeddings
 
         self._writes("generate_text_embeddings")
-        return generate_text_embeddings(self.ctx, source, model, list(columns), key)
+        return generate_text_embeddings(self.ctx, source, model, _names(columns), key)
 
     def search(self, source: str, model: str, query: str, k: int = DEFAULT_K):
         """Top-k rows of a materialized source for ``query``, as a pyarrow Table."""
@@ -295,6 +295,13 @@ class Database:
 
         self._writes("evaluate_retrieval")
         return evaluate_retrieval(self.ctx, model, queries, corpus, qrels, k, per_query)
+
+
+def _names(columns: Any) -> list[str]:
+    """Column names as a list; one name alone is a list of one (not its characters)."""
+    if isinstance(columns, str):
+        return [columns]
+    return list(columns or [])
 
 
 def _close_quietly(ref: weakref.ReferenceType) -> None:

@@ -201,3 +201,32 @@ def test_there_are_at_least_sixty_mistakes_and_every_function_is_covered():
     for fn in FUNCTIONS:
         if fn.public:
             assert f"{fn.name}(" in called, fn.name
+
+
+PYTHON_MISTAKES = [
+    (lambda db: db.add_source(None, "pairs"), "add_source needs a source name"),
+    (lambda db: db.add_source("s", "/no/such.csv"), "no file matches"),
+    (lambda db: db.remove_source("corpus"), "remove_source('corpus', cascade := true)"),
+    (lambda db: db.register_model("m", db.half), "not a complete model folder"),
+    (lambda db: db.remove_model("tiny"), "used by jammi.emb_corpus__tiny"),
+    (lambda db: db.fine_tune("pairs", "tiny", "text_a"), "columns must name 2 or 3"),
+    (lambda db: db.fine_tune("pairs", "tiny", ["text_a", "text_b"], epoch=2), "'epoch'"),
+    (lambda db: db.fine_tune("textscore", "tiny", ["text_a", "text_b", "score"]), "is text"),
+    (lambda db: db.delete_job("nope"), "unknown job 'nope'"),
+    (lambda db: db.encode_text("nope", "hello"), "unknown model 'nope'"),
+    (lambda db: db.search("corpus", "tiny", "doc", k=0), "k must be at least 1"),
+    (lambda db: db.search("pairs", "tiny", "doc"), "has no embeddings for model"),
+    (lambda db: db.generate_text_embeddings("corpus", "tiny", "n", "doc_id"), "not text"),
+    (lambda db: db.evaluate_similarity("tiny", "textscore"), "not a number"),
+    (lambda db: db.evaluate_retrieval("tiny", "queries", "corpus", "qrels_empty"), "no relevant"),
+    (lambda db: db.evaluate_retrieval("tiny", "queries", "corpus", "qrels", k=0), "at least 1"),
+]
+
+
+@pytest.mark.parametrize("call, message", PYTHON_MISTAKES, ids=[f"{i}" for i in range(16)])
+def test_a_python_api_mistake_is_a_jammi_error_that_changes_nothing(world, call, message):
+    before = catalog_snapshot(world)
+    with pytest.raises(jammi_sql.JammiError) as err:
+        call(world)
+    assert str(err.value).startswith("jammi: ") and message in str(err.value)
+    assert catalog_snapshot(world) == before

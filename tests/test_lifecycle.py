@@ -165,7 +165,7 @@ def test_a_file_held_by_another_process_is_a_jammi_error_naming_it(tmp_path):
 def test_the_python_api_does_not_depend_on_the_users_connection(db):
     db.execute("CREATE TABLE docs AS SELECT i AS id, 'doc ' || i AS text FROM range(5) r(i)")
     db.add_source("docs", "docs")
-    db.generate_text_embeddings("docs", "tiny", ["text"], "id")
+    db.generate_text_embeddings("docs", "tiny", "text", "id")  # one column may be a str
     cur = db.con.execute("SELECT * FROM range(100000)")
     cur.fetchone()  # a result left half-fetched
     assert db.search("docs", "tiny", "doc 3", k=2).num_rows == 2
@@ -258,7 +258,7 @@ def test_a_process_killed_during_generate_text_embeddings_leaves_nothing_half_wr
                    "FROM range(300000) r(i)")
         db.add_source("docs", "docs")
         print("go", flush=True)
-        db.generate_text_embeddings("docs", "tiny", ["text"], "id")
+        db.generate_text_embeddings("docs", "tiny", "text", "id")  # one column may be a str
         print("done", flush=True)
     """)
     try:
