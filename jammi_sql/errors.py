@@ -6,7 +6,15 @@ Each subclass also inherits the closest builtin, so Python callers can catch
 
 from __future__ import annotations
 
+import re
+
 PREFIX = "jammi: "
+_LONG = re.compile(r"[^\s,;'\"]{300,}")
+
+
+def _shorten(found: re.Match) -> str:
+    text = found.group(0)
+    return f"{text[:60]}...({len(text):,} characters)"
 
 
 class JammiError(Exception):
@@ -15,6 +23,7 @@ class JammiError(Exception):
     def __init__(self, message: str):
         if not message.startswith(PREFIX):
             message = PREFIX + message
+        message = _LONG.sub(_shorten, message)  # a 100,000-character argument, echoed
         super().__init__(message)
         self.message = message
 

@@ -266,11 +266,19 @@ def embedding_table(ctx: Context, source, model):
     return embedding_table_for(ctx, source, model)
 
 
-@sql_function("jammi_query_vector", [Param("model", V), Param("text", V)], "FLOAT[]", public=False)
+@sql_function(
+    "jammi_query_vector",
+    [Param("model", V), Param("text", V)],
+    "FLOAT[]",
+    public=False,
+    sees_nulls=True,
+)
 def query_vector(ctx: Context, model, text):
     """A query embedding of any dimension, as a list (semantic_search's query side)."""
     from .infer import embed_texts
 
+    if text is None:
+        raise InvalidArgumentError("semantic_search needs a query text, not NULL")
     return embed_texts(ctx, model, [text], query=True)[0].tolist()
 
 

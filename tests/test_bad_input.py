@@ -127,6 +127,10 @@ MISTAKES = [
     (f"SELECT embed({LONG}, 'hello')", "too long (at most 1000)"),
     ("SELECT embed_query('tiny', [1, 2])", "embed_query's text must be text"),
     ("SELECT embed_query('/no/such/model', 'hello')", "unknown model '/no/such/model'"),
+    ("SELECT add_source('s', repeat('x', 100000))", "...(100,000 characters)"),
+    ("SELECT add_source('s', repeat('x', 100000) || '.csv')", "no file matches"),
+    ("SELECT generate_text_embeddings('corpus', 'tiny', ['text', 'text'], 'doc_id')", "twice"),
+    ("SELECT * FROM semantic_search('corpus', 'tiny', NULL)", "needs a query text, not NULL"),
     # types DuckDB's binder would refuse with no hint
     ("SELECT add_source(42, 'pairs')", "add_source's name must be text (VARCHAR), not INTEGER"),
     ("SELECT add_source('s', 42)", "cast it, e.g. url::VARCHAR"),
@@ -189,6 +193,7 @@ def test_a_mistake_is_a_jammi_error_that_changes_nothing(world, sql, message):
     with pytest.raises(Exception, match="jammi: ") as err:
         world.sql(sql.replace("{half}", world.half).replace("{tmp}", world.tmp)).fetchall()
     assert message in str(err.value)
+    assert len(str(err.value)) < 2000  # a huge argument is not echoed whole
     assert isinstance(err.value, jammi_sql.JammiError)
     assert catalog_snapshot(world) == before
 
