@@ -356,8 +356,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if interactive:
             print(f"jammi-sql {jammi_sql.__version__} on {args.db}; .help for help, Ctrl-D quits")
-            return shell(db, progress=args.progress)
-        code = run_sql(db, sql, fmt=args.fmt, progress=args.progress)
+            code = shell(db, progress=args.progress)
+        else:
+            code = run_sql(db, sql, fmt=args.fmt, progress=args.progress)
         _note_unfinished_jobs(db)
         return code
     finally:

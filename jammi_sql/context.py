@@ -2,6 +2,10 @@
 
 It holds the home folder (artifacts), the catalog on a cursor of its own, the model
 registry and the job runner. No torch here; the engine is loaded on first use.
+
+Opening a context marks jobs that a gone process left queued or running as interrupted,
+before the user's first query; a read-only context writes nothing (no migrations, no home
+folder) and refuses the functions that write.
 """
 
 from __future__ import annotations

@@ -1,9 +1,14 @@
-"""JobRunner: submit, worker, progress, cancel, resume.
+"""JobRunner: submit, worker, progress, cancel, resume, delete.
 
 ``submit`` validates everything on the caller's thread and writes a ``queued`` row only
 when all is well. A worker thread with its own DuckDB cursor then trains, one job at a
 time by default, writing progress to ``jammi.jobs`` and ``jammi.job_metrics``; those writes
 commit on their own, so any client sees them while the job runs.
+
+A job lives only in the process that runs it. Jobs a gone process left queued or running are
+marked ``interrupted`` when a database opens (``Catalog.mark_interrupted``); at interpreter
+exit or on close, ``shutdown`` marks this process's unfinished jobs ``interrupted`` (a running
+one keeps its checkpoint); ``resume`` continues either kind.
 """
 
 from __future__ import annotations
