@@ -19,12 +19,20 @@ if TYPE_CHECKING:
 
 
 def connect(
-    path: str = ":memory:", *, home: str | None = None, dimensions: int | None = None
+    path: str = ":memory:",
+    *,
+    home: str | None = None,
+    dimensions: int | None = None,
+    read_only: bool = False,
 ) -> Database:
-    """Open (or create) a DuckDB database with every jammi function installed."""
+    """Open (or create) a DuckDB database with every jammi function installed.
+
+    ``read_only=True`` opens an existing file without writing: no migrations, and jammi
+    functions that write refuse; several read-only processes may share a file.
+    """
     from .database import Database
 
-    return Database(path, home=home, dimensions=dimensions)
+    return Database(path, home=home, dimensions=dimensions, read_only=read_only)
 
 
 def install(con, *, home: str | None = None, dimensions: int | None = None):

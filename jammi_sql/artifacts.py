@@ -292,3 +292,11 @@ def remove_job_files(home: Path, job_id: str, *, keep_checkpoint: bool = False) 
         job_output_dir(home, job_id) if keep_checkpoint else job_dir(home, job_id),
         ignore_errors=True,
     )
+
+
+def remove_model_folder(home: Path, folder: Path) -> None:
+    """Delete a fine-tuned model's folder, but only one inside ``<home>/models``."""
+    models = (Path(home) / "models").resolve()
+    folder = Path(folder).resolve()
+    if folder.parent == models:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -18,6 +18,12 @@ from typing import Any
 import duckdb
 
 SCHEMA_VERSION = 1
+UNFINISHED = ("queued", "running")
+GONE = "the process running this job stopped; resume_job continues it"
+
+# Jobs queued or running in this process, across every database opened here: a second
+# connection to the same file must not mistake them for jobs a dead process left behind.
+LIVE_JOBS: set[str] = set()
 
 
 def sql_dir() -> Path:
@@ -118,15 +124,25 @@ class Catalog:
     con: duckdb.DuckDBPyConnection  # a cursor of its own
     lock: threading.RLock = field(default_factory=threading.RLock)
 
+    read_only: bool = False
+
     @classmethod
-    def open(cls, con: duckdb.DuckDBPyConnection) -> Catalog:
-        catalog = cls(con.cursor())
-        catalog.migrate()
+    def open(cls, con: duckdb.DuckDBPyConnection, read_only: bool = False) -> Catalog:
+        catalog = cls(con.cursor(), read_only=read_only)
+        if not read_only:
+            catalog.migrate()
+        elif not catalog.query("SELECT 1 FROM duckdb_schemas() WHERE schema_name = 'jammi'"):
+            from .errors import InvalidArgumentError
+
+            raise InvalidArgumentError(
+                "this database has no jammi catalog yet, and a read-only open cannot create "
+                "one; open it once without read_only"
+            )
         return catalog
 
     def cursor(self) -> Catalog:
         """Another Catalog on a fresh cursor of the same database (for another thread)."""
-        return Catalog(self.con.cursor())
+        return Catalog(self.con.cursor(), read_only=self.read_only)
 
     # ---- plumbing -----------------------------------------------------------------
     def execute(self, sql: str, params: list | None = None) -> duckdb.DuckDBPyConnection:
@@ -205,8 +221,15 @@ class Catalog:
     def add_source(self, source: Source) -> None:
         self._insert("sources", source)
 
-    def remove_source(self, name: str) -> None:
-        self.execute("DELETE FROM jammi.sources WHERE name = ?", [name])
+    def remove_source(self, name: str, tables: list[EmbeddingTable] | None = None) -> None:
+        """Unregister a source and drop the embedding tables given, all or nothing."""
+        with self.transaction() as tx:
+            for table in tables or []:
+                tx.execute(f"DROP TABLE IF EXISTS {table.table_name}")
+                tx.execute(
+                    "DELETE FROM jammi.embedding_tables WHERE table_name = ?", [table.table_name]
+                )
+            tx.execute("DELETE FROM jammi.sources WHERE name = ?", [name])
 
     # ---- models -------------------------------------------------------------------
     def get_model(self, model_id: str) -> ModelRecord | None:
@@ -242,6 +265,26 @@ class Catalog:
         if status is None:
             return self._select(JobRecord, "jobs", order="ORDER BY created_at")
         return self._select(JobRecord, "jobs", "WHERE status = ?", [status], "ORDER BY created_at")
+
+    def mark_interrupted(self) -> list[str]:
+        """Mark jobs a process that is gone left queued or running as ``interrupted``.
+
+        DuckDB's file lock means no other process can have the file open for writing, so a
+        job not live in this process is not running anywhere. Returns their ids.
+        """
+        placeholders = ", ".join("?" for _ in UNFINISHED)
+        rows = self.query(
+            f"SELECT job_id FROM jammi.jobs WHERE status IN ({placeholders})", list(UNFINISHED)
+        )
+        gone = [r[0] for r in rows if r[0] not in LIVE_JOBS]
+        for job_id in gone:
+            self.update_job(job_id, status="interrupted", error=GONE)
+        return gone
+
+    def delete_job(self, job_id: str) -> None:
+        with self.transaction() as tx:
+            tx.execute("DELETE FROM jammi.job_metrics WHERE job_id = ?", [job_id])
+            tx.execute("DELETE FROM jammi.jobs WHERE job_id = ?", [job_id])
 
     def update_job(self, job_id: str, **values: Any) -> None:
         for name in _JSON_FIELDS & values.keys():
@@ -288,6 +331,18 @@ class Catalog:
             [source, model_id],
         )
         return found[0] if found else None
+
+    def embedding_tables(
+        self, source: str | None = None, model_id: str | None = None
+    ) -> list[EmbeddingTable]:
+        """Materialized tables built from ``source`` and/or with ``model_id``."""
+        return self._select(
+            EmbeddingTable,
+            "embedding_tables",
+            "WHERE (?::VARCHAR IS NULL OR source = ?) AND (?::VARCHAR IS NULL OR model_id = ?)",
+            [source, source, model_id, model_id],
+            "ORDER BY table_name",
+        )
 
     def put_embedding_table(self, table: EmbeddingTable) -> None:
         self.execute(

@@ -41,17 +41,20 @@ def check_rows(
     """
     texts = columns if kind != "scored_pairs" else columns[:2]
     checks = [f"count(*) FILTER (WHERE {quote_ident(c)} IS NULL)" for c in texts]
+    checks += [f"count(*) FILTER (WHERE length(trim({quote_ident(c)})) = 0)" for c in texts]
     if kind == "scored_pairs":
         s = quote_ident(columns[2])
         checks.append(
             f"count(*) FILTER (WHERE {s} IS NULL OR isnan({s}::DOUBLE) OR isinf({s}::DOUBLE))"
         )
     total, *bad = catalog.query(f"SELECT count(*), {', '.join(checks)} FROM {relation(src)}")[0]
-    for column, n in zip(texts, bad[: len(texts)], strict=True):
-        if n:
+    nulls, empties = bad[: len(texts)], bad[len(texts) : 2 * len(texts)]
+    for column, n, e in zip(texts, nulls, empties, strict=True):
+        if n or e:
+            what = f"{n} NULL values" if n else f"{e} empty or whitespace-only texts"
             raise DataError(
-                f"column '{column}' of source '{src.name}' has {n} NULL values; filter them out, "
-                f"e.g. add_source('{src.name}_clean', 'SELECT * FROM ... WHERE {column} IS NOT NULL', "
+                f"column '{column}' of source '{src.name}' has {what}; filter them out, e.g. "
+                f"add_source('{src.name}_clean', 'SELECT * FROM ... WHERE length(trim({column})) > 0', "
                 "format := 'query')"
             )
     if kind == "scored_pairs" and bad[-1]:
@@ -67,6 +70,25 @@ def check_rows(
             "training)"
         )
     return total
+
+
+SCORE_NAMES = ("score", "label", "similarity", "sim", "rating", "relevance")
+
+
+def check_not_text_scores(catalog: Catalog, src: Source, columns: list[str], loss: str) -> None:
+    """A third column of text that holds scores must not train a triplet loss silently."""
+    third = columns[2]
+    c = quote_ident(third)
+    total, numbers = catalog.query(
+        f"SELECT count({c}), count(TRY_CAST({c} AS DOUBLE)) FROM {relation(src)}"
+    )[0]
+    if loss == "cosent" or third.lower() in SCORE_NAMES or (total and numbers == total):
+        raise DataError(
+            f"column '{third}' of source '{src.name}' is text (VARCHAR); as a third column text is "
+            "read as triplet negatives, and scores must be numbers. Cast it in a query source: "
+            f"add_source('{src.name}_scored', 'SELECT {columns[0]}, {columns[1]}, "
+            f"CAST({third} AS DOUBLE) AS {third} FROM ...', format := 'query')"
+        )
 
 
 def read_rows(catalog: Catalog, src: Source, columns: list[str]) -> list[tuple]:

@@ -308,6 +308,7 @@ def _parser() -> argparse.ArgumentParser:
             help=f"print results as {name.upper()} instead of a table",
         )
     parser.set_defaults(fmt="table")
+    add("--readonly", action="store_true", help="open DB read-only (no jammi function writes)")
     add("--home", metavar="DIR", help="models and job logs (default: DB.jammi/ or $JAMMI_HOME)")
     add(
         "--progress",
@@ -348,17 +349,32 @@ def main(argv: list[str] | None = None) -> int:
     import jammi_sql
 
     try:
-        db = jammi_sql.connect(args.db, home=args.home)
+        db = jammi_sql.connect(args.db, home=args.home, read_only=args.readonly)
     except Exception as exc:
         print(f"Error: {error_text(exc)}", file=sys.stderr)
         return 1
     try:
         if interactive:
             print(f"jammi-sql {jammi_sql.__version__} on {args.db}; .help for help, Ctrl-D quits")
-            return shell(db, progress=args.progress)
-        return run_sql(db, sql, fmt=args.fmt, progress=args.progress)
+            code = shell(db, progress=args.progress)
+        else:
+            code = run_sql(db, sql, fmt=args.fmt, progress=args.progress)
+        _note_unfinished_jobs(db)
+        return code
     finally:
         db.close()
+
+
+def _note_unfinished_jobs(db: Any) -> None:
+    """A job runs in this process: when a script ends before its jobs do, say what happens."""
+    for job_id in db.ctx.unfinished_jobs():
+        print(
+            f"Note: job {job_id} has not finished, and a job runs only while the process that "
+            "started it is alive; "
+            f"jammi-sql exits now, so it will show as interrupted (resume_job('{job_id}') "
+            f"continues it). To wait for it, end the script with SELECT wait_job('{job_id}');",
+            file=sys.stderr,
+        )
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import duckdb
 from .config import DEFAULT_K, DEFAULT_METHOD, DEFAULT_TASK, FineTuneConfig
 from .context import Context
 from .errors import JobStateError, TrainingError
+from .relation import Relation, open_connection, translated, wrap
 
 
 def install(
@@ -24,11 +25,13 @@ def install(
     home: str | os.PathLike | None = None,
     dimensions: int | None = None,
 ) -> Context:
-    """Install jammi's schema, functions and macros into a connection you already have."""
+    """Install jammi's schema, functions and macros into a connection you already have
+    (a read-only connection gets the catalog read-only)."""
     from .functions import install_functions
 
-    ctx = Context(con, home, dimensions)
-    install_functions(con, ctx)
+    with translated():
+        ctx = Context(con, home, dimensions)
+        install_functions(con, ctx)
     return ctx
 
 
@@ -77,9 +80,11 @@ class Job:
         return self
 
     def cancel(self) -> str:
+        self.db._writes("cancel_job")
         return self.db.ctx.jobs.cancel(self.job_id)
 
     def resume(self) -> Job:
+        self.db._writes("resume_job")
         self.db.ctx.jobs.resume(self.job_id)
         return self
 
@@ -98,14 +103,21 @@ class Database:
         home: str | os.PathLike | None = None,
         dimensions: int | None = None,
         con: duckdb.DuckDBPyConnection | None = None,
+        read_only: bool = False,
     ):
         self.path = str(path)
-        self.con = con if con is not None else duckdb.connect(self.path)
+        self.con = con if con is not None else open_connection(self.path, read_only)
         self.ctx = install(self.con, home=home, dimensions=dimensions)
         self._closed = False
+        self._own: duckdb.DuckDBPyConnection | None = None
+        ref = weakref.ref(self)
         # Close at interpreter exit even if the caller forgot: a connection left open with
         # Python UDFs installed makes DuckDB's bindings print leak warnings on exit.
-        atexit.register(_close_quietly, weakref.ref(self))
+        atexit.register(_close_quietly, ref)
+
+    @property
+    def read_only(self) -> bool:
+        return self.ctx.read_only
 
     @property
     def home(self):
@@ -118,19 +130,37 @@ class Database:
 
         sync_dimensions(self.con, self.ctx)
 
-    def sql(self, query: str, params: Any = None) -> duckdb.DuckDBPyRelation:
+    def sql(self, query: str, params: Any = None) -> Relation | None:
+        """``con.sql``, with errors raised as JammiErrors when fetched (see Relation)."""
         self.sync()
-        return self.con.sql(query, params=params)
+        with translated():
+            return wrap(self.con.sql(query, params=params))
 
     def execute(self, query: str, params: Any = None) -> duckdb.DuckDBPyConnection:
         self.sync()
-        return self.con.execute(query, params or [])
+        with translated():
+            return self.con.execute(query, params or [])
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        """The API's own connection to the database, so the state of ``db.con`` (a result
+        left half-fetched, an open transaction) never affects ``db.search`` and the like."""
+        if self._own is None:
+            from .functions import macros_sql
+
+            self._own = self.con.cursor()  # UDFs are shared; TEMP macros are not
+            self._own.execute(macros_sql(self.ctx.suffix))
+        return self._own
+
+    def _writes(self, what: str) -> None:
+        self.ctx.require_writable(what)
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
         self.ctx.close()
+        if self._own is not None:
+            self._own.close()
         self.con.close()
 
     def __enter__(self) -> Database:
@@ -151,19 +181,37 @@ class Database:
     ):
         from .sources import add_source
 
+        self._writes("add_source")
         if query is not None:
             url, format = query, "query"
         return add_source(self.ctx.catalog, name, url or path or "", format)
 
-    def remove_source(self, name: str) -> None:
+    def remove_source(self, name: str, cascade: bool = False) -> list[str]:
+        """Unregister a source; ``cascade=True`` also drops the embedding tables built from
+        it (refused, naming them, otherwise). Returns the tables dropped."""
         from .sources import remove_source
 
-        remove_source(self.ctx.catalog, name)
+        self._writes("remove_source")
+        return remove_source(self.ctx.catalog, name, cascade)
 
     def register_model(self, model_id: str, path: str | os.PathLike):
+        self._writes("register_model")
         record = self.ctx.models.register(model_id, str(path))
         self.sync()
         return record
+
+    def remove_model(self, model_id: str) -> str:
+        """Unregister a model (a fine-tuned one's files are deleted); refused while an
+        embedding table, a fine-tuned model or a job depends on it."""
+        from .models import remove_model
+
+        self._writes("remove_model")
+        return remove_model(self.ctx.catalog, model_id, self.ctx.home)
+
+    def delete_job(self, job_id: str) -> str:
+        """Remove an ended job's rows and files (cancel a queued or running one first)."""
+        self._writes("delete_job")
+        return self.ctx.jobs.delete(job_id)
 
     # ---- fine-tuning --------------------------------------------------------------
     def fine_tune(
@@ -177,8 +225,9 @@ class Database:
         **options: Any,
     ) -> Job:
         """Validate and queue a job; config keys may be given as keyword arguments."""
+        self._writes("fine_tune")
         cfg = FineTuneConfig.from_mapping({**(config or {}), **options})
-        job_id = self.ctx.jobs.submit(source, base_model, list(columns), method, task, cfg)
+        job_id = self.ctx.jobs.submit(source, base_model, _names(columns), method, task, cfg)
         return Job(self, job_id)
 
     def job(self, job_id: str) -> Job:
@@ -209,13 +258,21 @@ class Database:
     ) -> int:
         from .embeddings import generate_text_embeddings
 
-        return generate_text_embeddings(self.ctx, source, model, list(columns), key)
+        self._writes("generate_text_embeddings")
+        return generate_text_embeddings(self.ctx, source, model, _names(columns), key)
 
     def search(self, source: str, model: str, query: str, k: int = DEFAULT_K):
         """Top-k rows of a materialized source for ``query``, as a pyarrow Table."""
-        return self.sql(
-            "SELECT * FROM semantic_search(?, ?, ?, k := ?)", [source, model, query, k]
-        ).to_arrow_table()
+        self.sync()
+        with translated():
+            return (
+                self._cursor()
+                .sql(
+                    "SELECT * FROM semantic_search(?, ?, ?, k := ?)",
+                    params=[source, model, query, k],
+                )
+                .to_arrow_table()
+            )
 
     # ---- evaluation ---------------------------------------------------------------
     def evaluate_similarity(
@@ -236,7 +293,15 @@ class Database:
     ) -> dict:
         from .evaluation import evaluate_retrieval
 
+        self._writes("evaluate_retrieval")
         return evaluate_retrieval(self.ctx, model, queries, corpus, qrels, k, per_query)
+
+
+def _names(columns: Any) -> list[str]:
+    """Column names as a list; one name alone is a list of one (not its characters)."""
+    if isinstance(columns, str):
+        return [columns]
+    return list(columns or [])
 
 
 def _close_quietly(ref: weakref.ReferenceType) -> None:

@@ -74,6 +74,10 @@ def generate_text_embeddings(
         raise InvalidArgumentError(
             "generate_text_embeddings needs at least one text column, e.g. ['abstract']"
         )
+    if len(set(columns)) != len(columns):
+        raise InvalidArgumentError(
+            f"columns {list(columns)} name a column twice; name each text column once"
+        )
     require_columns(source, [key])
     require_columns(source, columns, text=True)
     rel = relation(source)

@@ -6,7 +6,15 @@ Each subclass also inherits the closest builtin, so Python callers can catch
 
 from __future__ import annotations
 
+import re
+
 PREFIX = "jammi: "
+_LONG = re.compile(r"[^\s,;'\"]{300,}")
+
+
+def _shorten(found: re.Match) -> str:
+    text = found.group(0)
+    return f"{text[:60]}...({len(text):,} characters)"
 
 
 class JammiError(Exception):
@@ -15,6 +23,7 @@ class JammiError(Exception):
     def __init__(self, message: str):
         if not message.startswith(PREFIX):
             message = PREFIX + message
+        message = _LONG.sub(_shorten, message)  # a 100,000-character argument, echoed
         super().__init__(message)
         self.message = message
 
@@ -38,6 +47,10 @@ class DataError(JammiError, ValueError):
     """The data in a source cannot be used as asked (NULL keys, empty, wrong types)."""
 
 
+class InUseError(JammiError, RuntimeError):
+    """Something others depend on (an embedding table, a fine-tuned model, a job)."""
+
+
 class JobStateError(JammiError, RuntimeError):
     """A job operation that its current status does not allow."""
 
@@ -46,8 +59,53 @@ class TrainingError(JammiError, RuntimeError):
     """Training went wrong (divergence, nothing to train on)."""
 
 
+class ReadOnlyError(JammiError, PermissionError):
+    """A call that writes, on a database opened read-only or held by another process."""
+
+
+class LockedError(JammiError, OSError):
+    """The database file is held by another process."""
+
+
 class ArtifactError(JammiError, OSError):
     """A model folder that is missing, incomplete or of an unknown format."""
+
+
+# The class of each jammi error recently raised inside a SQL function, by message, so the
+# Python API can raise the same class once the error has crossed DuckDB as text.
+_RAISED: dict[str, type[JammiError]] = {}
+
+
+def remember(exc: JammiError) -> None:
+    if len(_RAISED) > 256:
+        _RAISED.clear()
+    _RAISED[exc.message] = type(exc)
+
+
+def from_duckdb(exc: BaseException) -> JammiError | None:
+    """A duckdb error that carries a ``jammi:`` message, as the JammiError it was raised as.
+
+    The result is also an instance of the duckdb error's class, so ``except duckdb.Error``
+    keeps working. None when the error is not ours.
+    """
+    message = user_message(exc)
+    if message is None:
+        return None
+    cls = _RAISED.get(message, InvalidArgumentError)  # else raised by SQL's error()
+    both = _translated(cls, type(exc))
+    return both(message) if both is not None else cls(message)
+
+
+_CLASSES: dict[tuple[type, type], type | None] = {}
+
+
+def _translated(cls: type, duck: type) -> type | None:
+    if (cls, duck) not in _CLASSES:
+        try:
+            _CLASSES[cls, duck] = type(cls.__name__, (cls, duck), {"__module__": __name__})
+        except TypeError:  # incompatible layouts: the jammi class alone
+            _CLASSES[cls, duck] = None
+    return _CLASSES[cls, duck]
 
 
 def user_message(exc: BaseException) -> str | None:

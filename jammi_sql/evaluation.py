@@ -79,8 +79,10 @@ def evaluate_retrieval(
 ) -> dict:
     from .evaluate import retrieval_metrics
 
-    if k is None or k < 1:
-        raise InvalidArgumentError("k must be a positive number of documents, e.g. k := 10")
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise InvalidArgumentError(
+            f"k must be a whole number of at least 1, e.g. k := 10; got {k!r}"
+        )
     q_src = _id_text(ctx, queries, "query_id", "queries")
     c_src = _id_text(ctx, corpus, "doc_id", "corpus")
     r_src = get_source(ctx.catalog, qrels)
@@ -109,6 +111,11 @@ def evaluate_retrieval(
     q = ctx.catalog.execute(
         f"SELECT query_id::VARCHAR AS id, text FROM {relation(q_src)} WHERE text IS NOT NULL ORDER BY id"
     ).fetchnumpy()
+    if not relevant.keys() & set(q["id"]):
+        raise DataError(
+            f"qrels '{qrels}' name no relevant document (score > 0) for any query of '{queries}'; "
+            "nothing can be evaluated: fill the qrels with (query_id, doc_id, score) rows"
+        )
     ref = ctx.models.resolve(model)
     generate_text_embeddings(ctx, corpus, ref.model_id, ["text"], "doc_id")
     table = ctx.catalog.get_embedding_table(corpus, ref.model_id)

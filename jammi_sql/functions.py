@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import duckdb
 
+from .arguments import checked, count_arg, sql_literal
 from .config import DEFAULT_K, DEFAULT_METHOD, DEFAULT_SIMILARITY_COLUMNS, DEFAULT_TASK
 from .context import Context
 from .errors import InvalidArgumentError, NotFoundError
+from .udfs import free_suffix, register
 
 REQUIRED = object()
 SIMILARITY_TYPE = "STRUCT(spearman DOUBLE, pearson DOUBLE, n BIGINT)"
@@ -29,16 +31,6 @@ RETRIEVAL_TYPE = (
     "recall_at_100 DOUBLE, map_at_100 DOUBLE, n_queries BIGINT, skipped_queries BIGINT, k BIGINT, "
     "ndcg_at_k DOUBLE, mrr_at_k DOUBLE, recall_at_k DOUBLE)"
 )
-
-
-def sql_literal(value: Any) -> str:
-    if value is None:
-        return "NULL"
-    if isinstance(value, str):
-        return "'" + value.replace("'", "''") + "'"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(sql_literal(v) for v in value) + "]"
-    return str(value)
 
 
 @dataclass(frozen=True)
@@ -66,6 +58,7 @@ class SqlFunction:
     side_effects: bool = False
     sees_nulls: bool = False  # called with NULL arguments instead of returning NULL
     public: bool = True
+    writes: bool = False  # refused on a database opened read-only
 
     @property
     def has_macro(self) -> bool:
@@ -82,22 +75,32 @@ class SqlFunction:
         optional = [f" [, {p.name} := {sql_literal(p.default)}]" for p in self.params if p.optional]
         return f"{self.name}({', '.join(required)}{''.join(optional)})"
 
-    def macro_sql(self) -> str:
+    def macro_sql(self, suffix: str = "") -> str:
         heads = [
             p.name if not p.optional else f"{p.name} := {sql_literal(p.default)}"
             for p in self.params
         ]
         head = f"CREATE OR REPLACE TEMP MACRO {self.name}({', '.join(heads)}) AS"
         if self.table_sql is not None:
-            return f"{head} TABLE {self.table_sql}"
+            body = self.table_sql
+            for fn in FUNCTIONS:  # the internal functions it calls, as this connection named them
+                if fn.impl is not None and not fn.public:
+                    body = body.replace(f"{fn.udf_name}(", f"{fn.udf_name}{suffix}(")
+            return f"{head} TABLE {body}"
         args = ", ".join(p.passed_as.format(p.name) for p in self.params)
-        return f"{head} {self.udf_name}({args})"
+        return f"{head} {self.udf_name}{suffix}({args})"
 
 
 FUNCTIONS: list[SqlFunction] = []
 
 
 def sql_function(name: str, params: list[Param], returns, **options: Any):
+    if options.get("public", True):  # every argument's type checked by the macro
+        params = [
+            p if p.passed_as != "{}" else replace(p, passed_as=checked(name, p.name, p.type))
+            for p in params
+        ]
+
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
         doc = inspect.cleandoc(fn.__doc__ or "")
         FUNCTIONS.append(SqlFunction(name, tuple(params), returns, doc, fn, **options))
@@ -115,7 +118,8 @@ def _vector_type(ctx: Context) -> str:
 
 
 V, BIG, DBL, LIST = "VARCHAR", "BIGINT", "DOUBLE", "VARCHAR[]"
-WRITES = dict(side_effects=True, sees_nulls=True)
+WRITES = dict(side_effects=True, sees_nulls=True, writes=True)
+CHANGES = dict(side_effects=True, sees_nulls=True)  # the world, not the database
 
 
 # ---- sources and models ---------------------------------------------------------------
@@ -131,20 +135,30 @@ def add_source(ctx: Context, name, url, format):
     return f"source '{source.name}' added ({source.format}; columns: {', '.join(source.columns)})"
 
 
-@sql_function("remove_source", [Param("name", V)], V, side_effects=True)
-def remove_source(ctx: Context, name):
-    """Unregisters a source (its file or table is untouched)."""
+@sql_function("remove_source", [Param("name", V), Param("cascade", "BOOLEAN", False)], V, **WRITES)
+def remove_source(ctx: Context, name, cascade):
+    """Unregisters a source (its file or table is untouched); refuses while embedding tables
+    were built from it, unless `cascade := true` drops them too."""
     from .sources import remove_source as remove
 
-    remove(ctx.catalog, name)
-    return f"source '{name}' removed"
+    dropped = remove(ctx.catalog, name, bool(cascade))
+    return f"source '{name}' removed" + (f", with {', '.join(dropped)}" if dropped else "")
 
 
-@sql_function("register_model", [Param("model_id", V), Param("path", V)], V, side_effects=True)
+@sql_function("register_model", [Param("model_id", V), Param("path", V)], V, **WRITES)
 def register_model(ctx: Context, model_id, path):
     """Registers a local Hugging Face model folder under an id."""
     record = ctx.models.register(model_id, path)
     return f"model '{record.model_id}' registered ({record.dimensions} dimensions, {record.artifact_path})"
+
+
+@sql_function("remove_model", [Param("model_id", V)], V, **WRITES)
+def remove_model(ctx: Context, model_id):
+    """Unregisters a registered or fine-tuned model and deletes a fine-tuned model's files;
+    refuses while an embedding table, a fine-tuned model or a job depends on it."""
+    from .models import remove_model as remove
+
+    return remove(ctx.catalog, model_id, ctx.home)
 
 
 # ---- fine-tuning jobs -----------------------------------------------------------------
@@ -172,22 +186,29 @@ def fine_tune(ctx: Context, source, base_model, columns, method, task, config):
     )
 
 
-@sql_function("wait_job", [Param("job_id", V), Param("timeout_s", DBL, None)], V, **WRITES)
+@sql_function("wait_job", [Param("job_id", V), Param("timeout_s", DBL, None)], V, **CHANGES)
 def wait_job(ctx: Context, job_id, timeout_s):
     """Blocks until the job ends or the timeout passes; returns its status."""
     return ctx.jobs.wait(job_id, timeout_s)
 
 
-@sql_function("cancel_job", [Param("job_id", V)], V, side_effects=True)
+@sql_function("cancel_job", [Param("job_id", V)], V, **WRITES)
 def cancel_job(ctx: Context, job_id):
     """Stops a queued or running job; its partial artifacts are not registered."""
     return ctx.jobs.cancel(job_id)
 
 
-@sql_function("resume_job", [Param("job_id", V)], V, side_effects=True)
+@sql_function("resume_job", [Param("job_id", V)], V, **WRITES)
 def resume_job(ctx: Context, job_id):
     """Continues an interrupted job from its last checkpoint; returns its id."""
     return ctx.jobs.resume(job_id)
+
+
+@sql_function("delete_job", [Param("job_id", V)], V, **WRITES)
+def delete_job(ctx: Context, job_id):
+    """Removes an ended job's rows (jammi.jobs, jammi.job_metrics) and work files; a queued or
+    running job must be cancelled first. The model it produced stays."""
+    return ctx.jobs.delete(job_id)
 
 
 # ---- embeddings -----------------------------------------------------------------------
@@ -227,7 +248,7 @@ def embed_query(ctx: Context, model, text):
     [Param("source", V), Param("model", V), Param("columns", LIST), Param("key", V)],
     BIG,
     shows="BIGINT rows written",
-    side_effects=True,
+    **WRITES,
 )
 def generate_text_embeddings(ctx: Context, source, model, columns, key):
     """Materializes embeddings of a source's text columns into a table, incrementally (a
@@ -245,12 +266,24 @@ def embedding_table(ctx: Context, source, model):
     return embedding_table_for(ctx, source, model)
 
 
-@sql_function("jammi_query_vector", [Param("model", V), Param("text", V)], "FLOAT[]", public=False)
+@sql_function(
+    "jammi_query_vector",
+    [Param("model", V), Param("text", V)],
+    "FLOAT[]",
+    public=False,
+    sees_nulls=True,
+)
 def query_vector(ctx: Context, model, text):
     """A query embedding of any dimension, as a list (semantic_search's query side)."""
     from .infer import embed_texts
 
+    if text is None:
+        raise InvalidArgumentError("semantic_search needs a query text, not NULL")
     return embed_texts(ctx, model, [text], query=True)[0].tolist()
+
+
+def _text(param: str) -> str:
+    return checked("semantic_search", param, V).format(param)
 
 
 table_macro(
@@ -258,9 +291,10 @@ table_macro(
     [Param("source", V), Param("model", V), Param("query", V), Param("k", BIG, DEFAULT_K)],
     "table (key, column_name, text, score)",
     "Top-k rows of the table `generate_text_embeddings` built, by cosine similarity to the query.",
-    "SELECT key, column_name, text, "
-    "list_cosine_similarity(embedding::FLOAT[], jammi_query_vector(model, query)) AS score "
-    "FROM query_table(jammi_embedding_table(source, model)) ORDER BY score DESC LIMIT k",
+    "SELECT key, column_name, text, list_cosine_similarity(embedding::FLOAT[], "
+    f"jammi_query_vector({_text('model')}, {_text('query')})) AS score FROM query_table("
+    f"jammi_embedding_table({_text('source')}, {_text('model')})) ORDER BY score DESC LIMIT "
+    + count_arg("k"),
 )
 
 
@@ -270,7 +304,7 @@ table_macro(
     [Param("model", V), Param("source", V), Param("columns", LIST, DEFAULT_SIMILARITY_COLUMNS)],
     SIMILARITY_TYPE,
     shows="STRUCT(spearman, pearson, n)",
-    **WRITES,
+    **CHANGES,
 )
 def evaluate_similarity(ctx: Context, model, source, columns):
     """Spearman and Pearson correlation of cosine similarity with the gold score over
@@ -285,7 +319,7 @@ def evaluate_similarity(ctx: Context, model, source, columns):
 @sql_function(
     "evaluate_retrieval",
     [Param("model", V), Param("queries", V), Param("corpus", V), Param("qrels", V)]
-    + [Param("k", BIG, DEFAULT_K), Param("per_query", V, None)],
+    + [Param("k", BIG, DEFAULT_K, passed_as=count_arg("{0}")), Param("per_query", V, None)],
     RETRIEVAL_TYPE,
     shows="STRUCT(ndcg_at_10, mrr_at_10, recall_at_1, recall_at_10, recall_at_100, map_at_100, n_queries, ...)",
     **WRITES,
@@ -304,47 +338,16 @@ def evaluate_retrieval(ctx: Context, model, queries, corpus, qrels, k, per_query
 
 
 # ---- installing -----------------------------------------------------------------------
-def _udf(ctx: Context, fn: SqlFunction) -> Callable:
-    def call(*args):
-        return fn.impl(ctx, *args)
-
-    call.__name__ = fn.udf_name
-    call.__doc__ = fn.doc
-    # DuckDB counts the parameters of the callable it is given
-    call.__signature__ = inspect.Signature(
-        [inspect.Parameter(p.name, inspect.Parameter.POSITIONAL_ONLY) for p in fn.params]
-    )
-    return call
-
-
-def register(con: duckdb.DuckDBPyConnection, ctx: Context, fn: SqlFunction) -> None:
-    if fn.impl is None:
-        return
-    returns = fn.returns(ctx) if callable(fn.returns) else fn.returns
-    try:
-        con.remove_function(fn.udf_name)
-    except (duckdb.InvalidInputException, duckdb.CatalogException):
-        pass
-    con.create_function(
-        fn.udf_name,
-        _udf(ctx, fn),
-        [duckdb.sqltype(p.type) for p in fn.params],
-        duckdb.sqltype(returns),
-        type="arrow" if fn.arrow else "native",
-        null_handling="special" if fn.sees_nulls else "default",
-        side_effects=fn.side_effects,
-    )
-
-
-def macros_sql() -> str:
+def macros_sql(suffix: str = "") -> str:
     """The TEMP macros (named, defaulted arguments), generated from the registry."""
-    return "\n".join(fn.macro_sql() + ";" for fn in FUNCTIONS if fn.has_macro)
+    return "\n".join(fn.macro_sql(suffix) + ";" for fn in FUNCTIONS if fn.has_macro)
 
 
 def install_functions(con: duckdb.DuckDBPyConnection, ctx: Context) -> None:
+    ctx.suffix = free_suffix(con, next(fn.udf_name for fn in FUNCTIONS if fn.impl))
     for fn in FUNCTIONS:
         register(con, ctx, fn)
-    con.execute(macros_sql())
+    con.execute(macros_sql(ctx.suffix))
 
 
 def sync_dimensions(con: duckdb.DuckDBPyConnection, ctx: Context) -> None:

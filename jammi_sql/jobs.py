@@ -1,9 +1,14 @@
-"""JobRunner: submit, worker, progress, cancel, resume.
+"""JobRunner: submit, worker, progress, cancel, resume, delete.
 
 ``submit`` validates everything on the caller's thread and writes a ``queued`` row only
 when all is well. A worker thread with its own DuckDB cursor then trains, one job at a
 time by default, writing progress to ``jammi.jobs`` and ``jammi.job_metrics``; those writes
 commit on their own, so any client sees them while the job runs.
+
+A job lives only in the process that runs it. Jobs a gone process left queued or running are
+marked ``interrupted`` when a database opens (``Catalog.mark_interrupted``); at interpreter
+exit or on close, ``shutdown`` marks this process's unfinished jobs ``interrupted`` (a running
+one keeps its checkpoint); ``resume`` continues either kind.
 """
 
 from __future__ import annotations
@@ -18,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import artifacts, progress
-from .catalog import Catalog, JobRecord, ModelRecord
-from .checks import check_rows, data_kind, read_rows
+from .catalog import GONE, LIVE_JOBS, UNFINISHED, Catalog, JobRecord, ModelRecord
+from .checks import check_not_text_scores, check_rows, data_kind, read_rows
 from .config import (
     FineTuneConfig,
     adapter_type_for,
@@ -35,9 +40,7 @@ FINAL = ("succeeded", "failed", "cancelled")
 POLL_S = 0.5  # how often wait_job refreshes the progress it shows
 PROGRESS_STEPS = 1000
 
-# Jobs running in this process, across every database opened here: a second connection to
-# the same file must not mistake them for jobs a dead process left behind.
-_LIVE: set[str] = set()
+_LIVE = LIVE_JOBS  # jobs queued or running in this process (see catalog.mark_interrupted)
 
 
 @dataclass
@@ -61,7 +64,6 @@ class JobRunner:
         self._lock = threading.Lock()
         self._shutdown = False
         self._cancelled: set[str] = set()  # stopped by cancel_job, not by closing the database
-        self._mark_interrupted()
         self._workers = [
             threading.Thread(target=self._work, name=f"jammi-job-worker-{i}", daemon=True)
             for i in range(max(1, max_concurrent))
@@ -90,6 +92,8 @@ class JobRunner:
             )
         src = get_source(self.catalog, source)
         kind = data_kind(src, list(columns or []))
+        if kind == "triplets":
+            check_not_text_scores(self.catalog, src, list(columns), config.embedding_loss)
         loss = resolve_loss(kind, config.embedding_loss)
         ref = self._base_model(base_model)
         check_for_shape(config, adapter_type_for(method, config), hidden_size(ref.folder))
@@ -126,6 +130,10 @@ class JobRunner:
 
     # ---- controlling --------------------------------------------------------------
     def get(self, job_id: str) -> JobRecord:
+        if not isinstance(job_id, str) or not job_id.strip():
+            raise InvalidArgumentError(
+                "a job id is required; SELECT job_id, status FROM jammi.jobs lists them"
+            )
         job = self.catalog.get_job(job_id)
         if job is None:
             raise NotFoundError(
@@ -185,8 +193,32 @@ class JobRunner:
         self._enqueue(_Plan(job_id, resume=True))
         return job_id
 
+    def delete(self, job_id: str) -> str:
+        """Remove an ended job's rows and work files; the model it produced stays."""
+        job = self.get(job_id)
+        if job.status in UNFINISHED or job_id in _LIVE:
+            raise JobStateError(
+                f"job '{job_id}' is {job.status}; stop it first with cancel_job('{job_id}'), "
+                "then delete_job"
+            )
+        self.catalog.delete_job(job_id)
+        artifacts.remove_job_files(self.home, job_id)
+        kept = (
+            f"; its model '{job.model_id}' stays (remove_model removes it)" if job.model_id else ""
+        )
+        return f"job '{job_id}' deleted{kept}"
+
+    def unfinished(self) -> list[str]:
+        """Ids of the jobs this runner has queued or running."""
+        with self._lock:
+            mine = [j for j, done in self._done.items() if not done.is_set()]
+        return [j for j in mine if j in _LIVE]
+
     def shutdown(self) -> None:
-        """Stop workers; a running job keeps its checkpoint and shows as interrupted."""
+        """Stop workers; a running job keeps its checkpoint and shows as interrupted, and
+        so does a queued one (resume_job starts it)."""
+        if self._shutdown:
+            return
         self._shutdown = True
         with self._lock:
             flags = list(self._stop_flags.values())
@@ -199,6 +231,7 @@ class JobRunner:
 
     # ---- the worker ---------------------------------------------------------------
     def _enqueue(self, plan: _Plan) -> None:
+        _LIVE.add(plan.job_id)
         self._done_event(plan.job_id)
         self._stop_event(plan.job_id)
         self._queue.put(plan)
@@ -211,15 +244,6 @@ class JobRunner:
         with self._lock:
             return self._stop_flags.setdefault(job_id, threading.Event())
 
-    def _mark_interrupted(self) -> None:
-        for job in self.catalog.jobs():
-            if job.status in ("running", "queued") and job.job_id not in _LIVE:
-                self.catalog.update_job(
-                    job.job_id,
-                    status="interrupted",
-                    error="the process running this job stopped; resume_job continues it",
-                )
-
     def _work(self) -> None:
         while True:
             plan = self._queue.get()
@@ -230,10 +254,11 @@ class JobRunner:
                 if plan.job_id in self._cancelled:
                     pass  # cancel_job already marked it
                 elif self._shutdown:
-                    self._finish(plan.job_id, "interrupted")
+                    self._finish(plan.job_id, "interrupted", error=GONE)
                 else:
                     self._run(plan, stop)
             finally:
+                _LIVE.discard(plan.job_id)
                 self._done_event(plan.job_id).set()
 
     def _finish(self, job_id: str, status: str, **values) -> None:
@@ -241,13 +266,12 @@ class JobRunner:
             job_id, status=status, finished_at=_now() if status in FINAL else None, **values
         )
 
-    def _run(self, plan: _Plan, stop: threading.Event) -> None:
+    def _train(self, plan: _Plan, stop: threading.Event) -> None:
         from .data import make_training_set
         from .train import Cancelled, run_training
 
         job = self.get(plan.job_id)
         cfg = FineTuneConfig.from_mapping(job.config)
-        _LIVE.add(job.job_id)
         self.catalog.update_job(
             job.job_id, status="running", started_at=job.started_at or _now(), error=None
         )
@@ -271,22 +295,34 @@ class JobRunner:
             )
             self._publish(job, cfg, base, result)
         except Cancelled:
-            cancelled = job.job_id in self._cancelled
-            artifacts.remove_job_files(self.home, job.job_id, keep_checkpoint=not cancelled)
-            if cancelled:
-                self._finish(job.job_id, "cancelled")
-            else:
-                self._finish(
-                    job.job_id,
-                    "interrupted",
-                    error="the database was closed while this job ran; resume_job continues it",
-                )
+            self._stopped(job.job_id)
+        except Exception:
+            if not self._shutdown:
+                raise
+            # the process is exiting: whatever broke (a thread pool already shut down, an
+            # import refused) broke because of that, so the job is interrupted, not failed
+            self._stopped(job.job_id)
+
+    def _stopped(self, job_id: str) -> None:
+        """A job stopped by cancel_job, or by the database closing (it can be resumed)."""
+        cancelled = job_id in self._cancelled
+        artifacts.remove_job_files(self.home, job_id, keep_checkpoint=not cancelled)
+        if cancelled:
+            self._finish(job_id, "cancelled")
+        else:
+            self._finish(
+                job_id,
+                "interrupted",
+                error="the database was closed while this job ran; resume_job continues it",
+            )
+
+    def _run(self, plan: _Plan, stop: threading.Event) -> None:
+        try:
+            self._train(plan, stop)
         except JammiError as e:
-            self._fail(job.job_id, str(e))
+            self._fail(plan.job_id, str(e))
         except Exception as e:  # a bug or an environment problem: say what it was
-            self._fail(job.job_id, f"jammi: training failed: {type(e).__name__}: {e}")
-        finally:
-            _LIVE.discard(job.job_id)
+            self._fail(plan.job_id, f"jammi: training failed: {type(e).__name__}: {e}")
 
     def _record_progress(self, job_id: str, p) -> None:
         total = max(p.total_steps, 1)

@@ -10,10 +10,13 @@ from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
 
-from .errors import NotFoundError
+from .errors import InUseError, InvalidArgumentError, NotFoundError
 
 BUNDLED_ID = "sentence-transformers/all-MiniLM-L6-v2"
 ALIASES = {"all-MiniLM-L6-v2": BUNDLED_ID}
+MAX_ID = 1000  # longer is no model id nor a path (checked before touching the filesystem)
+WEIGHT_PATTERNS = ("*.safetensors", "*.bin")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "spiece.model")
 
 
 def canonical_id(model_id: str) -> str:
@@ -33,8 +36,33 @@ def bundled_model_folder() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "model"
 
 
+def check_id(model_id: object, what: str = "a model id") -> str:
+    """A model id must be a non-empty string of at most MAX_ID characters."""
+    if not isinstance(model_id, str) or not model_id.strip():
+        raise NotFoundError(f"{what} is required, e.g. 'all-MiniLM-L6-v2'")
+    if len(model_id) > MAX_ID:
+        raise InvalidArgumentError(
+            f"{what} of {len(model_id):,} characters is too long (at most {MAX_ID}); give a "
+            "model id or a model folder path"
+        )
+    return model_id
+
+
 def is_model_folder(path: Path) -> bool:
-    return path.is_dir() and (path / "config.json").is_file()
+    try:
+        return path.is_dir() and (path / "config.json").is_file()
+    except OSError:  # a name too long for the filesystem is no folder
+        return False
+
+
+def missing_model_files(folder: Path) -> list[str]:
+    """What a Hugging Face model folder lacks to be loaded: weights, a tokenizer."""
+    missing = []
+    if not any(any(folder.glob(p)) for p in WEIGHT_PATTERNS):
+        missing.append("weights (*.safetensors or *.bin)")
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        missing.append("a tokenizer (tokenizer.json or vocab.txt)")
+    return missing
 
 
 def hf_cache_folder(model_id: str) -> Path | None:
@@ -102,9 +130,7 @@ class ModelRegistry:
         return sorted({BUNDLED_ID, *ALIASES, *(m.model_id for m in self.catalog.models())})
 
     def resolve(self, model_id: str) -> ModelRef:
-        if not isinstance(model_id, str) or not model_id.strip():
-            raise NotFoundError("a model id is required, e.g. 'all-MiniLM-L6-v2'")
-        model_id = canonical_id(model_id)
+        model_id = canonical_id(check_id(model_id))
         record = self.catalog.get_model(model_id)
         if record is not None and record.kind == "fine_tuned":
             path = Path(record.artifact_path or "")
@@ -130,7 +156,7 @@ class ModelRegistry:
 
     def note_used(self, ref: ModelRef) -> None:
         """List a base model in ``jammi.models`` once it has been used successfully."""
-        if ref.model_id in self._noted:
+        if ref.model_id in self._noted or self.catalog.read_only:
             return
         if ref.kind == "base" and self.catalog.get_model(ref.model_id) is None:
             origin = (
@@ -150,20 +176,32 @@ class ModelRegistry:
         self._noted.add(ref.model_id)
 
     def register(self, model_id: str, path: str) -> ModelRecord:
-        from .errors import AlreadyExistsError, InvalidArgumentError
+        from .errors import AlreadyExistsError
 
-        if not model_id or not isinstance(model_id, str):
+        if not model_id or not isinstance(model_id, str) or not model_id.strip():
             raise InvalidArgumentError(
                 "register_model needs a model id, e.g. register_model('my-model', '/path')"
             )
+        check_id(model_id)
+        if not path or not isinstance(path, str) or not path.strip():
+            raise InvalidArgumentError(
+                "register_model needs the path of a model folder, e.g. register_model('my-model', '/path')"
+            )
+        check_id(path, "a model folder path")
+        if canonical_id(model_id) == BUNDLED_ID:
+            raise AlreadyExistsError(f"'{model_id}' is the bundled model's id; choose another id")
         folder = Path(path).expanduser().resolve()
         if not is_model_folder(folder):
             raise NotFoundError(
                 f"'{path}' is not a Hugging Face model folder (no config.json there); give the folder "
                 "that holds config.json, the weights and the tokenizer"
             )
-        if canonical_id(model_id) == BUNDLED_ID:
-            raise AlreadyExistsError(f"'{model_id}' is the bundled model's id; choose another id")
+        missing = missing_model_files(folder)
+        if missing:
+            raise NotFoundError(
+                f"'{path}' is not a complete model folder: it has no {' and no '.join(missing)}; "
+                "give the folder that holds config.json, the weights and the tokenizer"
+            )
         existing = self.catalog.get_model(model_id)
         if existing is not None:
             if existing.origin == "registered" and existing.artifact_path == str(folder):
@@ -180,6 +218,40 @@ class ModelRegistry:
         )
         self.catalog.add_model(record)
         return record
+
+
+def remove_model(catalog, model_id: str, home: Path) -> str:
+    """Unregister a model; a fine-tuned model's folder is deleted, a registered folder is not.
+
+    Refused, naming them, while an embedding table, another fine-tuned model or an
+    unfinished job depends on it.
+    """
+    model_id = canonical_id(check_id(model_id))
+    if model_id == BUNDLED_ID:
+        raise InvalidArgumentError(f"'{model_id}' is the bundled model; it cannot be removed")
+    record = catalog.get_model(model_id)
+    if record is None:
+        known = ", ".join(m.model_id for m in catalog.models()) or "none yet"
+        raise NotFoundError(f"no model '{model_id}' is in jammi.models; known models: {known}")
+    users = [t.table_name for t in catalog.embedding_tables(model_id=model_id)]
+    users += [f"model '{m.model_id}'" for m in catalog.models() if m.base_model_id == model_id]
+    users += [
+        f"job {j.job_id}"
+        for j in catalog.jobs()
+        if j.base_model == model_id and j.status in ("queued", "running", "interrupted")
+    ]
+    if users:
+        raise InUseError(
+            f"model '{model_id}' is used by {', '.join(users)}; remove those first (DROP TABLE "
+            "... and DELETE FROM jammi.embedding_tables, remove_model, cancel_job or delete_job)"
+        )
+    catalog.remove_model(model_id)
+    if record.kind == "fine_tuned" and record.artifact_path:
+        from .artifacts import remove_model_folder
+
+        remove_model_folder(home, Path(record.artifact_path))
+        return f"model '{model_id}' removed, with its files"
+    return f"model '{model_id}' unregistered (its folder {record.artifact_path} is untouched)"
 
 
 from .catalog import ModelRecord  # noqa: E402  (records are a leaf of the state layer)

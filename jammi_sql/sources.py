@@ -12,8 +12,8 @@ import re
 
 import duckdb
 
-from .catalog import Catalog, Source
-from .errors import AlreadyExistsError, DataError, InvalidArgumentError, NotFoundError
+from .catalog import UNFINISHED, Catalog, Source
+from .errors import AlreadyExistsError, DataError, InUseError, InvalidArgumentError, NotFoundError
 
 FORMATS = ("csv", "tsv", "parquet", "json", "jsonl", "table", "query")
 _EXTENSIONS = {
@@ -27,6 +27,7 @@ _EXTENSIONS = {
     ".ndjson": "jsonl",
 }
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MAX_NAME = 64
 TEXT_TYPES = ("VARCHAR",)
 NUMERIC_TYPES = (
     "TINYINT",
@@ -123,9 +124,14 @@ def describe(con: duckdb.DuckDBPyConnection, source: Source) -> tuple[list[str],
 
 def add_source(catalog: Catalog, name: str, url: str, format: str | None = None) -> Source:
     """Validate and register a source; nothing is written unless it can be read."""
-    if not name or not _NAME.match(name):
+    if name is None or not str(name).strip():
         raise InvalidArgumentError(
-            f"source name '{name}' is invalid; use letters, digits and '_' (starting with a letter)"
+            "add_source needs a source name, e.g. add_source('training', 'data/pairs.csv')"
+        )
+    if len(name) > MAX_NAME or not _NAME.match(name):
+        raise InvalidArgumentError(
+            f"source name '{name[:80]}' is invalid; use up to {MAX_NAME} letters, digits and '_' "
+            "(starting with a letter or '_')"
         )
     if catalog.get_source(name) is not None:
         raise AlreadyExistsError(
@@ -161,10 +167,31 @@ def add_source(catalog: Catalog, name: str, url: str, format: str | None = None)
     return source
 
 
-def remove_source(catalog: Catalog, name: str) -> None:
-    """Unregister a source; its data (file, table) is untouched."""
-    get_source(catalog, name)
-    catalog.remove_source(name)
+def remove_source(catalog: Catalog, name: str, cascade: bool = False) -> list[str]:
+    """Unregister a source; its data (file, table) is untouched. Embedding tables built from
+    it are refused, naming them, unless ``cascade`` drops them too. Returns those dropped."""
+    if not name:
+        raise InvalidArgumentError(
+            "remove_source needs a source name, e.g. remove_source('training')"
+        )
+    if catalog.get_source(name) is None:
+        get_source(catalog, name)  # the unknown-source error, listing the known ones
+    waiting = (*UNFINISHED, "interrupted")  # an interrupted job reads it again on resume
+    busy = [j.job_id for j in catalog.jobs() if j.source == name and j.status in waiting]
+    if busy:
+        raise InUseError(
+            f"source '{name}' is read by unfinished job {', '.join(busy)}; wait for it, or "
+            f"cancel_job('{busy[0]}') (delete_job for an interrupted one) first"
+        )
+    tables = catalog.embedding_tables(source=name)
+    if tables and not cascade:
+        names = ", ".join(t.table_name for t in tables)
+        raise InUseError(
+            f"source '{name}' has embedding tables built from it ({names}); drop them with it: "
+            f"SELECT remove_source('{name}', cascade := true)"
+        )
+    catalog.remove_source(name, tables)
+    return [t.table_name for t in tables]
 
 
 def get_source(catalog: Catalog, name: str) -> Source:

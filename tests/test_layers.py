@@ -15,7 +15,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "jammi_sql"
 ORDER = ["surface", "state", "engine", "artifacts", "leaf"]
 LAYERS = {
-    "surface": {"__init__", "functions", "database", "cli", "demo", "display", "server"},
+    "surface": {"__init__", "functions", "database", "cli", "demo", "display", "server"}
+    | {"relation", "arguments", "udfs"},
     "state": {"context", "catalog", "jobs", "models", "sources", "embeddings", "evaluation"}
     | {"infer", "progress", "checks"},
     "engine": {"encoder", "encoders", "lora", "head", "data", "train", "trainee", "evaluate"}

@@ -1,0 +1,237 @@
+"""User mistakes across every SQL function: each is a `jammi:` error naming the fix, and the
+catalog tables and the home folder are exactly as before the call."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import catalog_snapshot
+
+import jammi_sql
+
+LONG = "repeat('x', 100000)"
+FT = "fine_tune('pairs', 'tiny', ['text_a', 'text_b', 'score']"
+
+
+@pytest.fixture
+def world(db, tmp_path):
+    """Sources of every shape a mistake needs, and one embedding table (corpus, tiny)."""
+    run = lambda sql: db.sql(sql).fetchall() if db.sql(sql) is not None else None  # noqa: E731
+    for sql in [
+        "CREATE TABLE pairs AS SELECT 'the cat ' || i AS text_a, 'a dog ' || i AS text_b, "
+        "(i % 5) / 5 AS score FROM range(20) r(i)",
+        "CREATE TABLE blanks AS SELECT CASE WHEN i = 3 THEN '  ' ELSE 'the cat ' || i END AS "
+        "text_a, 'a dog ' || i AS text_b, 0.5 AS score FROM range(20) r(i)",
+        "CREATE TABLE textscore AS SELECT text_a, text_b, score::VARCHAR AS score FROM pairs",
+        "CREATE TABLE numtext AS SELECT text_a, text_b, score::VARCHAR AS third FROM pairs",
+        "CREATE TABLE tiny_src AS SELECT * FROM pairs LIMIT 2",
+        "CREATE TABLE corpus AS SELECT i AS doc_id, 'document ' || i AS text, i AS n "
+        "FROM range(10) r(i)",
+        "CREATE TABLE dupkeys AS SELECT i % 3 AS id, 'text ' || i AS text FROM range(10) r(i)",
+        "CREATE TABLE nullkeys AS SELECT CASE WHEN i = 1 THEN NULL ELSE i END AS id, "
+        "'text ' || i AS text FROM range(10) r(i)",
+        "CREATE TABLE queries AS SELECT i AS query_id, 'query ' || i AS text FROM range(3) r(i)",
+        "CREATE TABLE qrels_empty (query_id BIGINT, doc_id BIGINT, score DOUBLE)",
+        "CREATE TABLE qrels_missing AS SELECT 0 AS query_id, 99 AS doc_id, 1.0 AS score",
+    ]:
+        db.con.execute(sql)
+    for name in ["pairs", "blanks", "textscore", "numtext", "tiny_src", "corpus", "dupkeys"]:
+        run(f"SELECT add_source('{name}', '{name}')")
+    for name in ["nullkeys", "queries", "qrels_empty", "qrels_missing"]:
+        run(f"SELECT add_source('{name}', '{name}')")
+    run("SELECT generate_text_embeddings('corpus', 'tiny', ['text'], 'doc_id')")
+    half = tmp_path / "half-model"
+    half.mkdir()
+    (half / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": 32}))
+    (tmp_path / "data.xyz").write_text("a,b\n1,2\n")
+    db.half, db.tmp = str(half), str(tmp_path)
+    return db
+
+
+MISTAKES = [
+    # add_source
+    ("SELECT add_source(NULL, 'pairs')", "add_source needs a source name"),
+    ("SELECT add_source('bad name', 'pairs')", "source name 'bad name' is invalid"),
+    ("SELECT add_source(repeat('s', 100), 'pairs')", "is invalid; use up to 64"),
+    ("SELECT add_source('pairs', 'pairs')", "source 'pairs' already exists"),
+    ("SELECT add_source('s', NULL)", "add_source needs a url"),
+    ("SELECT add_source('s', '')", "add_source needs a url"),
+    ("SELECT add_source('s', '/no/such/file.csv')", "no file matches"),
+    ("SELECT add_source('s', '{tmp}/data.xyz')", "unsupported file format '.xyz'"),
+    ("SELECT add_source('s', 'pairs', format := 'excel')", "unsupported format 'excel'"),
+    ("SELECT add_source('s', 'no_such_table')", "is neither a file nor a table"),
+    ("SELECT add_source('s', 'SELECT * FROM nope', format := 'query')", "cannot read source 's'"),
+    # remove_source
+    ("SELECT remove_source('nope')", "unknown source 'nope'"),
+    ("SELECT remove_source(NULL)", "remove_source needs a source name"),
+    ("SELECT remove_source('corpus')", "has embedding tables built from it (jammi.emb_corpus__"),
+    ("SELECT remove_source('corpus')", "remove_source('corpus', cascade := true)"),
+    # register_model
+    ("SELECT register_model('m', '/no/such/folder')", "is not a Hugging Face model folder"),
+    ("SELECT register_model('m', '{half}')", "it has no weights (*.safetensors or *.bin)"),
+    ("SELECT register_model('m', '{half}')", "and no a tokenizer"),
+    ("SELECT register_model('all-MiniLM-L6-v2', '{half}')", "the bundled model's id"),
+    ("SELECT register_model(NULL, '{half}')", "register_model needs a model id"),
+    ("SELECT register_model('m', NULL)", "register_model needs the path of a model folder"),
+    (f"SELECT register_model({LONG}, '{{half}}')", "of 100,000 characters is too long"),
+    (f"SELECT register_model('m', {LONG})", "a model folder path of 100,000 characters"),
+    # remove_model
+    ("SELECT remove_model('nope')", "no model 'nope' is in jammi.models"),
+    ("SELECT remove_model('all-MiniLM-L6-v2')", "is the bundled model; it cannot be removed"),
+    ("SELECT remove_model('tiny')", "model 'tiny' is used by jammi.emb_corpus__tiny"),
+    ("SELECT remove_model(NULL)", "a model id is required"),
+    (f"SELECT remove_model({LONG})", "too long (at most 1000)"),
+    # fine_tune
+    ("SELECT fine_tune('nope', 'tiny', ['text_a', 'text_b', 'score'])", "unknown source 'nope'"),
+    ("SELECT fine_tune('pairs', 'nope', ['text_a', 'text_b', 'score'])", "unknown model 'nope'"),
+    (f"SELECT fine_tune('pairs', {LONG}, ['text_a', 'text_b'])", "too long (at most 1000)"),
+    ("SELECT fine_tune('pairs', 'tiny', ['text_a', 'text_c'])", "has no column 'text_c'"),
+    ("SELECT fine_tune('pairs', 'tiny', ['text_a'])", "columns must name 2 or 3"),
+    ("SELECT fine_tune('pairs', 'tiny', ['text_a', 'text_a'])", "columns must name 2 or 3"),
+    ("SELECT fine_tune(NULL, 'tiny', ['text_a', 'text_b'])", "needs a source, a base model"),
+    (f"SELECT {FT}, method := 'qlora')", "unknown method 'qlora'"),
+    (f"SELECT {FT}, task := 'classification')", "task"),
+    (f"SELECT {FT}, config := {{'epoch': 2}})", "unknown config key 'epoch'"),
+    (f"SELECT {FT}, config := '{{\"epochs\": 2')", "config is not valid JSON"),
+    (f"SELECT {FT}, config := {{'epochs': -1}})", "epochs"),
+    (f"SELECT {FT}, config := {{'learning_rate': 'fast'}})", "learning_rate"),
+    (f"SELECT {FT}, config := {{'model_name': {LONG}}})", "at most 200 characters"),
+    (f"SELECT {FT}, config := {{'model_name': '../up'}})", "model_name"),
+    (
+        "SELECT fine_tune('blanks', 'tiny', ['text_a', 'text_b', 'score'])",
+        "has 1 empty or whitespace-only texts",
+    ),
+    (
+        "SELECT fine_tune('textscore', 'tiny', ['text_a', 'text_b', 'score'])",
+        "column 'score' of source 'textscore' is text (VARCHAR)",
+    ),
+    (
+        "SELECT fine_tune('numtext', 'tiny', ['text_a', 'text_b', 'third'])",
+        "CAST(third AS DOUBLE)",
+    ),
+    ("SELECT fine_tune('tiny_src', 'tiny', ['text_a', 'text_b', 'score'])", "too few to train"),
+    ("SELECT fine_tune('corpus', 'tiny', ['text', 'n'])", "not text"),
+    # jobs
+    ("SELECT wait_job('nope')", "unknown job 'nope'"),
+    ("SELECT wait_job(NULL)", "a job id is required"),
+    ("SELECT cancel_job('nope')", "unknown job 'nope'"),
+    ("SELECT resume_job('nope')", "unknown job 'nope'"),
+    ("SELECT delete_job('nope')", "unknown job 'nope'"),
+    ("SELECT delete_job(NULL)", "a job id is required"),
+    # embed, embed_query
+    ("SELECT embed('tiny', 42)", "embed's text must be text (VARCHAR), not INTEGER"),
+    ("SELECT embed('tiny', n) FROM corpus", "not BIGINT; cast it"),
+    ("SELECT embed(42, 'hello')", "embed's model must be text"),
+    ("SELECT embed('nope', 'hello')", "unknown model 'nope'"),
+    (f"SELECT embed({LONG}, 'hello')", "too long (at most 1000)"),
+    ("SELECT embed_query('tiny', [1, 2])", "embed_query's text must be text"),
+    ("SELECT embed_query('/no/such/model', 'hello')", "unknown model '/no/such/model'"),
+    ("SELECT add_source('s', repeat('x', 100000))", "...(100,000 characters)"),
+    ("SELECT add_source('s', repeat('x', 100000) || '.csv')", "no file matches"),
+    ("SELECT generate_text_embeddings('corpus', 'tiny', ['text', 'text'], 'doc_id')", "twice"),
+    ("SELECT * FROM semantic_search('corpus', 'tiny', NULL)", "needs a query text, not NULL"),
+    # types DuckDB's binder would refuse with no hint
+    ("SELECT add_source(42, 'pairs')", "add_source's name must be text (VARCHAR), not INTEGER"),
+    ("SELECT add_source('s', 42)", "cast it, e.g. url::VARCHAR"),
+    ("SELECT remove_source('corpus', cascade := 'yes')", "cascade must be true or false"),
+    ("SELECT register_model('m', 42)", "register_model's path must be text"),
+    ("SELECT fine_tune('pairs', 'tiny', 'text_a')", "fine_tune's columns must be a list of names"),
+    (f"SELECT {FT}, method := 1)", "fine_tune's method must be text"),
+    ("SELECT wait_job('nope', 'soon')", "wait_job's timeout_s must be a number, e.g. 60"),
+    ("SELECT cancel_job(42)", "cancel_job's job_id must be text"),
+    ("SELECT generate_text_embeddings('corpus', 'tiny', 'text', 'doc_id')", "a list of names"),
+    ("SELECT generate_text_embeddings('corpus', 'tiny', [1], 'doc_id')", "not INTEGER[]"),
+    ("SELECT generate_text_embeddings('corpus', 'tiny', ['text'], 1)", "key must be text"),
+    ("SELECT * FROM semantic_search('corpus', 'tiny', 42)", "semantic_search's query must be"),
+    ("SELECT * FROM semantic_search(42, 'tiny', 'q')", "semantic_search's source must be"),
+    ("SELECT evaluate_similarity('tiny', 'pairs', 'text_a')", "columns must be a list of names"),
+    (
+        "SELECT evaluate_retrieval('tiny', 'queries', 'corpus', 'qrels_missing', per_query := 1)",
+        "per_query must be text",
+    ),
+    # generate_text_embeddings
+    ("SELECT generate_text_embeddings('nope', 'tiny', ['text'], 'id')", "unknown source 'nope'"),
+    ("SELECT generate_text_embeddings('corpus', 'nope', ['text'], 'doc_id')", "unknown model"),
+    ("SELECT generate_text_embeddings('corpus', 'tiny', ['text'], 'id')", "has no column 'id'"),
+    ("SELECT generate_text_embeddings('corpus', 'tiny', ['n'], 'doc_id')", "is BIGINT, not text"),
+    ("SELECT generate_text_embeddings('corpus', 'tiny', [], 'doc_id')", "at least one text"),
+    ("SELECT generate_text_embeddings('dupkeys', 'tiny', ['text'], 'id')", "duplicate values"),
+    ("SELECT generate_text_embeddings('nullkeys', 'tiny', ['text'], 'id')", "has 1 NULL values"),
+    ("SELECT generate_text_embeddings('corpus', 'tiny', ['text'], 'n')", "was built with key"),
+    # semantic_search
+    ("SELECT * FROM semantic_search('corpus', 'tiny', 'doc', k := 0)", "k must be at least 1"),
+    ("SELECT * FROM semantic_search('corpus', 'tiny', 'doc', k := -3)", "got -3"),
+    ("SELECT * FROM semantic_search('corpus', 'tiny', 'doc', k := 'ten')", "whole number"),
+    ("SELECT * FROM semantic_search('corpus', 'tiny', 'doc', k := 2.5)", "whole number"),
+    ("SELECT * FROM semantic_search('pairs', 'tiny', 'doc')", "has no embeddings for model"),
+    ("SELECT * FROM semantic_search('nope', 'tiny', 'doc')", "unknown source 'nope'"),
+    ("SELECT * FROM semantic_search('corpus', 'nope', 'doc')", "unknown model 'nope'"),
+    # evaluate_similarity
+    ("SELECT evaluate_similarity('tiny', 'nope')", "unknown source 'nope'"),
+    ("SELECT evaluate_similarity('tiny', 'textscore')", "not a number"),
+    ("SELECT evaluate_similarity('tiny', 'pairs', ['text_a', 'text_b'])", "needs 3 columns"),
+    ("SELECT evaluate_similarity('nope', 'pairs')", "unknown model 'nope'"),
+    # evaluate_retrieval
+    (
+        "SELECT evaluate_retrieval('tiny', 'queries', 'corpus', 'qrels_empty')",
+        "name no relevant document (score > 0)",
+    ),
+    (
+        "SELECT evaluate_retrieval('tiny', 'queries', 'corpus', 'qrels_missing')",
+        "point at documents missing from corpus",
+    ),
+    ("SELECT evaluate_retrieval('tiny', 'queries', 'corpus', 'pairs', k := 0)", "at least 1"),
+    ("SELECT evaluate_retrieval('tiny', 'queries', 'corpus', NULL)", "needs a model"),
+    ("SELECT evaluate_retrieval('tiny', 'nope', 'corpus', 'qrels_empty')", "unknown source"),
+]
+
+
+@pytest.mark.parametrize("sql, message", MISTAKES, ids=[f"{i}" for i in range(len(MISTAKES))])
+def test_a_mistake_is_a_jammi_error_that_changes_nothing(world, sql, message):
+    before = catalog_snapshot(world)
+    with pytest.raises(Exception, match="jammi: ") as err:
+        world.sql(sql.replace("{half}", world.half).replace("{tmp}", world.tmp)).fetchall()
+    assert message in str(err.value)
+    assert len(str(err.value)) < 2000  # a huge argument is not echoed whole
+    assert isinstance(err.value, jammi_sql.JammiError)
+    assert catalog_snapshot(world) == before
+
+
+def test_there_are_at_least_sixty_mistakes_and_every_function_is_covered():
+    from jammi_sql.functions import FUNCTIONS
+
+    assert len(MISTAKES) >= 60
+    called = " ".join(sql for sql, _ in MISTAKES)
+    for fn in FUNCTIONS:
+        if fn.public:
+            assert f"{fn.name}(" in called, fn.name
+
+
+PYTHON_MISTAKES = [
+    (lambda db: db.add_source(None, "pairs"), "add_source needs a source name"),
+    (lambda db: db.add_source("s", "/no/such.csv"), "no file matches"),
+    (lambda db: db.remove_source("corpus"), "remove_source('corpus', cascade := true)"),
+    (lambda db: db.register_model("m", db.half), "not a complete model folder"),
+    (lambda db: db.remove_model("tiny"), "used by jammi.emb_corpus__tiny"),
+    (lambda db: db.fine_tune("pairs", "tiny", "text_a"), "columns must name 2 or 3"),
+    (lambda db: db.fine_tune("pairs", "tiny", ["text_a", "text_b"], epoch=2), "'epoch'"),
+    (lambda db: db.fine_tune("textscore", "tiny", ["text_a", "text_b", "score"]), "is text"),
+    (lambda db: db.delete_job("nope"), "unknown job 'nope'"),
+    (lambda db: db.encode_text("nope", "hello"), "unknown model 'nope'"),
+    (lambda db: db.search("corpus", "tiny", "doc", k=0), "k must be at least 1"),
+    (lambda db: db.search("pairs", "tiny", "doc"), "has no embeddings for model"),
+    (lambda db: db.generate_text_embeddings("corpus", "tiny", "n", "doc_id"), "not text"),
+    (lambda db: db.evaluate_similarity("tiny", "textscore"), "not a number"),
+    (lambda db: db.evaluate_retrieval("tiny", "queries", "corpus", "qrels_empty"), "no relevant"),
+    (lambda db: db.evaluate_retrieval("tiny", "queries", "corpus", "qrels", k=0), "at least 1"),
+]
+
+
+@pytest.mark.parametrize("call, message", PYTHON_MISTAKES, ids=[f"{i}" for i in range(16)])
+def test_a_python_api_mistake_is_a_jammi_error_that_changes_nothing(world, call, message):
+    before = catalog_snapshot(world)
+    with pytest.raises(jammi_sql.JammiError) as err:
+        call(world)
+    assert str(err.value).startswith("jammi: ") and message in str(err.value)
+    assert catalog_snapshot(world) == before
