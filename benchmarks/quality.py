@@ -139,7 +139,7 @@ def peer(task, name: str) -> tuple[float, float, dict]:
         )(model)
         args = SentenceTransformerTrainingArguments(
             output_dir=tmp, num_train_epochs=d["epochs"], per_device_train_batch_size=d["batch_size"],
-            learning_rate=d["learning_rate"], warmup_ratio=0.1, lr_scheduler_type="cosine",
+            learning_rate=d["learning_rate"], warmup_steps=0.1, lr_scheduler_type="cosine",
             weight_decay=d["weight_decay"], max_grad_norm=1.0, seed=42, save_strategy="no",
             report_to="none", logging_steps=10**6, use_cpu=True, dataloader_num_workers=0,
             disable_tqdm=True,

@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from .defaults import BY_SHAPE, HEAD_TRIALS, SHAPE_DEFAULTS
 from .errors import InvalidArgumentError
 
 DEFAULT_METHOD = "lora"
@@ -24,52 +25,6 @@ SCHEDULES = ("constant", "cosine_decay", "linear_decay")
 METHODS = ("lora", "full")
 TASKS = {"text_embedding": "text_embedding", "embedding": "text_embedding"}
 EARLY_STOPPING_METRICS = ("val_loss", "val_metric")
-
-
-SHAPES = ("projection_head", "encoder_adapters", "full")
-# What a config key left NULL means, per shape: one table, measured with benchmarks/quality.py
-# on held-out splits of STSb and SciFact (see the README's "Defaults, and why"). A head trains on
-# cached vectors, so it affords many epochs and several trials; the encoder shapes do not.
-# lora_rank "dim" means the model's full dimension (a full-rank head, W = I + D).
-SHAPE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "projection_head": {
-        "lora_rank": "dim",
-        "learning_rate": 1e-3,
-        "weight_decay": 30.0,
-        "epochs": 10,
-        "batch_size": 64,
-        "trials": 4,
-    },
-    "encoder_adapters": {
-        "lora_rank": 8,
-        "learning_rate": 2e-3,
-        "weight_decay": 0.01,
-        "epochs": 1,
-        "batch_size": 32,
-        "trials": 1,
-    },
-    "full": {
-        "lora_rank": None,  # no adapter: every weight trains
-        "learning_rate": 2e-5,
-        "weight_decay": 0.01,
-        "epochs": 3,
-        "batch_size": 8,
-        "trials": 1,
-    },
-}
-BY_SHAPE = tuple(SHAPE_DEFAULTS["full"])
-# What each further trial of a head changes, relative to the first (the defaults above); a key
-# the user set is never changed. A trial is seconds on cached vectors, so trying is cheap. With
-# AdamW, decay on the head's D (W = I + D) bounds how far the map moves from the identity (about
-# 1/weight_decay per entry), so every trial stays regularised: unregularised heads overfit
-# similarity data while validation barely tells them apart. A later trial must beat the winner
-# so far by a clear margin, so near-ties keep the more conservative setting.
-HEAD_TRIALS: list[dict[str, Any]] = [  # from the most conservative; see selection.TRIAL_MARGIN
-    {},
-    {"learning_rate": 3e-3},
-    {"learning_rate": 1e-3, "weight_decay": 10.0},
-    {"learning_rate": 3e-3, "weight_decay": 10.0},
-]
 
 
 def _by_shape_help(key: str, what: str) -> str:
@@ -342,12 +297,12 @@ def check_for_shape(config: FineTuneConfig, adapter_type: str, dimensions: int |
 
 
 def trial_configs(
-    config: FineTuneConfig, user_set: set[str], dimensions: int
+    config: FineTuneConfig, user_set: set[str], dimensions: int, loss: str = ""
 ) -> list[FineTuneConfig]:
     """The settings a head's trials use: the resolved config, then ``HEAD_TRIALS`` variations of
     the keys the user left unset; duplicates dropped, ``config.trials`` kept."""
     out: list[FineTuneConfig] = []
-    for change in HEAD_TRIALS:
+    for change in HEAD_TRIALS.get(loss, HEAD_TRIALS["default"]):
         change = {k: v for k, v in change.items() if k not in user_set}
         if "lora_rank" in change:
             change["lora_rank"] = min(change["lora_rank"], dimensions)
@@ -383,25 +338,4 @@ def options_table() -> str:
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         shown = "NULL" if default is None else json.dumps(default)
         rows.append(f"| {f.name} | {shown} | {f.metadata['help']} |")
-    return "\n".join(rows)
-
-
-def shape_table() -> str:
-    """The README's per-shape defaults and the head's trials, generated from the tables above."""
-    keys = [k for k in BY_SHAPE]
-    rows = ["| shape | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
-    for shape, values in SHAPE_DEFAULTS.items():
-        shown = [
-            "the model's dimension"
-            if values[k] == "dim"
-            else "-"
-            if values[k] is None
-            else f"{values[k]:g}"
-            for k in keys
-        ]
-        rows.append(f"| {shape.replace('_', ' ')} | " + " | ".join(shown) + " |")
-    rows += ["", "| head trial | changes from the first |", "|---|---|"]
-    for i, change in enumerate(HEAD_TRIALS, 1):
-        text = ", ".join(f"{k} {v:g}" for k, v in change.items()) or "none: the defaults above"
-        rows.append(f"| {i} | {text} |")
     return "\n".join(rows)

@@ -98,7 +98,7 @@ class _Setup:
     def trials(self) -> list[FineTuneConfig]:
         if self.adapter_type != "projection_head":
             return [self.config]
-        return trial_configs(self.config, self.user_set, self.encoder.dimensions)
+        return trial_configs(self.config, self.user_set, self.encoder.dimensions, self.loss_name)
 
     def steps(self, config: FineTuneConfig) -> int:
         batches = math.ceil(len(self.train_set) / config.batch_size)

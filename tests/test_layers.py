@@ -22,7 +22,7 @@ LAYERS = {
     "engine": {"encoder", "encoders", "lora", "head", "data", "train", "trainee", "evaluate"}
     | {"losses", "checkpoint", "selection", "trial"},
     "artifacts": {"artifacts"},
-    "leaf": {"config", "errors"},
+    "leaf": {"config", "errors", "defaults"},
 }
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 80

@@ -1,0 +1,85 @@
+"""Defaults by shape: what a fine_tune config key left NULL means, and what a head's trials try.
+
+One table, read by ``FineTuneConfig`` (help text, resolution) and by the README (generated).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+SHAPES = ("projection_head", "encoder_adapters", "full")
+# What a config key left NULL means, per shape: one table, measured with benchmarks/quality.py
+# on held-out splits of STSb and SciFact (see the README's "Defaults, and why"). A head trains on
+# cached vectors, so it affords many epochs and several trials; the encoder shapes do not.
+# lora_rank "dim" means the model's full dimension (a full-rank head, W = I + D).
+SHAPE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "projection_head": {
+        "lora_rank": "dim",
+        "learning_rate": 1e-3,
+        "weight_decay": 30.0,
+        "epochs": 10,
+        "batch_size": 64,
+        "trials": 4,
+    },
+    "encoder_adapters": {
+        "lora_rank": 8,
+        "learning_rate": 2e-3,
+        "weight_decay": 0.01,
+        "epochs": 1,
+        "batch_size": 32,
+        "trials": 1,
+    },
+    "full": {
+        "lora_rank": None,  # no adapter: every weight trains
+        "learning_rate": 2e-5,
+        "weight_decay": 0.01,
+        "epochs": 3,
+        "batch_size": 8,
+        "trials": 1,
+    },
+}
+BY_SHAPE = tuple(SHAPE_DEFAULTS["full"])
+# What each further trial of a head changes, relative to the first (the defaults above); a key
+# the user set is never changed. A trial is seconds on cached vectors, so trying is cheap. With
+# AdamW, decay on the head's D (W = I + D) bounds how far the map moves from the identity (about
+# 1/weight_decay per entry), so every trial stays regularised: unregularised heads overfit
+# similarity data while validation barely tells them apart. A later trial must beat the winner
+# so far by a clear margin, so near-ties keep the more conservative setting.
+HEAD_TRIALS: dict[str, list[dict[str, Any]]] = {  # from the most conservative first
+    # Scored pairs: a head validated on the training distribution prefers less decay, yet on a
+    # held-out distribution (sts-dev) decay 10 lost 0.005 Spearman where decay 30 gained: keep 30.
+    "cosent": [{}, {"learning_rate": 3e-3}, {"learning_rate": 3e-4}],
+    "default": [
+        {},
+        {"learning_rate": 3e-3},
+        {"learning_rate": 1e-3, "weight_decay": 10.0},
+        {"learning_rate": 3e-3, "weight_decay": 10.0},
+    ],
+}
+
+
+def shape_table() -> str:
+    """The README's per-shape defaults and the head's trials, generated from the tables above."""
+    keys = [k for k in BY_SHAPE]
+    rows = ["| shape | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for shape, values in SHAPE_DEFAULTS.items():
+        shown = [
+            "the model's dimension"
+            if values[k] == "dim"
+            else "-"
+            if values[k] is None
+            else f"{values[k]:g}"
+            for k in keys
+        ]
+        rows.append(f"| {shape.replace('_', ' ')} | " + " | ".join(shown) + " |")
+    rows += ["", "| head trial | scored pairs (CoSENT) | pairs and triplets |", "|---|---|---|"]
+    lists = [HEAD_TRIALS["cosent"], HEAD_TRIALS["default"]]
+
+    def text(changes: list[dict], i: int) -> str:
+        if i >= len(changes):
+            return "-"
+        return ", ".join(f"{k} {v:g}" for k, v in changes[i].items()) or "the defaults above"
+
+    for i in range(max(map(len, lists))):
+        rows.append(f"| {i + 1} | {text(lists[0], i)} | {text(lists[1], i)} |")
+    return "\n".join(rows)
