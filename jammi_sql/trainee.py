@@ -70,9 +70,13 @@ class Trainee:
             self.trainable = transformer
             if max((len(t) for t in token_ids), default=0) > CHECKPOINT_ABOVE_TOKENS:
                 transformer.config.use_cache = False
-                transformer.gradient_checkpointing_enable(
-                    gradient_checkpointing_kwargs={"use_reentrant": False}
-                )
+                kwargs = {"use_reentrant": False}  # the frozen base's inputs need no grad
+                if hasattr(transformer, "activation_checkpointing_enable"):  # transformers >= 5
+                    transformer.activation_checkpointing_enable(
+                        activation_checkpointing_kwargs=kwargs
+                    )
+                else:
+                    transformer.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
         self.initial = self.state()
 
     def new_head(self, config: FineTuneConfig) -> None:
