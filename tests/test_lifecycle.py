@@ -180,7 +180,7 @@ def test_errors_through_db_sql_are_jammi_errors_and_duckdb_errors(db):
     with pytest.raises(duckdb.ParserException):  # not ours: DuckDB's own error, untouched
         db.sql("SELEC 1")
     assert db.sql("SELECT 41 + 1").fetchall() == [(42,)]
-    assert db.sql("SELECT 1 AS x").df()["x"].tolist() == [1]
+    assert db.sql("SELECT 1 AS x").to_arrow_table().column("x").to_pylist() == [1]
 
 
 def test_cancel_then_delete_job(tiny_model, tmp_path):
