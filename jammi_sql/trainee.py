@@ -77,7 +77,7 @@ class Trainee:
                     )
                 else:
                     transformer.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-        self.initial = self.state()
+            self.initial = self.state()  # a head sets its own in new_head
 
     def new_head(self, config: FineTuneConfig) -> None:
         """A fresh head (the identity) with this config's rank: each trial starts from the base."""
