@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint format docs bench clean
+.PHONY: install demo test test-fast lint format docs bench clean psql
 
 install: $(STAMP)
 
@@ -17,11 +17,17 @@ $(STAMP): pyproject.toml constraints.txt
 demo: install
 	$(VENV)/bin/jammi-sql demo
 
-test: install
+test: install psql
 	$(PY) -m pytest -q
 
-test-fast: install
+test-fast: install psql
 	$(PY) -m pytest -q -m "not slow"
+
+# tests/test_server.py drives the real psql; without it (and without root) those tests skip
+psql:
+	@command -v psql >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+		apt-get install -y -qq postgresql-client >/dev/null; } || \
+		echo "psql is not installed and this is not root: the psql tests will skip"
 
 lint: install
 	$(VENV)/bin/ruff check jammi_sql tests benchmarks

@@ -290,7 +290,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jammi-sql",
         description="DuckDB with jammi's SQL functions (embed, fine_tune, semantic_search, ...).",
-        epilog="other commands:\n  jammi-sql demo    the end-to-end demo on the bundled model",
+        epilog="other commands:\n  jammi-sql demo    the end-to-end demo on the bundled model\n"
+        "  jammi-sql serve   a PostgreSQL-wire server (jammi-sql serve --help)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add = parser.add_argument
@@ -322,13 +323,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["serve"]:  # not built yet: say so rather than open a database named 'serve'
-        print(
-            "Error: jammi-sql serve (the PostgreSQL wire server) is not available in this "
-            f"version ({__import__('jammi_sql').__version__}); use the Python API or the shell",
-            file=sys.stderr,
-        )
-        return 2
+    if argv[:1] == ["serve"]:
+        from jammi_sql import server
+
+        return server.main(argv[1:])
     if argv[:1] == ["demo"]:
         from jammi_sql import demo
 

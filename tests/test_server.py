@@ -1,0 +1,328 @@
+"""jammi-sql serve with real clients: psql, psycopg 3, asyncpg and SQLAlchemy.
+
+The server runs in this process on a free loopback port (fast); one test spawns the real
+command. Tests that need psql skip, saying so, where it is not installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psycopg
+import pytest
+
+import jammi_sql
+from jammi_sql.errors import InvalidArgumentError
+from jammi_sql.server import Server
+
+PSQL = shutil.which("psql")
+needs_psql = pytest.mark.skipif(
+    PSQL is None,
+    reason="psql is not installed (apt-get install postgresql-client; `make test` does it as root)",
+)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def dsn(server: Server, password: str | None = None, user: str = "jammi") -> str:
+    text = f"host=127.0.0.1 port={server.port} user={user} dbname=anything connect_timeout=10"
+    return text + (f" password='{password}'" if password is not None else "")
+
+
+@pytest.fixture
+def served(db):
+    server = Server(db, port=0).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def guarded(db):
+    server = Server(db, port=0, password="s3cret pass").start()
+    server.pg.failed_login_delay = 0.3
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def docs(db):
+    db.con.execute("CREATE TABLE docs (id INTEGER, body VARCHAR)")
+    texts = ["the cat plays", "a dog runs", "quantum computing physics", "solar energy battery"]
+    db.con.executemany("INSERT INTO docs VALUES (?, ?)", list(enumerate(texts)))
+    return db
+
+
+def psql(server: Server, *commands: str, password: str | None = None, **kwargs):
+    env = {**os.environ, "PGPASSWORD": password or "", "PGCONNECT_TIMEOUT": "10"}
+    args = [PSQL, dsn(server), "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1"]
+    for command in commands:
+        args += ["-c", command]
+    return subprocess.run(args, capture_output=True, text=True, env=env, timeout=60, **kwargs)
+
+
+@needs_psql
+def test_psql_runs_jammi_functions_and_gets_an_embedding_as_an_array(served, db):
+    done = psql(served, "SELECT embed('tiny', 'the cat plays')", "SELECT 1; SELECT 2")
+    assert done.returncode == 0, done.stderr
+    array, one, two = done.stdout.split()
+    values = np.array([float(x) for x in array.strip("{}").split(",")])
+    assert np.allclose(values, db.encode_text("tiny", "the cat plays"), atol=1e-6)
+    assert (one, two) == ("1", "2")
+
+
+@needs_psql
+def test_psql_lists_the_jammi_tables(served):
+    done = psql(served, r"\dt jammi.*")
+    assert done.returncode == 0, done.stderr
+    assert "jammi|jobs|table" in done.stdout
+
+
+def test_psycopg_sends_parameters_and_reads_typed_columns(served, db):
+    with psycopg.connect(dsn(served), autocommit=True) as conn:
+        cur = conn.execute("SELECT embed(%s, %s) AS v", ("tiny", "a dog runs"))
+        assert cur.description[0].type_code == 1021  # float4[]
+        vector = cur.fetchone()[0]
+        assert np.allclose(vector, db.encode_text("tiny", "a dog runs"), atol=1e-6)
+        cur = conn.execute(
+            "SELECT %s::INTEGER + 1 AS n, {'a': 1, 'b': [1, 2]} AS s, '{\"k\": 2}'::JSON AS j, "
+            "TIMESTAMPTZ '2024-01-02 03:04:05+00' AS t, NULL::VARCHAR AS nothing, 1.5::DOUBLE AS d",
+            (41,),
+        )
+        assert [d.type_code for d in cur.description] == [23, 114, 114, 1184, 25, 701]
+        n, s, j, t, nothing, d = cur.fetchone()
+        assert (n, s, j, nothing, d) == (42, {"a": 1, "b": [1, 2]}, {"k": 2}, None, 1.5)
+        assert t.isoformat() == "2024-01-02T03:04:05+00:00"
+
+
+def test_every_session_gets_the_jammi_functions_over_one_catalog(served, docs):
+    with psycopg.connect(dsn(served), autocommit=True) as a:
+        a.execute("SELECT add_source('docs', 'docs')")
+        written = a.execute(
+            "SELECT generate_text_embeddings('docs', 'tiny', ['body'], 'id')"
+        ).fetchone()[0]
+        assert written == 4
+    with psycopg.connect(dsn(served), autocommit=True) as b:
+        rows = b.execute(
+            "SELECT key, score FROM semantic_search(%s, %s, %s, k := 2)",
+            ("docs", "tiny", "the cat plays"),
+        ).fetchall()
+    expected = docs.search("docs", "tiny", "the cat plays", k=2)
+    assert [r[0] for r in rows] == expected.column("key").to_pylist()
+
+
+def test_a_statement_error_is_a_postgres_error_with_the_jammi_message_and_the_session_goes_on(
+    served,
+):
+    with psycopg.connect(dsn(served), autocommit=True) as conn:
+        with pytest.raises(psycopg.Error) as caught:
+            conn.execute("SELECT embed('no-such-model', 'x')")
+        assert str(caught.value).startswith("jammi:") and "no-such-model" in str(caught.value)
+        assert conn.execute("SELECT 40 + 2").fetchone() == (42,)
+    with psycopg.connect(dsn(served)) as conn:  # in a transaction: ROLLBACK, then on
+        with pytest.raises(psycopg.errors.UndefinedColumn):
+            conn.execute("SELECT no_such_column")
+        conn.rollback()
+        assert conn.execute("SELECT 'still here'").fetchone() == ("still here",)
+
+
+def test_transactions_commit_and_roll_back(served, db):
+    with psycopg.connect(dsn(served)) as conn:
+        conn.execute("CREATE TABLE kept (a INTEGER)")
+        conn.execute("INSERT INTO kept VALUES (%s), (%s)", (1, 2))
+        conn.commit()
+        conn.execute("INSERT INTO kept VALUES (3)")
+        conn.rollback()
+    assert db.con.execute("SELECT sum(a) FROM kept").fetchone() == (3,)
+
+
+def test_password_login_with_scram_and_failed_logins_are_refused_slowly_and_logged(guarded, caplog):
+    with psycopg.connect(dsn(guarded, "s3cret pass")) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+        assert conn.pgconn.used_password
+    caplog.set_level(logging.WARNING, logger="jammi_sql.server")
+    with pytest.raises(psycopg.OperationalError, match="no password supplied"):
+        psycopg.connect(dsn(guarded))  # the server asked for one
+    for password, user in [("wrong", "jammi"), ("s3cret pass", "postgres")]:
+        started = time.monotonic()
+        with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+            psycopg.connect(dsn(guarded, password, user))
+        assert time.monotonic() - started >= guarded.pg.failed_login_delay
+    assert caplog.text.count("failed login") == 2
+
+
+def test_listening_beyond_loopback_needs_a_password(db):
+    with pytest.raises(InvalidArgumentError, match="without a password"):
+        Server(db, host="0.0.0.0", port=0)
+    from jammi_sql.cli import main
+
+    env_before = os.environ.pop("JAMMI_SERVER_PASSWORD", None)
+    try:
+        assert main(["serve", ":memory:", "--host", "0.0.0.0", "--port", "0"]) == 2
+    finally:
+        if env_before is not None:
+            os.environ["JAMMI_SERVER_PASSWORD"] = env_before
+
+
+@pytest.fixture
+def readonly_server(tiny_model, tmp_path):
+    path = str(tmp_path / "ro.duckdb")
+    with jammi_sql.connect(path) as setup:
+        setup.register_model("tiny", tiny_model)
+        setup.con.execute("CREATE TABLE notes AS SELECT 'the cat plays' AS body")
+    db = jammi_sql.connect(path, read_only=True)
+    server = Server(db, port=0, readonly=True).start()
+    yield server
+    server.stop()
+    db.close()
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "SELECT add_source('notes', 'notes')",
+        "CREATE TABLE x (a INTEGER)",
+        "INSERT INTO notes VALUES ('more')",
+        "COPY notes TO '{tmp}/out.csv'",
+        "SELECT * FROM read_csv('{tmp}/in.csv')",
+        "ATTACH '{tmp}/other.duckdb' AS other",
+    ],
+)
+def test_readonly_refuses_writes_ddl_and_file_access(readonly_server, tmp_path, statement):
+    (tmp_path / "in.csv").write_text("a\n1\n")
+    with psycopg.connect(dsn(readonly_server), autocommit=True) as conn:
+        with pytest.raises(psycopg.Error) as caught:
+            conn.execute(statement.format(tmp=tmp_path))
+        assert str(caught.value).startswith("jammi:"), caught.value
+        assert "read-only" in str(caught.value) or "--readonly" in str(caught.value)
+        row = conn.execute("SELECT body, len(embed('tiny', body)) FROM notes").fetchone()
+        assert row == ("the cat plays", 32)
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_a_job_started_by_one_client_shows_its_progress_to_another(served, db):
+    db.con.execute(
+        "CREATE TABLE pairs AS SELECT 'the cat plays' AS text_a, "
+        "'a dog runs' AS text_b, (i % 2)::DOUBLE AS score FROM range(24) t(i)"
+    )
+    with psycopg.connect(dsn(served), autocommit=True) as a:
+        a.execute("SELECT add_source('pairs', 'pairs')")
+        job_id = a.execute(
+            "SELECT fine_tune('pairs', 'tiny', ['text_a', 'text_b', 'score'], "
+            "config := {'epochs': 1, 'warmup_steps': 0})"
+        ).fetchone()[0]
+    seen = set()
+    with psycopg.connect(dsn(served), autocommit=True) as b:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            status, model = b.execute(
+                "SELECT status, model_id FROM jammi.jobs WHERE job_id = %s", (job_id,)
+            ).fetchone()
+            seen.add(status)
+            if status in ("succeeded", "failed"):
+                break
+            time.sleep(0.05)
+        assert status == "succeeded", seen
+        assert b.execute("SELECT len(embed(%s, 'x'))", (model,)).fetchone()[0] > 0
+
+
+def test_cancel_interrupts_the_running_statement_and_the_session_goes_on(served):
+    slow = "SELECT count(*) FROM range(100000000000) a"
+    with psycopg.connect(dsn(served), autocommit=True) as conn:
+        timer = threading.Timer(0.5, conn.cancel_safe)
+        timer.start()
+        started = time.monotonic()
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            conn.execute(slow)
+        assert time.monotonic() - started < 20
+        assert conn.execute("SELECT 'after'").fetchone() == ("after",)
+
+
+@needs_psql
+def test_psql_ctrl_c_cancels_the_query(served):
+    env = {**os.environ, "PGCONNECT_TIMEOUT": "10"}
+    proc = subprocess.Popen(
+        [PSQL, dsn(served), "-X", "-c", "SELECT count(*) FROM range(100000000000) a"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert "canceling statement due to user request" in err
+
+
+def test_asyncpg_prepared_statements_with_parameters(served, db):
+    asyncpg = pytest.importorskip("asyncpg")
+
+    async def run():
+        conn = await asyncpg.connect(
+            host="127.0.0.1", port=served.port, user="jammi", database="x", timeout=10
+        )
+        try:
+            vector = await conn.fetchval("SELECT embed($1, $2)", "tiny", "the cat plays")
+            total = await conn.fetchval("SELECT $1::INTEGER * 2", 21)
+            return vector, total
+        finally:
+            await conn.close()
+
+    vector, total = asyncio.run(run())
+    assert np.allclose(vector, db.encode_text("tiny", "the cat plays"), atol=1e-6)
+    assert total == 42
+
+
+def test_sqlalchemy_connects_and_reflects_the_jammi_tables(served):
+    sqlalchemy = pytest.importorskip("sqlalchemy")
+    engine = sqlalchemy.create_engine(
+        f"postgresql+psycopg://jammi@127.0.0.1:{served.port}/anything"
+    )
+    try:
+        with engine.connect() as conn:
+            inspector = sqlalchemy.inspect(conn)
+            assert "jammi" in inspector.get_schema_names()
+            assert {"jobs", "models", "sources"} <= set(inspector.get_table_names("jammi"))
+            rows = conn.execute(sqlalchemy.text("SELECT count(*) FROM jammi.models")).scalar()
+            assert rows == 1
+    finally:
+        engine.dispose()
+
+
+def test_the_real_command_serves_with_a_password_and_stops_cleanly_on_sigterm(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "JAMMI_SERVER_PASSWORD": "pw", "PYTHONPATH": str(ROOT)}
+    args = [sys.executable, "-m", "jammi_sql.cli", "serve", str(tmp_path / "s.duckdb")]
+    proc = subprocess.Popen(
+        args + ["--port", str(port)], env=env, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        conninfo = f"host=127.0.0.1 port={port} user=jammi password=pw dbname=x"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                conn = psycopg.connect(conninfo, autocommit=True)
+                break
+            except psycopg.OperationalError:
+                assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read()
+                time.sleep(0.2)
+        with conn:
+            assert conn.execute("SELECT count(*) FROM jammi.jobs").fetchone() == (0,)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        assert "scram-sha-256" in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
