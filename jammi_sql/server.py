@@ -45,7 +45,8 @@ logging.getLogger("pg_mimic.auth").setLevel(logging.ERROR)  # Gate logs a failed
 DEFAULT_HOST, DEFAULT_PORT, DEFAULT_USER = "127.0.0.1", 5433, "jammi"
 PASSWORD_ENV = "JAMMI_SERVER_PASSWORD"
 FAILED_LOGIN_DELAY_S = 1.0  # each failed login waits this long before its answer
-WORKER_THREADS = 64  # statements running at once, across all sessions
+WORKER_THREADS = 64
+TLS_REQUIRED = "jammi: this server requires TLS from clients beyond loopback; connect with sslmode=require"  # statements running at once, across all sessions
 
 
 class Shared:
@@ -176,6 +177,13 @@ class JammiServer(PgServer):
             self.cancel(*messages.parse_cancel_request(payload))
             await stream.close()
             return None
+        if self.tls is not None and stream.writer.get_extra_info("ssl_object") is None:
+            peer = stream.writer.get_extra_info("peername")
+            if not (peer and is_loopback(peer[0])):  # with TLS on, only loopback may skip it
+                fields = {"S": "FATAL", "V": "FATAL", "C": "28000", "M": TLS_REQUIRED}
+                stream.write(messages.make_error_response(fields))
+                await stream.drain()
+                return None
         return messages.parse_startup_message(payload)
 
     async def _handle_client(self, reader: Any, writer: Any) -> None:
@@ -243,6 +251,8 @@ class Server:
         tls: ssl.SSLContext | None = None,
     ):
         check_exposure(host, password)
+        if readonly and not db.read_only:
+            raise InvalidArgumentError("--readonly serves a database opened with read_only=True")
         if readonly:  # clients get no file access; jammi's writing functions refuse anyway
             db.con.execute("SET enable_external_access = false")
         self.shared = Shared(db, readonly or db.read_only)

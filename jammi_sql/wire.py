@@ -303,7 +303,7 @@ class DuckPortal(Portal):
         try:
             self.relation = await session.run(self._bind)
         except BaseException as exc:
-            if _is_set(self.statement.sql) and isinstance(exc, duckdb.Error):
+            if _is_set(self.statement.sql) and isinstance(exc, duckdb.CatalogException):
                 return self._remember_setting(session)
             raise pg_error(exc, session.shared.readonly) from None
         self._track_transaction(session)

@@ -194,6 +194,7 @@ def readonly_server(tiny_model, tmp_path):
         "COPY notes TO '{tmp}/out.csv'",
         "SELECT * FROM read_csv('{tmp}/in.csv')",
         "ATTACH '{tmp}/other.duckdb' AS other",
+        "SET enable_external_access = true",
     ],
 )
 def test_readonly_refuses_writes_ddl_and_file_access(readonly_server, tmp_path, statement):
@@ -201,11 +202,52 @@ def test_readonly_refuses_writes_ddl_and_file_access(readonly_server, tmp_path, 
     with psycopg.connect(dsn(readonly_server), autocommit=True) as conn:
         with pytest.raises(psycopg.Error) as caught:
             conn.execute(statement.format(tmp=tmp_path))
-        assert str(caught.value).startswith("jammi:"), caught.value
-        assert "read-only" in str(caught.value) or "--readonly" in str(caught.value)
+        if statement.startswith("SET"):  # DuckDB's own message: the setting cannot change
+            assert "Cannot enable external access" in str(caught.value)
+        else:
+            assert str(caught.value).startswith("jammi:"), caught.value
+            assert "read-only" in str(caught.value) or "--readonly" in str(caught.value)
         row = conn.execute("SELECT body, len(embed('tiny', body)) FROM notes").fetchone()
         assert row == ("the cat plays", 32)
     assert not (tmp_path / "out.csv").exists()
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
+def test_tls_when_a_certificate_is_given(db, tmp_path):
+    from jammi_sql.server import tls_context
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    server = Server(db, port=0, password="pw", tls=tls_context(str(cert), str(key))).start()
+    try:
+        with psycopg.connect(dsn(server, "pw") + " sslmode=require") as conn:
+            assert conn.pgconn.ssl_in_use
+            assert conn.execute("SELECT len(embed('tiny', 'x'))").fetchone() == (32,)
+    finally:
+        server.stop()
+    with pytest.raises(InvalidArgumentError, match="go together"):
+        tls_context(str(cert), None)
 
 
 def test_a_job_started_by_one_client_shows_its_progress_to_another(served, db):
