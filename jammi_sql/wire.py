@@ -148,7 +148,12 @@ REWRITES = [
     (re.compile(r"OPERATOR\(pg_catalog\.(~|!~|~\*)\)"), r"\1"),
     (re.compile(r"\bpg_catalog\.(\w+)\s*\(", re.I), r"\1("),
     (re.compile(r"\bjson_build_object\s*\(", re.I), "json_object("),
+    (re.compile(r"\bformat_type\s*\(", re.I), "pg_type_name("),
     (re.compile(r"\bpg_catalog\.(pg_\w+)\.(\w+)"), r"\1.\2"),  # schema.table.column
+    (
+        re.compile(r"\bpg_catalog\.pg_collation\b"),  # DuckDB's lacks collnamespace
+        "(SELECT *, 0::BIGINT AS collnamespace FROM pg_catalog.pg_collation) AS pg_collation",
+    ),
     (re.compile(r"\s+COLLATE\s+pg_catalog\.default", re.I), ""),
 ]
 # functions DuckDB's pg_catalog lacks, as TEMP macros on every session's cursor
@@ -157,6 +162,13 @@ PG_MACROS = (
     "CREATE OR REPLACE TEMP MACRO pg_get_userbyid(id) AS current_user;"
     "CREATE OR REPLACE TEMP MACRO pg_get_serial_sequence(t, c) AS NULL::VARCHAR;"
     "CREATE OR REPLACE TEMP MACRO pg_collation_is_visible(id) AS true;"
+    "CREATE OR REPLACE TEMP MACRO pg_type_name(t, m) AS "  # format_type, in PostgreSQL's words
+    "CASE pg_catalog.format_type(t, m) WHEN 'int4' THEN 'integer' WHEN 'int8' THEN 'bigint' "
+    "WHEN 'int2' THEN 'smallint' WHEN 'float4' THEN 'real' WHEN 'float8' THEN 'double precision' "
+    "WHEN 'bool' THEN 'boolean' WHEN 'varchar' THEN 'character varying' "
+    "WHEN 'timestamp' THEN 'timestamp without time zone' "
+    "WHEN 'timestamptz' THEN 'timestamp with time zone' WHEN 'struct' THEN 'json' "
+    "ELSE pg_catalog.format_type(t, m) END;"
 )
 
 
