@@ -24,7 +24,6 @@ from typing import Any
 
 import duckdb
 from pg_mimic import (
-    PgError,
     PgServer,
     ScramSha256AuthPlugin,
     SimpleIdentityProvider,
@@ -32,13 +31,11 @@ from pg_mimic import (
     messages,
 )
 from pg_mimic.auth import AuthPlugin
-from pg_mimic.connection import Connection, PortalEntry, command_tag
-from pg_mimic.middleware import is_transaction_end
-from pg_mimic.results import encode_row
 from pg_mimic.stream import ConnectionClosed, PgStream
 
 from .errors import InvalidArgumentError, user_message
-from .wire import PG_MACROS, DuckPortal, DuckStatement, JammiSession
+from .pgdialect import PG_MACROS
+from .wire import JammiConnection, JammiSession
 
 log = logging.getLogger("jammi_sql.server")
 logging.getLogger("pg_mimic.auth").setLevel(logging.ERROR)  # Gate logs a failed login, briefly
@@ -72,59 +69,6 @@ class Shared:
     def sync(self) -> None:
         with self._sync:  # a model of another dimension registered by any session
             self.db.sync()
-
-
-class JammiConnection(Connection):
-    """pg_mimic's connection, with statements that DuckDB runs: a simple query is split by
-    DuckDB's parser, and Bind binds the statement in DuckDB (so Describe is exact)."""
-
-    async def _handle_simple_query(self, sql: str) -> None:
-        try:
-            parts = [s.query for s in duckdb.extract_statements(sql)] or [sql]
-        except duckdb.Error:
-            parts = [sql]  # PostgreSQL syntax DuckDB cannot parse: one statement, answered below
-        for part in parts:
-            await self._execute_one_simple_statement(part)
-
-    async def _execute_one_simple_statement(self, sql: str) -> None:
-        if self.tx_status == b"E" and not is_transaction_end(sql):
-            raise PgError("25P02", "current transaction is aborted, commands ignored")
-        if not sql.strip():
-            self.stream.write(messages.make_empty_query_response())
-            return
-        statement = await self.session.prepare(sql, [])
-        portal = statement.bind([])
-        columns = await (portal.start() if isinstance(portal, DuckPortal) else statement.describe())
-        rows, _ = await portal.execute(0)
-        if columns is not None:
-            self.stream.write(messages.make_row_description(_specs(columns)))
-            for row in rows:
-                self.stream.write(messages.make_data_row(encode_row(row, columns)))
-        count = portal.count if isinstance(portal, DuckPortal) and portal.count else len(rows)
-        self.stream.write(messages.make_command_complete(command_tag(sql, count)))
-
-    async def _handle_bind(self, parsed: Any) -> None:
-        statement = self._get_statement(parsed.statement_name)
-        if not isinstance(statement, DuckStatement):
-            return await super()._handle_bind(parsed)
-        from pg_mimic.results import format_code_for
-
-        params = [
-            self._decode_param(
-                v, format_code_for(parsed.param_format_codes, i), statement.param_oids, i
-            )
-            for i, v in enumerate(parsed.params)
-        ]
-        portal = statement.bind(params)
-        columns = await portal.start()
-        entry = PortalEntry(portal, columns, statement.sql, parsed.result_format_codes)
-        entry.rows_returned = portal.count or 0
-        self.portals[parsed.portal_name] = entry
-        self.stream.write(messages.make_bind_complete())
-
-
-def _specs(columns: list) -> list:
-    return [messages.FieldSpec(name=c.name, oid=c.oid, format_code=0) for c in columns]
 
 
 class Gate(AuthPlugin):

@@ -11,60 +11,25 @@ carrying the ``jammi:`` message; a cancel request interrupts that session's quer
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 from typing import Any
 
 import duckdb
-from pg_mimic import PgError, Portal, ResultColumn, Session, Statement, StaticStatement
-from pg_mimic.arrays import ARRAY_OID
+from pg_mimic import PgError, Portal, ResultColumn, Session, Statement, StaticStatement, messages
+from pg_mimic.connection import Connection, PortalEntry, command_tag
 from pg_mimic.middleware import (
     _SHOW_RE,
     MiddlewareContext,
     _show_statement,
     asyncpg_typeinfo,
+    is_transaction_end,
     session_functions,
 )
+from pg_mimic.results import encode_row, format_code_for
 
-from .errors import user_message
+from .pgdialect import TEXT, converter, param_oids, pg_compatible, pg_error, pg_type, python_param
 
 BATCH_ROWS = 2048
-READ_ONLY = (
-    "jammi: this server was started with --readonly: queries only (no DDL or DML, no file "
-    "access, no jammi function that writes); restart it without --readonly to change the database"
-)
-SCALAR_OIDS = {
-    "BOOLEAN": 16,
-    "TINYINT": 21,
-    "SMALLINT": 21,
-    "UTINYINT": 21,
-    "INTEGER": 23,
-    "USMALLINT": 23,
-    "BIGINT": 20,
-    "UINTEGER": 20,
-    "FLOAT": 700,
-    "DOUBLE": 701,
-    "VARCHAR": 25,
-    "BLOB": 17,
-    "DATE": 1082,
-    "TIME": 1083,
-    "TIMESTAMP": 1114,
-    "TIMESTAMP_S": 1114,
-    "TIMESTAMP_MS": 1114,
-    "TIMESTAMP_NS": 1114,
-    "TIMESTAMP WITH TIME ZONE": 1184,
-    "UUID": 2950,
-    "JSON": 114,
-    "INTERVAL": 1186,
-}
-NUMERIC, JSON, TEXT, INTERVAL = 1700, 114, 25, 1186
-# what a parameter's ::type cast in the SQL declares, for clients that ask (asyncpg)
-CAST_OIDS = {"int": 23, "integer": 23, "int4": 23, "bigint": 20, "int8": 20, "smallint": 21}
-CAST_OIDS |= {"float": 700, "real": 700, "float4": 700, "double": 701, "float8": 701}
-CAST_OIDS |= {"boolean": 16, "bool": 16, "text": 25, "varchar": 25, "json": 114}
-CAST_OIDS |= {"varchar[]": 1009, "text[]": 1009}
-_CAST = re.compile(r"\$(\d+)\s*::\s*(\w+(?:\s*\[\s*\])?)")
-_INT_OIDS, _FLOAT_OIDS = {20, 21, 23}, {700, 701, NUMERIC}
 _TX_BEGIN = re.compile(r"^\s*(BEGIN|START\s+TRANSACTION)\b", re.IGNORECASE)
 _TX_END = re.compile(r"^\s*(COMMIT|END|ROLLBACK|ABORT)\b", re.IGNORECASE)
 _SAVEPOINT = re.compile(r"^\s*(SAVEPOINT|RELEASE)\b", re.IGNORECASE)
@@ -72,136 +37,6 @@ _ROLLBACK_TO = re.compile(r"^\s*ROLLBACK\s+TO\b", re.IGNORECASE)
 _ISOLATION = re.compile(r"^\s*SHOW\s+TRANSACTION\s+ISOLATION\s+LEVEL\s*;?\s*$", re.IGNORECASE)
 _PG_SESSION_FUNCTIONS = re.compile(r"\b(current_setting|set_config|pg_backend_pid)\s*\(", re.I)
 _VERSION = re.compile(r"^\s*SELECT\s+(pg_catalog\.)?version\(\)\s*;?\s*$", re.IGNORECASE)
-# errors by DuckDB class -> SQLSTATE; a jammi error keeps DuckDB's class, so it maps too
-SQLSTATES = [
-    (duckdb.InterruptException, "57014"),
-    (duckdb.ParserException, "42601"),
-    (duckdb.CatalogException, "42P01"),
-    (duckdb.BinderException, "42703"),
-    (duckdb.PermissionException, "42501"),
-    (duckdb.ConstraintException, "23000"),
-    (duckdb.ConversionException, "22P02"),
-    (duckdb.InvalidInputException, "22023"),
-    (duckdb.TransactionException, "25000"),
-]
-
-
-def pg_type(duck_type: str) -> int:
-    """The PostgreSQL type OID a DuckDB column type is sent as: FLOAT[d] as float4[],
-    STRUCT, MAP and nested lists as json, anything else unknown as text."""
-    if duck_type in SCALAR_OIDS:
-        return SCALAR_OIDS[duck_type]
-    if duck_type.startswith("DECIMAL") or duck_type in ("HUGEINT", "UBIGINT", "UHUGEINT"):
-        return NUMERIC
-    found = re.fullmatch(r"(.*)\[\d*\]", duck_type)
-    if found:
-        element = SCALAR_OIDS.get(found.group(1))
-        return ARRAY_OID.get(element, JSON) if element else JSON
-    if duck_type.startswith(("STRUCT", "MAP", "UNION")):
-        return JSON
-    return TEXT
-
-
-def _converter(oid: int, duck_type: str):
-    """Per-column conversion of Arrow's Python values into what pg_mimic encodes."""
-    if oid == JSON and duck_type != "JSON":
-        return lambda v: None if v is None else json.dumps(_jsonable(v), default=str)
-    if oid == INTERVAL:
-        return lambda v: (
-            None if v is None else f"{v.months} mons {v.days} days {v.nanoseconds // 1000} us"
-        )
-    return None
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, list) and value and isinstance(value[0], tuple):
-        return {str(k): _jsonable(v) for k, v in value}  # a MAP arrives as (key, value) pairs
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def pg_error(exc: BaseException, readonly: bool = False) -> PgError:
-    """A PostgreSQL error for an exception a statement raised: our ``jammi:`` message when
-    there is one, else DuckDB's own."""
-    if isinstance(exc, PgError):
-        return exc
-    text = str(exc)
-    if readonly and (isinstance(exc, duckdb.PermissionException) or "read-only mode" in text):
-        return PgError("25006", READ_ONLY + f" ({text.splitlines()[0]})")
-    if isinstance(exc, duckdb.InterruptException):
-        return PgError("57014", "canceling statement due to user request")
-    message = user_message(exc) or str(exc)
-    state = next((code for cls, code in SQLSTATES if isinstance(exc, cls)), "XX000")
-    if message.startswith("jammi:"):
-        state = "25006" if "read-only" in message else "P0001" if state == "XX000" else state
-    return PgError(state, message)
-
-
-# PostgreSQL spellings in what drivers and psql send, and DuckDB's equivalents
-REWRITES = [
-    (re.compile(r"::\s*(regtype|regclass|regproc|regnamespace)\b", re.I), ""),
-    (re.compile(r"\bAS\s+(REGTYPE|REGCLASS|REGPROC|REGNAMESPACE)\b", re.I), "AS VARCHAR"),
-    (re.compile(r"\bAS\s+OID\)", re.I), "AS UINTEGER)"),
-    (re.compile(r"OPERATOR\(pg_catalog\.(~|!~|~\*)\)"), r"\1"),
-    (re.compile(r"\bpg_catalog\.(\w+)\s*\(", re.I), r"\1("),
-    (re.compile(r"\bjson_build_object\s*\(", re.I), "json_object("),
-    (re.compile(r"\bformat_type\s*\(", re.I), "pg_type_name("),
-    (re.compile(r"\bpg_catalog\.(pg_\w+)\.(\w+)"), r"\1.\2"),  # schema.table.column
-    (
-        re.compile(r"\bpg_catalog\.pg_collation\b"),  # DuckDB's lacks collnamespace
-        "(SELECT *, 0::BIGINT AS collnamespace FROM pg_catalog.pg_collation) AS pg_collation",
-    ),
-    (re.compile(r"\s+COLLATE\s+pg_catalog\.default", re.I), ""),
-]
-# functions DuckDB's pg_catalog lacks, as TEMP macros on every session's cursor
-PG_MACROS = (
-    "CREATE OR REPLACE TEMP MACRO to_regtype(name) AS NULL::UINTEGER;"
-    "CREATE OR REPLACE TEMP MACRO pg_get_userbyid(id) AS current_user;"
-    "CREATE OR REPLACE TEMP MACRO pg_get_serial_sequence(t, c) AS NULL::VARCHAR;"
-    "CREATE OR REPLACE TEMP MACRO pg_collation_is_visible(id) AS true;"
-    "CREATE OR REPLACE TEMP MACRO pg_type_name(t, m) AS "  # format_type, in PostgreSQL's words
-    "CASE pg_catalog.format_type(t, m) WHEN 'int4' THEN 'integer' WHEN 'int8' THEN 'bigint' "
-    "WHEN 'int2' THEN 'smallint' WHEN 'float4' THEN 'real' WHEN 'float8' THEN 'double precision' "
-    "WHEN 'bool' THEN 'boolean' WHEN 'varchar' THEN 'character varying' "
-    "WHEN 'timestamp' THEN 'timestamp without time zone' "
-    "WHEN 'timestamptz' THEN 'timestamp with time zone' WHEN 'struct' THEN 'json' "
-    "ELSE pg_catalog.format_type(t, m) END;"
-)
-
-
-def pg_compatible(sql: str) -> str:
-    if "pg_catalog" not in sql and "::reg" not in sql:
-        return sql
-    for pattern, replacement in REWRITES:
-        sql = pattern.sub(replacement, sql)
-    return sql
-
-
-def param_oids(sql: str, declared: list[int | None], count: int) -> list[int]:
-    """A parameter's type: as the client declared it, else as a ``$n::type`` cast in the SQL
-    says, else text."""
-    casts = {int(n): CAST_OIDS.get(re.sub(r"\s", "", t).lower()) for n, t in _CAST.findall(sql)}
-    oids = []
-    for i in range(max(count, len(declared))):
-        given = declared[i] if i < len(declared) else None
-        oids.append(given or casts.get(i + 1) or TEXT)
-    return oids
-
-
-def python_param(oid: int, value: Any) -> Any:
-    """pg_mimic hands parameters over as text; DuckDB gets numbers and booleans typed."""
-    if value is None or not isinstance(value, str):
-        return value
-    if oid in _INT_OIDS:
-        return int(value)
-    if oid in _FLOAT_OIDS:
-        return float(value)
-    if oid == 16:
-        return value.lower() in ("t", "true", "1", "on", "yes")
-    return value
 
 
 class JammiSession(Session):
@@ -333,7 +168,7 @@ class DuckPortal(Portal):
             self.count = relation.fetchall()[0][0] if kind in _WRITES else None
             return None
         self.columns = [ResultColumn(n, pg_type(t)) for n, t in zip(names, types, strict=True)]
-        self._converters = [_converter(c.oid, t) for c, t in zip(self.columns, types, strict=True)]
+        self._converters = [converter(c.oid, t) for c, t in zip(self.columns, types, strict=True)]
         return relation
 
     def _remember_setting(self, session: JammiSession) -> None:
@@ -390,3 +225,54 @@ _ROWS |= {duckdb.StatementType.CALL, None}
 
 def _is_set(sql: str) -> bool:
     return bool(re.match(r"^\s*SET\s", sql, re.IGNORECASE))
+
+
+class JammiConnection(Connection):
+    """pg_mimic's connection, with statements that DuckDB runs: a simple query is split by
+    DuckDB's parser, and Bind binds the statement in DuckDB (so Describe is exact)."""
+
+    async def _handle_simple_query(self, sql: str) -> None:
+        try:
+            parts = [s.query for s in duckdb.extract_statements(sql)] or [sql]
+        except duckdb.Error:
+            parts = [sql]  # PostgreSQL syntax DuckDB cannot parse: one statement, answered below
+        for part in parts:
+            await self._execute_one_simple_statement(part)
+
+    async def _execute_one_simple_statement(self, sql: str) -> None:
+        if self.tx_status == b"E" and not is_transaction_end(sql):
+            raise PgError("25P02", "current transaction is aborted, commands ignored")
+        if not sql.strip():
+            self.stream.write(messages.make_empty_query_response())
+            return
+        statement = await self.session.prepare(sql, [])
+        portal = statement.bind([])
+        columns = await (portal.start() if isinstance(portal, DuckPortal) else statement.describe())
+        rows, _ = await portal.execute(0)
+        if columns is not None:
+            self.stream.write(messages.make_row_description(_specs(columns)))
+            for row in rows:
+                self.stream.write(messages.make_data_row(encode_row(row, columns)))
+        count = portal.count if isinstance(portal, DuckPortal) and portal.count else len(rows)
+        self.stream.write(messages.make_command_complete(command_tag(sql, count)))
+
+    async def _handle_bind(self, parsed: Any) -> None:
+        statement = self._get_statement(parsed.statement_name)
+        if not isinstance(statement, DuckStatement):
+            return await super()._handle_bind(parsed)
+        params = [
+            self._decode_param(
+                v, format_code_for(parsed.param_format_codes, i), statement.param_oids, i
+            )
+            for i, v in enumerate(parsed.params)
+        ]
+        portal = statement.bind(params)
+        columns = await portal.start()
+        entry = PortalEntry(portal, columns, statement.sql, parsed.result_format_codes)
+        entry.rows_returned = portal.count or 0
+        self.portals[parsed.portal_name] = entry
+        self.stream.write(messages.make_bind_complete())
+
+
+def _specs(columns: list) -> list:
+    return [messages.FieldSpec(name=c.name, oid=c.oid, format_code=0) for c in columns]

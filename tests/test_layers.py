@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "jammi_sql"
 ORDER = ["surface", "state", "engine", "artifacts", "leaf"]
 LAYERS = {
     "surface": {"__init__", "functions", "database", "cli", "demo", "display", "server"}
-    | {"relation", "arguments", "udfs", "wire"},
+    | {"relation", "arguments", "udfs", "wire", "pgdialect"},
     "state": {"context", "catalog", "jobs", "models", "sources", "embeddings", "evaluation"}
     | {"infer", "progress", "checks"},
     "engine": {"encoder", "encoders", "lora", "head", "data", "train", "trainee", "evaluate"}
