@@ -13,12 +13,14 @@ import asyncio
 import ipaddress
 import logging
 import os
+import re
 import signal
 import socket
 import ssl
 import struct
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -43,6 +45,8 @@ DEFAULT_HOST, DEFAULT_PORT, DEFAULT_USER = "127.0.0.1", 5433, "jammi"
 PASSWORD_ENV = "JAMMI_SERVER_PASSWORD"
 FAILED_LOGIN_DELAY_S = 1.0  # each failed login waits this long before its answer
 WORKER_THREADS = 64
+SYNC_EVERY_S = 0.5
+MODEL_CHANGES = re.compile(r"\b(register_model|remove_model|fine_tune|wait_job|resume_job)\b", re.I)
 TLS_REQUIRED = "jammi: this server requires TLS from clients beyond loopback; connect with sslmode=require"  # statements running at once, across all sessions
 
 
@@ -54,7 +58,7 @@ class Shared:
 
         self.db, self.readonly = db, readonly
         self.pool = ThreadPoolExecutor(WORKER_THREADS, thread_name_prefix="jammi-serve")
-        self._sync = threading.Lock()
+        self._sync, self._synced = threading.Lock(), 0.0
         self.version_text = (
             f"PostgreSQL 16.0 (jammi-sql {jammi_sql.__version__} on DuckDB {duckdb.__version__})"
         )
@@ -66,9 +70,15 @@ class Shared:
         cursor.execute(macros_sql(self.db.ctx.suffix) + PG_MACROS)
         return cursor
 
-    def sync(self) -> None:
-        with self._sync:  # a model of another dimension registered by any session
+    def sync(self, sql: str) -> None:
+        """Follow the embedding dimension of the latest model (FLOAT[d] of embed): after a
+        statement that may change it, else at most every SYNC_EVERY_S (a job finishing)."""
+        now = time.monotonic()
+        if now - self._synced < SYNC_EVERY_S and not MODEL_CHANGES.search(sql):
+            return
+        with self._sync:
             self.db.sync()
+            self._synced = now
 
 
 class Gate(AuthPlugin):

@@ -45,6 +45,7 @@ class JammiSession(Session):
     def __init__(self, shared: Any):
         self.shared = shared
         self.cursor: duckdb.DuckDBPyConnection | None = None
+        self.portal: DuckPortal | None = None  # the one whose result is open on the cursor
 
     middleware = ()  # our own chain below; everything else is DuckDB's to answer
 
@@ -80,9 +81,17 @@ class JammiSession(Session):
             answer = await session_functions(probe)  # current_setting('jit') and the like
         return answer or DuckStatement(self, sql, param_oids_)
 
+    def close_portal(self, then: DuckPortal | None) -> None:
+        """A statement left with rows unread (a client that stopped fetching) gives way to
+        the next one, as a PostgreSQL portal is closed when the transaction moves on."""
+        if self.portal is not None and self.portal is not then:
+            self.portal.close()
+        self.portal = then
+
     def _rollback_all(self) -> None:
         """ROLLBACK TO a savepoint rolls back the whole transaction and begins a new one,
         the only undo DuckDB has; the client stays in a transaction, as it expects."""
+        self.close_portal(None)
         self.cursor.execute("ROLLBACK")
         self.cursor.execute("BEGIN")
         self._connection.tx_status = b"T"
@@ -114,7 +123,8 @@ class DuckStatement(Statement):
             return None
 
         def bind() -> Any:
-            self.session.shared.sync()
+            self.session.shared.sync(self.sql)
+            self.session.close_portal(None)
             nulls = [None] * len(self.param_oids)
             return self.session.cursor.sql(self.sql, params=nulls or None)
 
@@ -142,6 +152,7 @@ class DuckPortal(Portal):
         self.relation: Any = None
         self.reader: Any = None
         self.pending: list[tuple] = []
+        self.done = False  # every row read from DuckDB
         self.count: int | None = None  # rows an INSERT/UPDATE/DELETE changed
         self._converters: list[Any] = []
 
@@ -158,7 +169,8 @@ class DuckPortal(Portal):
 
     def _bind(self) -> Any:
         shared = self.statement.session.shared
-        shared.sync()
+        shared.sync(self.statement.sql)
+        self.statement.session.close_portal(self)
         relation = self.statement.session.cursor.sql(self.statement.sql, params=self.params or None)
         if relation is None:
             return None
@@ -169,6 +181,8 @@ class DuckPortal(Portal):
             return None
         self.columns = [ResultColumn(n, pg_type(t)) for n, t in zip(names, types, strict=True)]
         self._converters = [converter(c.oid, t) for c, t in zip(self.columns, types, strict=True)]
+        self.reader = relation.to_arrow_reader(BATCH_ROWS)  # runs the query
+        self._read_batch()
         return relation
 
     def _remember_setting(self, session: JammiSession) -> None:
@@ -192,30 +206,39 @@ class DuckPortal(Portal):
     async def execute(self, max_rows: int) -> tuple[list[tuple], bool]:
         if self.relation is None:
             return [], False
-        try:
-            return await self.statement.session.run(self._fetch, max_rows)
-        except BaseException as exc:
-            raise pg_error(exc, self.statement.session.shared.readonly) from None
+        if not self.done and (max_rows <= 0 or len(self.pending) < max_rows):
+            try:  # more batches; most results came whole with the first, read at Bind
+                await self.statement.session.run(self._fill, max_rows)
+            except BaseException as exc:
+                raise pg_error(exc, self.statement.session.shared.readonly) from None
+        if max_rows <= 0:
+            rows, self.pending = self.pending, []
+            return rows, False
+        rows, self.pending = self.pending[:max_rows], self.pending[max_rows:]
+        return rows, bool(self.pending) or not self.done
 
-    def _fetch(self, max_rows: int) -> tuple[list[tuple], bool]:
-        if self.reader is None:
-            self.reader = self.relation.to_arrow_reader(BATCH_ROWS)
-        rows = self.pending
-        while max_rows <= 0 or len(rows) < max_rows:
-            try:
-                batch = self.reader.read_next_batch()
-            except StopIteration:
-                break
-            columns = []
-            for column, convert in zip(batch.columns, self._converters, strict=True):
-                values = column.to_pylist()
-                columns.append(values if convert is None else [convert(v) for v in values])
-            rows.extend(zip(*columns, strict=True))
-        if max_rows > 0 and len(rows) > max_rows:
-            rows, self.pending = rows[:max_rows], rows[max_rows:]
-            return rows, True
-        self.pending = []
-        return rows, max_rows > 0 and len(rows) == max_rows
+    def close(self) -> None:
+        """Release DuckDB's result (the cursor runs nothing else while one is open)."""
+        self.done = True
+        if self.reader is not None:
+            self.reader.close()
+            self.reader = None
+
+    def _fill(self, max_rows: int) -> None:
+        while not self.done and (max_rows <= 0 or len(self.pending) < max_rows):
+            self._read_batch()
+
+    def _read_batch(self) -> None:
+        try:
+            batch = self.reader.read_next_batch()
+        except StopIteration:
+            self.close()
+            return
+        columns = []
+        for column, convert in zip(batch.columns, self._converters, strict=True):
+            values = column.to_pylist()
+            columns.append(values if convert is None else [convert(v) for v in values])
+        self.pending.extend(zip(*columns, strict=True))
 
 
 _WRITES = {duckdb.StatementType.INSERT, duckdb.StatementType.UPDATE, duckdb.StatementType.DELETE}

@@ -314,6 +314,9 @@ def test_asyncpg_prepared_statements_with_parameters(served, db):
         try:
             vector = await conn.fetchval("SELECT embed($1, $2)", "tiny", "the cat plays")
             total = await conn.fetchval("SELECT $1::INTEGER * 2", 21)
+            async with conn.transaction():  # a cursor: Execute with a row limit, suspended
+                rows = [r[0] async for r in conn.cursor("SELECT * FROM range(5000)", prefetch=700)]
+            assert rows == list(range(5000))
             return vector, total
         finally:
             await conn.close()
