@@ -46,6 +46,7 @@ bench: install
 	$(PY) benchmarks/eval_speed.py
 	$(PY) benchmarks/finetune_speed.py
 	$(PY) benchmarks/quality.py
+	$(PY) benchmarks/server_load.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache

@@ -111,7 +111,7 @@ def row(name: str, where: str, clients: int, queries: int, lat: list, seconds: f
     return f"| {name} | {where} | {clients} | {queries / seconds:,.0f} | {p50:.2f} | {p99:.2f} |"
 
 
-def benchmark(clients: list[int], seconds: float) -> None:
+def benchmark(clients: list[int], seconds: float, rounds: int) -> None:
     import jammi_sql
 
     folder = tempfile.mkdtemp(prefix="jammi-bench-")
@@ -125,8 +125,13 @@ def benchmark(clients: list[int], seconds: float) -> None:
         p50 = {}
         for name, (sql, args) in QUERIES.items():
             for n in clients:
-                for where, connect in paths.items():
-                    queries, lat = run_clients(connect, sql, args, n, seconds)
+                # alternate short rounds, so a neighbour's load falls on both sides alike
+                runs = {where: (0, []) for where in paths}
+                for _ in range(rounds):
+                    for where, connect in paths.items():
+                        queries, lat = run_clients(connect, sql, args, n, seconds / rounds)
+                        runs[where] = (runs[where][0] + queries, runs[where][1] + lat)
+                for where, (queries, lat) in runs.items():
                     p50[name, where, n] = np.percentile(lat, 50)
                     print(row(name, where, n, queries, lat, seconds), flush=True)
         if 1 in clients:
@@ -191,14 +196,15 @@ def load_test(clients: int, seconds: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--clients", default="1,4,16")
-    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--seconds", type=float, default=10.0, help="per figure")
+    parser.add_argument("--rounds", type=int, default=5, help="alternations per figure")
     parser.add_argument("--train", action="store_true", help="the load test while a job trains")
     args = parser.parse_args()
     clients = [int(c) for c in args.clients.split(",")]
     if args.train:
         load_test(max(clients), args.seconds)
     else:
-        benchmark(clients, args.seconds)
+        benchmark(clients, args.seconds, args.rounds)
 
 
 if __name__ == "__main__":

@@ -345,7 +345,7 @@ def test_sqlalchemy_reflects_the_jammi_tables_and_queries_them(served):
         engine.dispose()
 
 
-def test_the_real_command_serves_with_a_password_and_stops_cleanly_on_sigterm(tmp_path):
+def test_the_real_command_serves_with_a_password_and_stops_cleanly_on_sigterm(tmp_path, tiny_model):
     import socket
 
     with socket.socket() as s:
@@ -367,10 +367,27 @@ def test_the_real_command_serves_with_a_password_and_stops_cleanly_on_sigterm(tm
                 assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read()
                 time.sleep(0.2)
         with conn:
-            assert conn.execute("SELECT count(*) FROM jammi.jobs").fetchone() == (0,)
+            conn.execute("SELECT register_model('tiny', %s)", (str(tiny_model),))
+            conn.execute(
+                "CREATE TABLE pairs AS SELECT 'the cat plays' AS a, 'a dog runs' AS b, "
+                "(i % 2)::DOUBLE AS score FROM range(24) t(i)"
+            )
+            conn.execute("SELECT add_source('pairs', 'pairs')")
+            job_id = conn.execute(
+                "SELECT fine_tune('pairs', 'tiny', ['a', 'b', 'score'], method := 'full', "
+                "config := {'epochs': 500, 'warmup_steps': 0, 'early_stopping_patience': 1000})"
+            ).fetchone()[0]
+            while conn.execute(
+                "SELECT status FROM jammi.jobs WHERE job_id = %s", (job_id,)
+            ).fetchone() != ("running",):
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
+        assert proc.wait(timeout=60) == 0
         assert "scram-sha-256" in proc.stderr.read()
+        # marked by the server as it stopped (a read-only open marks nothing itself)
+        with jammi_sql.connect(str(tmp_path / "s.duckdb"), read_only=True) as db:
+            assert db.job(job_id).status == "interrupted"
     finally:
         if proc.poll() is None:
             proc.kill()
