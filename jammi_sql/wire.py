@@ -27,7 +27,17 @@ from pg_mimic.middleware import (
 )
 from pg_mimic.results import encode_row, format_code_for
 
-from .pgdialect import TEXT, converter, param_oids, pg_compatible, pg_error, pg_type, python_param
+from .pgdialect import (
+    TEXT,
+    TEXT_ARRAYS,
+    array_text,
+    converter,
+    param_oids,
+    pg_compatible,
+    pg_error,
+    pg_type,
+    python_param,
+)
 
 BATCH_ROWS = 2048
 _TX_BEGIN = re.compile(r"^\s*(BEGIN|START\s+TRANSACTION)\b", re.IGNORECASE)
@@ -148,6 +158,7 @@ class DuckPortal(Portal):
 
     def __init__(self, statement: DuckStatement, params: list[Any]):
         self.statement, self.params = statement, params
+        self.formats: list[int] = []  # result formats the client asked for (0 text, 1 binary)
         self.columns: list[ResultColumn] | None = None
         self.relation: Any = None
         self.reader: Any = None
@@ -181,6 +192,9 @@ class DuckPortal(Portal):
             return None
         self.columns = [ResultColumn(n, pg_type(t)) for n, t in zip(names, types, strict=True)]
         self._converters = [converter(c.oid, t) for c, t in zip(self.columns, types, strict=True)]
+        for i, column in enumerate(self.columns):  # number arrays sent as text: Arrow writes them
+            if column.oid in TEXT_ARRAYS and format_code_for(self.formats, i) == 0:
+                self._converters[i] = array_text
         self.reader = relation.to_arrow_reader(BATCH_ROWS)  # runs the query
         self._read_batch()
         return relation
@@ -236,6 +250,9 @@ class DuckPortal(Portal):
             return
         columns = []
         for column, convert in zip(batch.columns, self._converters, strict=True):
+            if convert is array_text:
+                columns.append(array_text(column).to_pylist())
+                continue
             values = column.to_pylist()
             columns.append(values if convert is None else [convert(v) for v in values])
         self.pending.extend(zip(*columns, strict=True))
@@ -290,6 +307,7 @@ class JammiConnection(Connection):
             for i, v in enumerate(parsed.params)
         ]
         portal = statement.bind(params)
+        portal.formats = parsed.result_format_codes or []
         columns = await portal.start()
         entry = PortalEntry(portal, columns, statement.sql, parsed.result_format_codes)
         entry.rows_returned = portal.count or 0

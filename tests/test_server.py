@@ -80,6 +80,27 @@ def test_psql_runs_jammi_functions_and_gets_an_embedding_as_an_array(served, db)
 
 
 @needs_psql
+@pytest.mark.slow
+def test_psql_runs_the_sql_example_unchanged(tmp_path):
+    example = ROOT / "sql" / "examples" / "01_embed_and_search.sql"
+    env = {**os.environ, "PGCONNECT_TIMEOUT": "10"}
+    with jammi_sql.connect(":memory:", home=str(tmp_path / "home")) as db:
+        server = Server(db, port=0).start()
+        try:
+            done = subprocess.run(
+                [PSQL, dsn(server), "-X", "-v", "ON_ERROR_STOP=1", "-f", str(example)],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=120,
+            )
+        finally:
+            server.stop()
+    assert done.returncode == 0, done.stderr
+    assert "Quantum error correction" in done.stdout and "(2 rows)" in done.stdout
+
+
+@needs_psql
 def test_psql_lists_the_jammi_tables(served):
     done = psql(served, r"\dt jammi.*")
     assert done.returncode == 0, done.stderr
