@@ -43,11 +43,13 @@ log = logging.getLogger("jammi_sql.server")
 logging.getLogger("pg_mimic.auth").setLevel(logging.ERROR)  # Gate logs a failed login, briefly
 DEFAULT_HOST, DEFAULT_PORT, DEFAULT_USER = "127.0.0.1", 5433, "jammi"
 PASSWORD_ENV = "JAMMI_SERVER_PASSWORD"
-FAILED_LOGIN_DELAY_S = 1.0  # each failed login waits this long before its answer
-WORKER_THREADS = 64
+FAILED_LOGIN_DELAY_S = 1.0  # a first failed login waits this long before its answer
+WORKER_THREADS = 64  # statements running at once, across all sessions
 SYNC_EVERY_S = 0.5
 MODEL_CHANGES = re.compile(r"\b(register_model|remove_model|fine_tune|wait_job|resume_job)\b", re.I)
-TLS_REQUIRED = "jammi: this server requires TLS from clients beyond loopback; connect with sslmode=require"  # statements running at once, across all sessions
+TLS_REQUIRED = (
+    "jammi: this server requires TLS from clients beyond loopback; connect with sslmode=require"
+)
 
 
 class Shared:
@@ -82,32 +84,41 @@ class Shared:
 
 
 class Gate(AuthPlugin):
-    """Only ``--user``, by SCRAM-SHA-256 when a password is set; a failure is logged and
-    answered only after a delay, so guessing is slow."""
+    """Only ``--user``, by SCRAM-SHA-256 when a password is set. A failure is logged and
+    answered after a delay that doubles with each failure from that address (up to 32
+    times), so guessing is slow; a success resets it."""
 
-    def __init__(self, server: JammiServer, username: str):
-        self.server, self.username = server, username
+    def __init__(self, server: JammiServer):
+        self.server = server
 
     async def authenticate(self, stream: PgStream, username: str, identities: Any) -> bool:
         inner = ScramSha256AuthPlugin() if self.server.password else TrustAuthPlugin()
         ok = username == self.server.user and await inner.authenticate(stream, username, identities)
-        if not ok:
-            peer = stream.writer.get_extra_info("peername")
-            log.warning("failed login for user %r from %s", username, peer and peer[0])
-            await asyncio.sleep(self.server.failed_login_delay)
-        return ok
+        peer = stream.writer.get_extra_info("peername")
+        address = str(peer[0]) if peer else "?"
+        failures = self.server.failures
+        if ok:
+            failures.pop(address, None)
+            return True
+        failures[address] = failures.get(address, 0) + 1
+        log.warning(
+            "failed login for user %r from %s (%d in a row)", username, address, failures[address]
+        )
+        await asyncio.sleep(self.server.failed_login_delay * 2 ** min(failures[address] - 1, 5))
+        return False
 
 
 class JammiServer(PgServer):
     def __init__(self, shared: Shared, user: str, password: str | None, tls: Any = None):
         super().__init__(
             session_factory=lambda: JammiSession(shared),
-            auth_plugin_factory=lambda username: Gate(self, username),
+            auth_plugin_factory=lambda username: Gate(self),
             identity_provider=SimpleIdentityProvider({user: password or ""}),
             server_version="16.0",
         )
         self.shared, self.user, self.password, self.tls = shared, user, password, tls
         self.failed_login_delay = FAILED_LOGIN_DELAY_S
+        self.failures: dict[str, int] = {}  # failed logins in a row, by client address
 
     def cancel(self, pid: int, secret: int) -> None:
         """psql's Ctrl-C: interrupt that session's running statement (DuckDB stops at its
