@@ -160,7 +160,8 @@ def load_test(clients: int, seconds: float) -> None:
     connect = over_server(port)
     try:
         job = connect()(
-            f"SELECT fine_tune('pairs', '{MODEL}', ['a', 'b', 'score'], config := {{'epochs': 3}})",
+            f"SELECT fine_tune('pairs', '{MODEL}', ['a', 'b', 'score'], method := 'lora', "
+            "config := {'epochs': 6, 'target_modules': ['query', 'value']})",
             (),
         )[0][0]
         mix = [
@@ -184,9 +185,11 @@ def load_test(clients: int, seconds: float) -> None:
             t.start()
         for t in threads:
             t.join()
+        then = connect()("SELECT status, progress FROM jammi.jobs WHERE job_id = %s", (job,))[0]
         status = connect()("SELECT wait_job(%s)", (job,))[0][0]
         print(
-            f"{clients} clients x {seconds:.0f} s: {sum(totals):,} queries, 0 errors; job {status}"
+            f"{clients} clients x {seconds:.0f} s: {sum(totals):,} queries, 0 errors; the job "
+            f"was {then[0]} ({then[1]:.0%}) when the load ended, then {status}"
         )
     finally:
         proc.terminate()

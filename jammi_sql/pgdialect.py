@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import timedelta
 from typing import Any
 
 import duckdb
@@ -89,10 +90,19 @@ def converter(oid: int, duck_type: str):
     if oid == JSON and duck_type != "JSON":
         return lambda v: None if v is None else json.dumps(_jsonable(v), default=str)
     if oid == INTERVAL:
-        return lambda v: (
-            None if v is None else f"{v.months} mons {v.days} days {v.nanoseconds // 1000} us"
-        )
+        return _interval
     return None
+
+
+def _interval(v: Any) -> Any:
+    """Arrow's (months, days, nanoseconds) as a timedelta when it has no months (both wire
+    formats then follow), else as PostgreSQL's text."""
+    if v is None:
+        return None
+    time = timedelta(microseconds=v.nanoseconds // 1000)
+    return (
+        timedelta(days=v.days) + time if not v.months else f"{v.months} mons {v.days} days {time}"
+    )
 
 
 def _jsonable(value: Any) -> Any:

@@ -122,6 +122,23 @@ def test_psycopg_sends_parameters_and_reads_typed_columns(served, db):
         n, s, j, t, nothing, d = cur.fetchone()
         assert (n, s, j, nothing, d) == (42, {"a": 1, "b": [1, 2]}, {"k": 2}, None, 1.5)
         assert t.isoformat() == "2024-01-02T03:04:05+00:00"
+        cur = conn.execute(
+            "SELECT 12345678901234567890::HUGEINT AS h, INTERVAL 1 DAY + INTERVAL 3 HOUR AS i, "
+            "['a', 'b'] AS l, MAP([1], [2]) AS m, [[1, 2]] AS nested"
+        )
+        assert [d.type_code for d in cur.description] == [1700, 1186, 1009, 114, 114]
+        h, i, lst, m, nested = cur.fetchone()
+        assert (int(h), i.total_seconds(), lst, m, nested) == (
+            12345678901234567890,
+            97200.0,
+            ["a", "b"],
+            {"1": 2},
+            [[1, 2]],
+        )
+        binary = conn.cursor(binary=True)  # the other wire format
+        binary.execute("SELECT [1.5, 2]::FLOAT[2] AS v, TIMESTAMPTZ '2024-01-01 00:00:00+00' AS t")
+        v, t = binary.fetchone()
+        assert v == [1.5, 2.0] and t.isoformat() == "2024-01-01T00:00:00+00:00"
 
 
 def test_every_session_gets_the_jammi_functions_over_one_catalog(served, docs):
