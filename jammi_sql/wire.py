@@ -87,7 +87,7 @@ class JammiSession(Session):
             return _show_statement(self._connection, show.group(1))
         probe = MiddlewareContext(self._connection, sql, param_oids_)
         answer = await asyncpg_typeinfo(probe)
-        if answer is None and _PG_SESSION_FUNCTIONS.search(sql):
+        if answer is None and self._pg_session_function(sql):
             answer = await session_functions(probe)  # current_setting('jit') and the like
         return answer or DuckStatement(self, sql, param_oids_)
 
@@ -105,6 +105,14 @@ class JammiSession(Session):
         self.cursor.execute("ROLLBACK")
         self.cursor.execute("BEGIN")
         self._connection.tx_status = b"T"
+
+    def _pg_session_function(self, sql: str) -> bool:
+        """pg_backend_pid(), set_config(), or current_setting() of PostgreSQL's settings
+        (DuckDB answers current_setting() of its own)."""
+        if not _PG_SESSION_FUNCTIONS.search(sql):
+            return False
+        keys = re.findall(r"current_setting\s*\(\s*'([^']*)'", sql, re.IGNORECASE)
+        return all(self._pg_setting(key) for key in keys)
 
     def _pg_setting(self, name: str) -> bool:
         from pg_mimic.middleware import _DEFAULT_SETTINGS

@@ -172,6 +172,23 @@ def test_a_statement_error_is_a_postgres_error_with_the_jammi_message_and_the_se
         assert conn.execute("SELECT 'still here'").fetchone() == ("still here",)
 
 
+def test_postgres_settings_drivers_send_are_kept_per_session(served):
+    with psycopg.connect(dsn(served), autocommit=True) as conn:
+        conn.execute("SET extra_float_digits = 3")  # as JDBC does; DuckDB has no such setting
+        conn.execute("SET application_name TO 'report'")
+        assert conn.execute("SHOW extra_float_digits").fetchone() == ("3",)
+        assert conn.execute("SHOW application_name").fetchone() == ("report",)
+        assert conn.execute("SELECT current_schema()").fetchone() == ("main",)
+        version = conn.execute("SELECT version()").fetchone()[0]
+        assert version.startswith("PostgreSQL 16.0 (jammi-sql")
+        assert conn.info.server_version >= 160000
+        assert conn.execute("SELECT current_setting('jit')").fetchone() == ("off",)
+        threads = conn.execute("SELECT current_setting('threads')").fetchone()[0]
+        assert int(threads) > 0  # DuckDB's own settings are DuckDB's to answer
+        with pytest.raises(psycopg.Error, match="unrecognized configuration parameter"):
+            conn.execute("SELECT current_setting('no_such_setting_anywhere')")
+
+
 def test_transactions_commit_and_roll_back(served, db):
     with psycopg.connect(dsn(served)) as conn:
         conn.execute("CREATE TABLE kept (a INTEGER)")
