@@ -165,6 +165,8 @@ class JammiServer(PgServer):
         self._connections[pid] = connection
         try:
             await connection.run()
+        except ConnectionError:  # the client hung up while its answer was being sent
+            pass
         finally:
             self._connections.pop(pid, None)
 

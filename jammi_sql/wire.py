@@ -40,6 +40,7 @@ from .pgdialect import (
 )
 
 BATCH_ROWS = 2048
+WATCH_S = 0.25  # how often a running statement checks that its client is still there
 _TX_BEGIN = re.compile(r"^\s*(BEGIN|START\s+TRANSACTION)\b", re.IGNORECASE)
 _TX_END = re.compile(r"^\s*(COMMIT|END|ROLLBACK|ABORT)\b", re.IGNORECASE)
 _SAVEPOINT = re.compile(r"^\s*(SAVEPOINT|RELEASE)\b", re.IGNORECASE)
@@ -68,8 +69,20 @@ class JammiSession(Session):
             await self.run(self.cursor.close)
 
     async def run(self, fn: Any, *args: Any) -> Any:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.shared.pool, fn, *args)
+        """``fn`` in a worker thread. A client that hangs up meanwhile interrupts it, as
+        PostgreSQL ends a backend whose client is gone (a jammi function stops after its
+        batch and writes nothing half-done)."""
+        work = asyncio.get_running_loop().run_in_executor(self.shared.pool, fn, *args)
+        while True:
+            done, _ = await asyncio.wait({work}, timeout=WATCH_S)
+            if done:
+                return work.result()
+            if self.cursor is not None and self._client_gone():
+                self.cursor.interrupt()
+
+    def _client_gone(self) -> bool:
+        reader = self._connection.stream.reader if self._connection else None
+        return bool(reader is not None and getattr(reader, "_eof", False))
 
     async def prepare(self, sql: str, param_oids_: list[int | None]) -> Statement:
         if _VERSION.match(sql):

@@ -359,6 +359,25 @@ def test_psql_ctrl_c_cancels_the_query(served):
     assert "canceling statement due to user request" in err
 
 
+@needs_psql
+def test_a_client_that_hangs_up_mid_statement_interrupts_it(served):
+    proc = subprocess.Popen(
+        [PSQL, dsn(served), "-X", "-c", "SELECT count(*) FROM range(100000000000) a"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 20
+    while not served.pg._connections:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.kill()  # no cancel request, no goodbye: the socket just closes
+    proc.wait()
+    while served.pg._connections:  # the statement would run for minutes if not interrupted
+        assert time.monotonic() < deadline, "the statement still runs for a client that left"
+        time.sleep(0.05)
+
+
 def test_asyncpg_prepared_statements_with_parameters(served, db):
     asyncpg = pytest.importorskip("asyncpg")
 
