@@ -27,6 +27,7 @@ from pg_mimic.middleware import (
 )
 from pg_mimic.results import encode_row, format_code_for
 
+from .errors import user_message
 from .pgdialect import (
     TEXT,
     TEXT_ARRAYS,
@@ -149,7 +150,8 @@ class DuckStatement(Statement):
         self.param_oids = param_oids(self.sql, declared, count)
 
     async def describe(self) -> list[ResultColumn] | None:
-        """Before any Bind (asyncpg): a SELECT's columns as DuckDB binds it with NULLs."""
+        """Before any Bind (asyncpg): a SELECT's columns as DuckDB binds it with NULLs for
+        the parameters."""
         if self.kind != duckdb.StatementType.SELECT:
             return None
 
@@ -161,8 +163,14 @@ class DuckStatement(Statement):
 
         try:
             relation = await self.session.run(bind)
-        except duckdb.Error:
-            return None
+        except duckdb.Error as exc:  # better said now than as a row the client did not expect
+            raise PgError(
+                "42P18",
+                "jammi: the columns of this statement depend on its parameter values, and this "
+                "client asks for them before it sends any; write those arguments as literals "
+                "(e.g. semantic_search's source and model) or use psycopg, which asks after "
+                f"binding ({user_message(exc) or str(exc).splitlines()[0]})",
+            ) from None
         return [
             ResultColumn(n, pg_type(str(t)))
             for n, t in zip(relation.columns, relation.types, strict=True)

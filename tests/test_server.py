@@ -179,6 +179,10 @@ def test_postgres_settings_drivers_send_are_kept_per_session(served):
         assert conn.execute("SHOW extra_float_digits").fetchone() == ("3",)
         assert conn.execute("SHOW application_name").fetchone() == ("report",)
         assert conn.execute("SELECT current_schema()").fetchone() == ("main",)
+        tables = conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'jammi'"
+        ).fetchall()
+        assert ("jobs",) in tables
         version = conn.execute("SELECT version()").fetchone()[0]
         assert version.startswith("PostgreSQL 16.0 (jammi-sql")
         assert conn.info.server_version >= 160000
@@ -388,6 +392,8 @@ def test_asyncpg_prepared_statements_with_parameters(served, db):
         try:
             vector = await conn.fetchval("SELECT embed($1, $2)", "tiny", "the cat plays")
             total = await conn.fetchval("SELECT $1::INTEGER * 2", 21)
+            with pytest.raises(asyncpg.PostgresError, match="write those arguments as literals"):
+                await conn.fetch("SELECT * FROM semantic_search($1, 'tiny', 'x')", "docs")
             async with conn.transaction():  # a cursor: Execute with a row limit, suspended
                 rows = [r[0] async for r in conn.cursor("SELECT * FROM range(5000)", prefetch=700)]
             assert rows == list(range(5000))
