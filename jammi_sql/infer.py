@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from . import progress
 from .context import Context
 from .errors import InvalidArgumentError
 
@@ -40,7 +41,14 @@ def embed_texts(
             f"open the database with jammi_sql.connect(path, dimensions={encoder.dimensions}), or "
             "register the model first (the shell and the Python API follow the model registered last)"
         )
-    vectors = encoder.encode(texts, query=query, on_batch=on_batch)
+
+    def each_batch(n: int) -> None:  # the point where a cancelled call stops
+        progress.check()
+        if on_batch is not None:
+            on_batch(n)
+
+    progress.check()
+    vectors = encoder.encode(texts, query=query, on_batch=each_batch)
     ctx.models.note_used(ref)
     return vectors
 

@@ -24,6 +24,8 @@ def translated() -> Iterator[None]:
     try:
         yield
     except duckdb.Error as exc:
+        if str(exc).rstrip().endswith("KeyboardInterrupt:"):  # Ctrl-C inside a jammi call
+            raise KeyboardInterrupt from exc
         ours = from_duckdb(exc)
         if ours is None:
             raise
