@@ -16,6 +16,8 @@ from . import progress
 from .context import Context
 from .errors import InvalidArgumentError
 
+SLICE = 4096  # texts tokenized and encoded at a time
+
 
 def embed_texts(
     ctx: Context,
@@ -47,8 +49,17 @@ def embed_texts(
         if on_batch is not None:
             on_batch(n)
 
-    progress.check()
-    vectors = encoder.encode(texts, query=query, on_batch=each_batch)
+    if len(texts) <= SLICE:
+        progress.check()
+        vectors = encoder.encode(texts, query=query, on_batch=each_batch)
+    else:  # tokenized a slice at a time: memory stays bounded and a cancel is seen soon
+        vectors = np.empty((len(texts), encoder.dimensions), dtype=np.float32)
+        for start in range(0, len(texts), SLICE):
+            progress.check()
+            part = texts[start : start + SLICE]
+            vectors[start : start + len(part)] = encoder.encode(
+                part, query=query, on_batch=each_batch
+            )
     ctx.models.note_used(ref)
     return vectors
 

@@ -148,3 +148,15 @@ def test_ctrl_c_in_a_python_script_raises_keyboard_interrupt_and_rolls_back(big)
         big.sql("SELECT generate_text_embeddings('big', 'tiny', ['body'], 'id')").fetchall()
     assert time.monotonic() - started < 10
     assert big.sql("SELECT count(*) FROM jammi.embedding_tables").fetchall() == [(0,)]
+
+
+def test_interrupt_stops_evaluate_similarity(db):
+    db.sql(
+        "CREATE TABLE pairs AS SELECT 'left text ' || i AS text_a, 'right text ' || i AS text_b, "
+        f"(i % 5) / 5.0 AS score FROM range({ROWS}) t(i)"
+    ).fetchall()
+    db.sql("SELECT add_source('pairs', 'pairs')").fetchall()
+    started = threading.Event()
+    threading.Timer(1.0, started.set).start()
+    sent = interrupt_once_started(db, started)
+    stopped_within(2.0, sent, lambda: db.evaluate_similarity("tiny", "pairs"))
