@@ -33,6 +33,7 @@ def install(
     with translated():
         ctx = Context(con, home, dimensions)
         install_functions(con, ctx)
+    progress.catch_ctrl_c()
     return ctx
 
 

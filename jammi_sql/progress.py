@@ -14,6 +14,7 @@ interrupts a query also calls ``progress.cancel(thread)``; the call then raises
 from __future__ import annotations
 
 import itertools
+import signal
 import threading
 import time
 from collections import Counter
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 
 from .errors import CancelledError
 
-_lock = threading.Lock()
+_lock = threading.RLock()  # reentrant: the Ctrl-C handler may run while it is held
 _active: dict[int, Task] = {}
 _ids = itertools.count(1)
 _calls: Counter[int] = Counter()  # thread -> jammi calls running on it (nested ones count)
@@ -87,6 +88,22 @@ def call(owner: object = None) -> Iterator[None]:
                 del _calls[thread]
                 _owners.pop(thread, None)
                 _cancelled.discard(thread)
+
+
+def _on_ctrl_c(signum: int, frame: object) -> None:
+    cancel()
+    signal.default_int_handler(signum, frame)
+
+
+def catch_ctrl_c() -> None:
+    """Make Ctrl-C also cancel running jammi calls. DuckDB may run a function on one of its
+    own threads and, seeing the signal first, interrupt only its own work; Python's default
+    handler is kept for everything else (KeyboardInterrupt as always). Another handler that
+    someone installed is left alone, and so is a process that is not on its main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _on_ctrl_c)
 
 
 def cancel(*, thread: int | None = None, owner: object = None) -> int:

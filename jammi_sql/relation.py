@@ -30,6 +30,10 @@ def translated() -> Iterator[None]:
         if ours is None:
             raise
         raise ours from exc
+    except RuntimeError as exc:  # DuckDB saw Ctrl-C first
+        if str(exc) == "Query interrupted":
+            raise KeyboardInterrupt from exc
+        raise
 
 
 class Relation:
