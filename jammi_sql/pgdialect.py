@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 from pg_mimic import PgError
 from pg_mimic.arrays import ARRAY_OID
 
-from .errors import user_message
+from .errors import CancelledError, from_duckdb, user_message
 
 READ_ONLY = (
     "jammi: this server was started with --readonly: queries only (no DDL or DML, no file "
@@ -127,6 +127,8 @@ def pg_error(exc: BaseException, readonly: bool = False) -> PgError:
         return PgError("57014", "canceling statement due to user request")
     message = user_message(exc) or str(exc)
     state = next((code for cls, code in SQLSTATES if isinstance(exc, cls)), "XX000")
+    if isinstance(from_duckdb(exc), CancelledError):  # a jammi call stopped by a cancel
+        return PgError("57014", message)
     if message.startswith("jammi:"):
         state = "25006" if "read-only" in message else "P0001" if state == "XX000" else state
     return PgError(state, message)

@@ -61,6 +61,7 @@ class Shared:
         self.db, self.readonly = db, readonly
         self.pool = ThreadPoolExecutor(WORKER_THREADS, thread_name_prefix="jammi-serve")
         self._sync, self._synced = threading.Lock(), 0.0
+        self.sessions: set[Any] = set()  # the sessions logged in now
         self.version_text = (
             f"PostgreSQL 16.0 (jammi-sql {jammi_sql.__version__} on DuckDB {duckdb.__version__})"
         )
@@ -122,10 +123,10 @@ class JammiServer(PgServer):
 
     def cancel(self, pid: int, secret: int) -> None:
         """psql's Ctrl-C: interrupt that session's running statement (DuckDB stops at its
-        next chunk, a jammi function after its batch); the session goes on."""
+        next chunk, a jammi call after its current micro-batch); the session goes on."""
         conn = self._connections.get(pid)
-        if conn is not None and conn.secret == secret and conn.session.cursor is not None:
-            conn.session.cursor.interrupt()
+        if conn is not None and conn.secret == secret:
+            conn.session.interrupt()
 
     async def _negotiate_startup(self, stream: PgStream) -> dict[str, str] | None:
         code, payload = await stream.read_startup_packet()

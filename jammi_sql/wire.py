@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 from typing import Any
 
 import duckdb
@@ -27,6 +28,7 @@ from pg_mimic.middleware import (
 )
 from pg_mimic.results import encode_row, format_code_for
 
+from . import progress
 from .errors import user_message
 from .pgdialect import (
     TEXT,
@@ -58,14 +60,17 @@ class JammiSession(Session):
         self.shared = shared
         self.cursor: duckdb.DuckDBPyConnection | None = None
         self.portal: DuckPortal | None = None  # the one whose result is open on the cursor
+        self.thread: int | None = None  # the worker thread running its statement, if any
 
     middleware = ()  # our own chain below; everything else is DuckDB's to answer
 
     async def init(self, connection: Any) -> None:
         await super().init(connection)
         self.cursor = await self.run(self.shared.new_cursor)
+        self.shared.sessions.add(self)
 
     async def close(self) -> None:
+        self.shared.sessions.discard(self)
         if self.cursor is not None:
             await self.run(self.cursor.close)
 
@@ -73,13 +78,35 @@ class JammiSession(Session):
         """``fn`` in a worker thread. A client that hangs up meanwhile interrupts it, as
         PostgreSQL ends a backend whose client is gone (a jammi function stops after its
         batch and writes nothing half-done)."""
-        work = asyncio.get_running_loop().run_in_executor(self.shared.pool, fn, *args)
+
+        def on_worker() -> Any:
+            self.thread = threading.get_ident()
+            try:
+                return fn(*args)
+            finally:
+                self.thread = None
+
+        work = asyncio.get_running_loop().run_in_executor(self.shared.pool, on_worker)
         while True:
             done, _ = await asyncio.wait({work}, timeout=WATCH_S)
             if done:
                 return work.result()
-            if self.cursor is not None and self._client_gone():
-                self.cursor.interrupt()
+            if self._client_gone():
+                self.interrupt()
+
+    def interrupt(self) -> None:
+        """Stop this session's statement: DuckDB's work at its next chunk, a long jammi call
+        (generate_text_embeddings, embed, evaluate_*) after its current micro-batch, rolling
+        back what it wrote. Other sessions' calls go on."""
+        thread = self.thread
+        if thread is not None:
+            progress.cancel(thread=thread)
+            # DuckDB may run the call on a thread of its own, which only the call's owner (the
+            # shared Context) names: cancel by owner when no other session is running anything
+            if not any(s.thread is not None for s in self.shared.sessions if s is not self):
+                progress.cancel(owner=self.shared.db.ctx)
+        if self.cursor is not None:
+            self.cursor.interrupt()
 
     def _client_gone(self) -> bool:
         reader = self._connection.stream.reader if self._connection else None

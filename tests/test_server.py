@@ -347,20 +347,48 @@ def test_cancel_interrupts_the_running_statement_and_the_session_goes_on(served)
         assert conn.execute("SELECT 'after'").fetchone() == ("after",)
 
 
+@pytest.fixture
+def big(db):
+    db.con.execute(
+        "CREATE TABLE big AS SELECT i AS id, 'text number ' || i || ' about cats and piano' "
+        "AS body FROM range(200000) t(i)"  # minutes of work: only a cancel ends it in time
+    )
+    db.sql("SELECT add_source('big', 'big')").fetchall()
+    return db
+
+
+def no_embedding_tables(db) -> bool:
+    names = db.con.execute("SELECT table_name FROM duckdb_tables()").fetchall()
+    return not any(name.startswith("emb_") for (name,) in names)
+
+
 @needs_psql
-def test_psql_ctrl_c_cancels_the_query(served):
+def test_psql_ctrl_c_stops_a_long_generate_text_embeddings(served, big):
     env = {**os.environ, "PGCONNECT_TIMEOUT": "10"}
+    long_call = "SELECT generate_text_embeddings('big', 'tiny', ['body'], 'id')"
     proc = subprocess.Popen(
-        [PSQL, dsn(served), "-X", "-c", "SELECT count(*) FROM range(100000000000) a"],
+        [PSQL, dsn(served), "-X", "-c", long_call],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=env,
     )
-    time.sleep(1.0)
+    time.sleep(1.5)
+    sent = time.monotonic()
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
-    assert "canceling statement due to user request" in err
+    assert time.monotonic() - sent < 10
+    assert "canceling statement" in err or "jammi: the call was cancelled" in err
+    assert no_embedding_tables(big)
+
+
+def test_a_cancelled_jammi_call_rolls_back_and_the_session_goes_on(served, big):
+    with psycopg.connect(dsn(served), autocommit=True) as conn:
+        threading.Timer(1.5, conn.cancel_safe).start()
+        with pytest.raises(psycopg.errors.QueryCanceled):  # within seconds, not minutes
+            conn.execute("SELECT generate_text_embeddings('big', 'tiny', ['body'], 'id')")
+        assert no_embedding_tables(big)
+        assert conn.execute("SELECT count(*) FROM big").fetchone() == (200000,)
 
 
 @needs_psql
