@@ -20,7 +20,7 @@ DEFAULT_METHOD = "lora"
 DEFAULT_TASK = "text_embedding"
 DEFAULT_K = 10  # semantic_search and evaluate_retrieval
 DEFAULT_SIMILARITY_COLUMNS = ["text_a", "text_b", "score"]
-LOSSES = ("auto", "cosent", "multiple_negatives_ranking", "triplet")
+LOSSES = ("auto", "cosent", "multiple_negatives_ranking", "triplet", "info_nce")
 SCHEDULES = ("constant", "cosine_decay", "linear_decay")
 METHODS = ("lora", "full")
 TASKS = {"text_embedding": "text_embedding", "embedding": "text_embedding"}
@@ -92,7 +92,15 @@ class FineTuneConfig:
         "cosine_decay", "'constant', 'cosine_decay' or 'linear_decay' after warmup"
     )
     embedding_loss: str = _opt(
-        "auto", "'cosent', 'multiple_negatives_ranking', 'triplet' (auto: from the columns)"
+        "auto",
+        "'cosent', 'multiple_negatives_ranking', 'triplet', 'info_nce' (symmetric InfoNCE) "
+        "(auto: from the columns)",
+    )
+    temperature: float = _opt(0.05, "info_nce's softmax temperature (0.05 = scale 20)")
+    mini_batch_size: int | None = _opt(
+        None,
+        "texts embedded at once with gradients (GradCache): batch_size can then exceed memory "
+        "(more in-batch negatives) with the same gradients; NULL = the whole batch at once",
     )
     weight_decay: float | None = _opt(
         None,
@@ -211,6 +219,9 @@ class FineTuneConfig:
         if self.weight_decay is not None:
             as_float("weight_decay", 0.0)
         as_float("max_grad_norm", 0.0, open_low=True)
+        as_float("temperature", 0.0, open_low=True)
+        if self.mini_batch_size is not None:
+            as_int("mini_batch_size", 1)
         if not isinstance(self.use_rslora, bool):
             raise bad("use_rslora", "true or false")
         if self.lr_schedule not in SCHEDULES:

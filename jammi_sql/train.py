@@ -88,12 +88,11 @@ class _Setup:
             )
         # Length bucketing keeps padding low, except for in-batch negatives and cached vectors.
         bucket = (
-            self.loss_name != "multiple_negatives_ranking"
-            and self.adapter_type != "projection_head"
+            self.loss_name not in L.IN_BATCH_NEGATIVES and self.adapter_type != "projection_head"
         )
         self.row_len = text_len[self.train_ids].max(axis=1) if bucket else None
         self.trainee = Trainee(self.encoder, self.adapter_type, self.config, token_ids, should_stop)
-        self.loss_fn = L.build(self.loss_name)
+        self.loss_fn = L.build(self.loss_name, self.config.temperature)
 
     def trials(self) -> list[FineTuneConfig]:
         if self.adapter_type != "projection_head":

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from .cosent import CoSENTLoss
+from .info_nce import InfoNCELoss
 from .mnrl import MultipleNegativesRankingLoss
 from .triplet import TripletLoss
 
@@ -17,10 +18,15 @@ LOSSES: dict[str, type[nn.Module]] = {
     "cosent": CoSENTLoss,
     "multiple_negatives_ranking": MultipleNegativesRankingLoss,
     "triplet": TripletLoss,
+    "info_nce": InfoNCELoss,
 }
+IN_BATCH_NEGATIVES = ("multiple_negatives_ranking", "info_nce")
 
 
-def build(name: str) -> nn.Module:
+def build(name: str, temperature: float | None = None) -> nn.Module:
+    """The loss ``name``; ``temperature`` applies to InfoNCE only."""
+    if name == "info_nce" and temperature is not None:
+        return InfoNCELoss(temperature)
     return LOSSES[name]()
 
 
@@ -37,7 +43,7 @@ def compute(
     """
     if isinstance(loss, CoSENTLoss):
         return loss(columns[0], columns[1], scores)
-    if isinstance(loss, MultipleNegativesRankingLoss):
+    if isinstance(loss, (MultipleNegativesRankingLoss, InfoNCELoss)):
         ids = text_ids or [None] * len(columns)
         return loss(
             columns[0],
@@ -53,6 +59,8 @@ def compute(
 __all__ = [
     "LOSSES",
     "CoSENTLoss",
+    "IN_BATCH_NEGATIVES",
+    "InfoNCELoss",
     "MultipleNegativesRankingLoss",
     "TripletLoss",
     "build",
