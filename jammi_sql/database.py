@@ -7,6 +7,7 @@ is a ``JammiError`` subclass here and a ``jammi:`` DuckDB error in SQL.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import os
 import weakref
 from typing import Any
@@ -15,7 +16,7 @@ import duckdb
 
 from .config import DEFAULT_K, DEFAULT_METHOD, DEFAULT_TASK, FineTuneConfig
 from .context import Context
-from .errors import JobStateError, TrainingError
+from .errors import InvalidArgumentError, JobStateError, TrainingError
 from .relation import Relation, open_connection, translated, wrap
 
 
@@ -273,6 +274,34 @@ class Database:
                 )
                 .to_arrow_table()
             )
+
+    def mine_hard_negatives(
+        self,
+        source: str,
+        model: str,
+        anchor: str,
+        positive: str,
+        corpus: str | None = None,
+        output: str | None = None,
+        **settings: Any,
+    ) -> str:
+        """(anchor, positive, negative) rows into a new source, as the SQL function writes them;
+        settings: num_negatives, range_min, range_max, absolute_margin, relative_margin,
+        max_score, min_score, sampling, seed."""
+        from .hard_negatives import mine_hard_negatives
+        from .mining import MiningSettings
+
+        self._writes("mine_hard_negatives")
+        try:
+            options = MiningSettings(**settings)
+        except TypeError:
+            known = ", ".join(f.name for f in dataclasses.fields(MiningSettings))
+            raise InvalidArgumentError(
+                f"mine_hard_negatives takes the settings {known}; got {', '.join(settings)}"
+            ) from None
+        return mine_hard_negatives(
+            self.ctx, source, model, anchor, positive, corpus, output, options
+        )
 
     # ---- evaluation ---------------------------------------------------------------
     def evaluate_similarity(
