@@ -25,6 +25,7 @@ SCHEDULES = ("constant", "cosine_decay", "linear_decay")
 METHODS = ("lora", "full")
 TASKS = {"text_embedding": "text_embedding", "embedding": "text_embedding"}
 EARLY_STOPPING_METRICS = ("val_loss", "val_metric")
+SIDES = ("both", "query")
 
 
 def _by_shape_help(key: str, what: str) -> str:
@@ -75,6 +76,11 @@ class FineTuneConfig:
             "settings a projection head tries on the same cached vectors, keeping the best on "
             "validation (each in jammi.job_metrics with split 'trial')",
         ),
+    )
+    applies_to: str = _opt(
+        "both",
+        "'both', or 'query': a projection head applied to query embeddings only (embed_query), "
+        "so documents embedded with the base model stay valid and are never embedded again",
     )
     max_seq_length: int = _opt(512, "max tokens per text (never more than the model's own limit)")
     gradient_accumulation_steps: int = _opt(1, "micro-batches per optimizer step")
@@ -228,6 +234,8 @@ class FineTuneConfig:
             raise bad("lr_schedule", "one of " + ", ".join(SCHEDULES))
         if self.embedding_loss not in LOSSES:
             raise bad("embedding_loss", "one of " + ", ".join(LOSSES))
+        if self.applies_to not in SIDES:
+            raise bad("applies_to", "one of " + ", ".join(SIDES))
         if self.early_stopping_metric not in EARLY_STOPPING_METRICS:
             raise bad("early_stopping_metric", "one of " + ", ".join(EARLY_STOPPING_METRICS))
         if isinstance(self.target_modules, str):
@@ -279,13 +287,15 @@ def adapter_type_for(method: str, config: FineTuneConfig) -> str:
     return "encoder_adapters" if config.target_modules else "projection_head"
 
 
-def resolve(config: FineTuneConfig, adapter_type: str, dimensions: int) -> FineTuneConfig:
+def resolve(
+    config: FineTuneConfig, adapter_type: str, dimensions: int, kind: str | None = None
+) -> FineTuneConfig:
     """The config with every key left NULL filled in from ``SHAPE_DEFAULTS``.
 
     Raises a ``jammi:`` error for settings the shape or the model cannot take (a rank above the
     model's dimension, trials for an encoder shape).
     """
-    check_for_shape(config, adapter_type, dimensions)
+    check_for_shape(config, adapter_type, dimensions, kind)
     filled = {}
     for key, value in SHAPE_DEFAULTS[adapter_type].items():
         if getattr(config, key) is None and value is not None:
@@ -293,7 +303,17 @@ def resolve(config: FineTuneConfig, adapter_type: str, dimensions: int) -> FineT
     return config.replace(**filled)
 
 
-def check_for_shape(config: FineTuneConfig, adapter_type: str, dimensions: int | None) -> None:
+def check_for_shape(
+    config: FineTuneConfig, adapter_type: str, dimensions: int | None, kind: str | None = None
+) -> None:
+    if config.applies_to == "query" and (
+        adapter_type != "projection_head" or kind == "scored_pairs"
+    ):
+        raise InvalidArgumentError(
+            "config applies_to = 'query' trains a projection head on the query side of "
+            "(query, document) pairs or triplets; drop target_modules and method 'full', and "
+            "give [anchor, positive] columns (scored pairs have no query side)"
+        )
     if config.trials is not None and config.trials > 1 and adapter_type != "projection_head":
         raise InvalidArgumentError(
             f"config trials = {config.trials} is only for a projection head (which trains on "

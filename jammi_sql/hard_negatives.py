@@ -54,7 +54,8 @@ def mine_hard_negatives(
     output = output or f"{source_name}_hard_negatives"
     _check_output(catalog, output)
     ref = ctx.models.resolve(model_id)
-    corpus_sql = _corpus_sql(ctx, corpus, ref.model_id) if corpus else CORPUS
+    documents = ctx.models.document_model(ref.model_id)  # a query-side head: its base's corpus
+    corpus_sql = _corpus_sql(ctx, corpus, documents) if corpus else CORPUS
     a, p = quote_ident(anchor), quote_ident(positive)
     pairs = catalog.arrow(
         f"SELECT row_number() OVER () - 1 AS pair, {a} AS anchor, {p} AS positive "
