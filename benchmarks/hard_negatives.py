@@ -50,6 +50,7 @@ from jammi_sql.models import bundled_model_folder  # noqa: E402
 BASE = "all-MiniLM-L6-v2"
 SHAPES = {"head": ("lora", {}), "adapters": ("lora", {"target_modules": ["query", "value"]})}
 SHAPES["full"] = ("full", {})
+SHAPES["query-head"] = ("lora", {"applies_to": "query"})  # documents keep the base's vectors
 MINING = {"relative_margin": 0.05, "num_negatives": 1}
 
 
@@ -222,7 +223,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--shapes", default="head", help="ours: head, adapters and/or full")
+    ap.add_argument("--shapes", default="head", help="ours: head, query-head, adapters, full")
     ap.add_argument("--no-peer", dest="peer", action="store_false")
     ap.add_argument("--scale", default="", help="corpus sizes to time mining at, e.g. 10000,100000")
     ap.add_argument("--scale-one", type=int, help=argparse.SUPPRESS)

@@ -103,6 +103,11 @@ class FineTuneConfig:
         "(auto: from the columns)",
     )
     temperature: float = _opt(0.05, "info_nce's softmax temperature (0.05 = scale 20)")
+    matryoshka_dims: list = _opt(
+        [],
+        "widths the loss also trains at, e.g. [256, 128, 64] (Matryoshka: the first d dimensions "
+        "then work on their own); empty = the full width only",
+    )
     mini_batch_size: int | None = _opt(
         None,
         "texts embedded at once with gradients (GradCache): batch_size can then exceed memory "
@@ -234,6 +239,13 @@ class FineTuneConfig:
             raise bad("lr_schedule", "one of " + ", ".join(SCHEDULES))
         if self.embedding_loss not in LOSSES:
             raise bad("embedding_loss", "one of " + ", ".join(LOSSES))
+        if isinstance(self.matryoshka_dims, int) and not isinstance(self.matryoshka_dims, bool):
+            self.matryoshka_dims = [self.matryoshka_dims]
+        if not isinstance(self.matryoshka_dims, (list, tuple)) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in self.matryoshka_dims
+        ):
+            raise bad("matryoshka_dims", "a list of widths >= 1, e.g. [256, 128, 64]")
+        self.matryoshka_dims = list(self.matryoshka_dims)
         if self.applies_to not in SIDES:
             raise bad("applies_to", "one of " + ", ".join(SIDES))
         if self.early_stopping_metric not in EARLY_STOPPING_METRICS:
@@ -319,6 +331,11 @@ def check_for_shape(
             f"config trials = {config.trials} is only for a projection head (which trains on "
             "cached vectors, so trying settings is cheap); drop trials, or target_modules and "
             "method 'full'"
+        )
+    if dimensions and max(config.matryoshka_dims, default=0) > dimensions:
+        raise InvalidArgumentError(
+            f"config matryoshka_dims = {config.matryoshka_dims} has a width above the model's "
+            f"dimension ({dimensions}); use widths of at most {dimensions}"
         )
     if dimensions and config.lora_rank is not None and config.lora_rank > dimensions:
         raise InvalidArgumentError(

@@ -239,19 +239,24 @@ class Database:
         return self.ctx.jobs.wait(job_id, timeout)
 
     # ---- embeddings and search ----------------------------------------------------
-    def encode_text(self, model: str, text: str | list[str]):
-        """A float32 vector for one text (or an (n, d) array for a list)."""
-        return self._encode(model, text, query=False)
+    def encode_text(self, model: str, text: str | list[str], dims: int | None = None):
+        """A float32 vector for one text (or an (n, d) array for a list); ``dims`` keeps the
+        first dims dimensions (for a model trained with matryoshka_dims)."""
+        return self._encode(model, text, query=False, dims=dims)
 
-    def encode_text_query(self, model: str, text: str | list[str]):
+    def encode_text_query(self, model: str, text: str | list[str], dims: int | None = None):
         """The query-side embedding, as ``embed_query`` computes it."""
-        return self._encode(model, text, query=True)
+        return self._encode(model, text, query=True, dims=dims)
 
-    def _encode(self, model: str, text: str | list[str], query: bool):
+    def _encode(self, model: str, text: str | list[str], query: bool, dims: int | None):
         from .infer import embed_texts
 
         single = isinstance(text, str)
         vectors = embed_texts(self.ctx, model, [text] if single else list(text), query=query)
+        if dims is not None:
+            if isinstance(dims, bool) or not isinstance(dims, int) or dims < 1:
+                raise InvalidArgumentError(f"dims must be a whole number >= 1, got {dims!r}")
+            vectors = vectors[:, :dims]
         return vectors[0] if single else vectors
 
     def generate_text_embeddings(

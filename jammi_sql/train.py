@@ -98,7 +98,10 @@ class _Setup:
         self.trainee = Trainee(
             self.encoder, self.adapter_type, self.config, token_ids, should_stop, queries
         )
-        self.loss_fn = L.build(self.loss_name, self.config.temperature)
+        dims = [*self.config.matryoshka_dims, self.encoder.dimensions]
+        self.loss_fn = L.build(
+            self.loss_name, self.config.temperature, dims if len(set(dims)) > 1 else None
+        )
 
     def trials(self) -> list[FineTuneConfig]:
         if self.adapter_type != "projection_head":

@@ -159,6 +159,11 @@ MISTAKES = [
     ("SELECT generate_text_embeddings('dupkeys', 'tiny', ['text'], 'id')", "duplicate values"),
     ("SELECT generate_text_embeddings('nullkeys', 'tiny', ['text'], 'id')", "has 1 NULL values"),
     ("SELECT generate_text_embeddings('corpus', 'tiny', ['text'], 'n')", "was built with key"),
+    (
+        "SELECT " + FT + ", config := {'matryoshka_dims': [16, 64]})",
+        "matryoshka_dims = [16, 64] has a width above the model's dimension (32)",
+    ),
+    ("SELECT " + FT + ", config := {'matryoshka_dims': ['a']})", "a list of widths >= 1"),
     # mine_hard_negatives
     ("SELECT mine_hard_negatives('pairs', 'tiny', 'text_a', 'nope')", "has no column 'nope'"),
     ("SELECT mine_hard_negatives('pairs', 'tiny', 'score', 'text_b')", "not text"),

@@ -88,6 +88,18 @@ def test_info_nce_masks_a_copy_of_the_positive_in_both_directions(batch):
     assert torch.allclose(masked, expected)
 
 
+def test_matryoshka_is_the_mean_of_the_loss_at_each_width(batch):
+    from jammi_sql.losses import build, compute
+
+    a, p, n = batch
+    for name, columns in (("multiple_negatives_ranking", [a, p, n]), ("triplet", [a, p, n])):
+        loss = build(name, matryoshka_dims=[4, 2, 2])
+        plain = build(name)
+        expected = (compute(plain, columns) + compute(plain, [c[:, :2] for c in columns])) / 2
+        assert torch.allclose(compute(loss, columns), expected)
+        assert not torch.allclose(compute(loss, columns), compute(plain, columns))
+
+
 def test_mnrl_does_not_treat_a_copy_of_the_positive_as_a_negative(batch):
     a, p, _ = batch
     p = p.clone()

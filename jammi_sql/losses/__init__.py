@@ -11,6 +11,7 @@ from torch import nn
 
 from .cosent import CoSENTLoss
 from .info_nce import InfoNCELoss
+from .matryoshka import MatryoshkaLoss
 from .mnrl import MultipleNegativesRankingLoss
 from .triplet import TripletLoss
 
@@ -23,11 +24,13 @@ LOSSES: dict[str, type[nn.Module]] = {
 IN_BATCH_NEGATIVES = ("multiple_negatives_ranking", "info_nce")
 
 
-def build(name: str, temperature: float | None = None) -> nn.Module:
-    """The loss ``name``; ``temperature`` applies to InfoNCE only."""
-    if name == "info_nce" and temperature is not None:
-        return InfoNCELoss(temperature)
-    return LOSSES[name]()
+def build(
+    name: str, temperature: float | None = None, matryoshka_dims: list[int] | None = None
+) -> nn.Module:
+    """The loss ``name``; ``temperature`` applies to InfoNCE only; with ``matryoshka_dims`` (the
+    full width among them) the loss is averaged over those truncated widths."""
+    loss = InfoNCELoss(temperature) if name == "info_nce" and temperature else LOSSES[name]()
+    return MatryoshkaLoss(loss, matryoshka_dims) if matryoshka_dims else loss
 
 
 def compute(
@@ -41,6 +44,11 @@ def compute(
     ``scores`` (B,) are the gold scores of scored pairs; ``text_ids`` one (B,) id tensor per
     column, equal ids meaning equal texts (for the duplicate masking of in-batch negatives).
     """
+    if isinstance(loss, MatryoshkaLoss):
+        each = [
+            compute(loss.loss, [c[:, :d] for c in columns], scores, text_ids) for d in loss.dims
+        ]
+        return torch.stack(each).mean()
     if isinstance(loss, CoSENTLoss):
         return loss(columns[0], columns[1], scores)
     if isinstance(loss, (MultipleNegativesRankingLoss, InfoNCELoss)):
@@ -61,6 +69,7 @@ __all__ = [
     "CoSENTLoss",
     "IN_BATCH_NEGATIVES",
     "InfoNCELoss",
+    "MatryoshkaLoss",
     "MultipleNegativesRankingLoss",
     "TripletLoss",
     "build",
