@@ -9,7 +9,9 @@ positives not found in the corpus, are embedded. The result is a table
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from dataclasses import asdict
 
 import numpy as np
 import pyarrow as pa
@@ -86,7 +88,8 @@ def mine_hard_negatives(
         blocks = _blocks(cur, corpus_sql)
         mined = mine(anchor_vectors, ceiling, (ex[:, 0], ex[:, 1]), blocks, settings)
         rows = _rows(mined, pair_anchor, len(anchors), positive_scores)
-        _write(cur, output, corpus_sql, rows)
+        lineage = [output, source_name, ref.model_id, corpus, json.dumps(asdict(settings))]
+        _write(cur, output, corpus_sql, rows, lineage)
     finally:
         for name in (PAIRS, CORPUS, MINED):
             try:
@@ -207,8 +210,8 @@ def _rows(
     )
 
 
-def _write(cur: Catalog, output: str, corpus_sql: str, rows: pa.Table) -> None:
-    """Table ``jammi.mined_<output>`` and source ``<output>``, in one transaction."""
+def _write(cur: Catalog, output: str, corpus_sql: str, rows: pa.Table, lineage: list) -> None:
+    """Table ``jammi.mined_<output>``, source ``<output>`` and its lineage, in one transaction."""
     cur.con.register(MINED, rows)
     table = f"jammi.mined_{output.lower()}"
     with cur.transaction() as tx:
@@ -218,3 +221,9 @@ def _write(cur: Catalog, output: str, corpus_sql: str, rows: pa.Table) -> None:
             f"JOIN {corpus_sql} c ON c.row = m.row ORDER BY m.pair, m.rank"
         )
         add_source(tx, output, table, "table")
+        tx.execute("DELETE FROM jammi.source_lineage WHERE source = ?", [lineage[0]])
+        tx.execute(
+            "INSERT INTO jammi.source_lineage (source, built_by, from_source, model_id, corpus, "
+            "settings, rows_written) VALUES (?, 'mine_hard_negatives', ?, ?, ?, ?, ?)",
+            [*lineage, rows.num_rows],
+        )

@@ -151,3 +151,21 @@ def test_mined_triplets_train_with_fine_tune(qa):
         "SELECT positive_score - negative_score FROM jammi.mined_qa_hard_negatives"
     ).fetchall()
     assert min(s for (s,) in scores) >= 0  # absolute_margin 0: never above the positive
+
+
+def test_a_model_trained_on_mined_data_shows_where_the_data_came_from(qa):
+    qa.sql(
+        "SELECT mine_hard_negatives('qa', 'tiny', 'question', 'answer', corpus := 'docs', "
+        "output := 'qa_mined', range_max := 20)"
+    ).fetchall()
+    job = qa.fine_tune("qa_mined", "tiny", ["anchor", "positive", "negative"], epochs=1).wait()
+    lineage = qa.sql(
+        "SELECT trained_on, built_by, from_source, mined_with, corpus, settings->>'$.range_max' "
+        "FROM jammi.model_lineage WHERE model_id = ?",
+        params=[job.model_id],
+    ).fetchall()
+    assert lineage == [("qa_mined", "mine_hard_negatives", "qa", "tiny", "docs", "20")]
+    qa.remove_source("qa_mined")  # the model still shows where its data came from
+    assert qa.sql("SELECT count(*) FROM jammi.model_lineage WHERE corpus = 'docs'").fetchall() == [
+        (1,)
+    ]
