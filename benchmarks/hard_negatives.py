@@ -13,7 +13,11 @@ rows to train on, NDCG@10 of the held-out queries over the full 5,183-document c
   with MultipleNegativesRankingLoss on the pairs and on the mined triplets (full fine-tuning
   at our 'full' shape's epochs, batch size and learning rate).
 
-Wall times of mining and training are printed for each. ``--scale 10000,100000`` instead times
+Wall times of mining and training are printed for each. A projection head is scored on the
+base model's pooled corpus vectors, computed once (a head applies after pooling, so this equals
+embedding the corpus again). ``--corpus-sample N`` keeps every document that is a training
+positive or relevant to a held-out query plus random others up to N (seed 0), for a quicker run
+on a small machine; ``--no-st-train`` skips the peer's training (its mining still runs). ``--scale 10000,100000`` instead times
 mining alone against synthetic corpora of that many random 384-d vectors (1,000 anchors) and
 reports each run's peak memory (a fresh process per size).
 
@@ -45,6 +49,7 @@ import jammi_sql  # noqa: E402
 from jammi_sql.config import SHAPE_DEFAULTS  # noqa: E402
 from jammi_sql.encoder import Encoder  # noqa: E402
 from jammi_sql.encoders import load_fine_tuned  # noqa: E402
+from jammi_sql.evaluate import retrieval_metrics  # noqa: E402
 from jammi_sql.models import bundled_model_folder  # noqa: E402
 
 BASE = "all-MiniLM-L6-v2"
@@ -83,12 +88,37 @@ def ours(db, task: SciFact, shape: str, mined: bool) -> tuple[float, float]:
     ref = db.ctx.models.resolve(job.model_id)
     if ref.adapter_folder is None:
         encoder = Encoder.from_folder(ref.folder, torch.device("cpu"))
-    else:
-        encoder = load_fine_tuned(ref.adapter_folder, ref.folder, torch.device("cpu"))
-    return task.score(lambda t, q: encoder.encode(t, query=q)), seconds
+        return task.score(lambda t, q: encoder.encode(t, query=q)), seconds
+    encoder = load_fine_tuned(ref.adapter_folder, ref.folder, torch.device("cpu"))
+    if encoder.head is None:
+        return task.score(lambda t, q: encoder.encode(t, query=q)), seconds
+    return score_on_pooled(task, encoder), seconds
 
 
-def peer(task: SciFact) -> list[tuple[str, float, float]]:
+def score_on_pooled(task: SciFact, encoder: Encoder) -> float:
+    """NDCG@10 with the documents' vectors from the cached pooled corpus (``task.pooled``)."""
+    with torch.inference_mode():
+        docs = encoder.project(torch.from_numpy(task.pooled), False).numpy()
+    queries = encoder.encode(task.queries, query=True)
+    r = retrieval_metrics(queries, docs, task.query_ids, task.doc_ids, task.relevant)
+    return r.metrics["ndcg_at_10"]
+
+
+def sample_corpus(task: SciFact, n: int) -> None:
+    """Keep the documents the split needs (training positives, held-out relevant ones) and
+    random others, ``n`` in all at least."""
+    needed = {d for ds in task.relevant.values() for d in ds}
+    positives = {doc for _, doc in task.train}
+    keep = [i for i, (d, t) in enumerate(zip(task.doc_ids, task.docs, strict=True))
+            if d in needed or t in positives]  # fmt: skip
+    others = np.setdiff1d(np.arange(len(task.docs)), keep)
+    extra = np.random.default_rng(0).choice(others, max(0, n - len(keep)), replace=False)
+    chosen = sorted([*keep, *extra.tolist()])
+    task.doc_ids = [task.doc_ids[i] for i in chosen]
+    task.docs = [task.docs[i] for i in chosen]
+
+
+def peer(task: SciFact, train: bool = True) -> list[tuple[str, float, float]]:
     """sentence-transformers: mining, then its trainer on pairs and on the mined triplets."""
     from datasets import Dataset
     from sentence_transformers import (
@@ -113,7 +143,7 @@ def peer(task: SciFact) -> list[tuple[str, float, float]]:
     print(f"  st mine_hard_negatives: {len(triplets)} triplets in {mining:.1f} s", flush=True)
     out = [("st mining (embeds corpus)", float("nan"), mining)]
     d = SHAPE_DEFAULTS["full"]
-    for label, data in (("st in-batch", pairs), ("st + mined", triplets)):
+    for label, data in (("st in-batch", pairs), ("st + mined", triplets))[: 2 if train else 0]:
         model = SentenceTransformer(str(bundled_model_folder()), device="cpu")
         model.max_seq_length = task.max_seq_length
         with tempfile.TemporaryDirectory() as tmp:
@@ -139,10 +169,15 @@ def peer(task: SciFact) -> list[tuple[str, float, float]]:
 
 def quality(args) -> None:
     task = SciFact()
+    if args.corpus_sample:
+        sample_corpus(task, args.corpus_sample)
     print(f"all-MiniLM-L6-v2, {torch.get_num_threads()} threads; every figure from this run")
     encoder = Encoder.from_folder(bundled_model_folder(), torch.device("cpu"))
-    base = task.score(lambda t, q: encoder.encode(t, query=q))
-    print(f"scifact: {len(task.train)} training pairs; base ndcg@10 {base:.4f}", flush=True)
+    t0 = time.monotonic()
+    task.pooled = encoder.encode(task.docs, pooled_only=True)
+    base = score_on_pooled(task, encoder)
+    print(f"scifact: {len(task.train)} training pairs, {len(task.docs)} documents (pooled in "
+          f"{time.monotonic() - t0:.0f} s); base ndcg@10 {base:.4f}", flush=True)  # fmt: skip
     rows = [("base", base, float("nan"))]
     with tempfile.TemporaryDirectory() as tmp:
         db = jammi_sql.connect(str(Path(tmp) / "bench.duckdb"))
@@ -162,7 +197,7 @@ def quality(args) -> None:
                 rows.append((label, score, seconds))
         db.close()
     if args.peer:
-        rows += peer(task)
+        rows += peer(task, args.st_train)
     print(f"\n{'run':28s} {'ndcg@10':>8s} {'delta':>8s} {'wall s':>8s}")
     for label, score, seconds in rows:
         delta = f"{score - base:+8.4f}" if np.isfinite(score) else f"{'':8s}"
@@ -225,6 +260,8 @@ def main() -> None:
     )
     ap.add_argument("--shapes", default="head", help="ours: head, query-head, adapters, full")
     ap.add_argument("--no-peer", dest="peer", action="store_false")
+    ap.add_argument("--no-st-train", dest="st_train", action="store_false")
+    ap.add_argument("--corpus-sample", type=int, default=0, help="documents kept (0: all)")
     ap.add_argument("--scale", default="", help="corpus sizes to time mining at, e.g. 10000,100000")
     ap.add_argument("--scale-one", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()

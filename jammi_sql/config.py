@@ -239,15 +239,6 @@ class FineTuneConfig:
             raise bad("lr_schedule", "one of " + ", ".join(SCHEDULES))
         if self.embedding_loss not in LOSSES:
             raise bad("embedding_loss", "one of " + ", ".join(LOSSES))
-        if isinstance(self.matryoshka_dims, int) and not isinstance(self.matryoshka_dims, bool):
-            self.matryoshka_dims = [self.matryoshka_dims]
-        if not isinstance(self.matryoshka_dims, (list, tuple)) or not all(
-            isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in self.matryoshka_dims
-        ):
-            raise bad("matryoshka_dims", "a list of widths >= 1, e.g. [256, 128, 64]")
-        self.matryoshka_dims = list(self.matryoshka_dims)
-        if self.applies_to not in SIDES:
-            raise bad("applies_to", "one of " + ", ".join(SIDES))
         if self.early_stopping_metric not in EARLY_STOPPING_METRICS:
             raise bad("early_stopping_metric", "one of " + ", ".join(EARLY_STOPPING_METRICS))
         if isinstance(self.target_modules, str):
@@ -274,6 +265,19 @@ class FineTuneConfig:
                 "rank_pattern", "a map from module-name pattern to a rank >= 1, e.g. {'query': 16}"
             )
         self._check_model_name(bad)
+        self._check_retrieval_keys(bad)
+
+    def _check_retrieval_keys(self, bad) -> None:
+        dims = self.matryoshka_dims
+        if isinstance(dims, int) and not isinstance(dims, bool):
+            dims = self.matryoshka_dims = [dims]
+        if not isinstance(dims, (list, tuple)) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in dims
+        ):
+            raise bad("matryoshka_dims", "a list of widths >= 1, e.g. [256, 128, 64]")
+        self.matryoshka_dims = list(dims)
+        if self.applies_to not in SIDES:
+            raise bad("applies_to", "one of " + ", ".join(SIDES))
 
     def _check_model_name(self, bad) -> None:
         if self.model_name is None:
