@@ -14,7 +14,7 @@ from jammi_sql import gradcache
 from jammi_sql.config import FineTuneConfig
 from jammi_sql.data import make_training_set
 from jammi_sql.encoder import Encoder
-from jammi_sql.losses import InfoNCELoss, MultipleNegativesRankingLoss
+from jammi_sql.losses import MultipleNegativesRankingLoss
 from jammi_sql.trainee import Trainee, batch_loss, index_texts
 
 CPU = torch.device("cpu")
@@ -61,8 +61,9 @@ def run(trainee, ids, loss_fn, mini):
     return float(loss.detach()), gradients(trainee)
 
 
-@pytest.mark.parametrize("loss_fn", [MultipleNegativesRankingLoss(), InfoNCELoss()])
-def test_cached_negatives_give_the_plain_loss_and_gradients(tiny_model, loss_fn):
+def test_cached_negatives_give_the_plain_loss_and_gradients(tiny_model):
+    """(InfoNCE: in the run below, which must end with the plain run's weights.)"""
+    loss_fn = MultipleNegativesRankingLoss()
     trainee, ids = full_trainee(no_dropout(tiny_model))
     plain_loss, plain = run(trainee, ids, loss_fn, None)
     cached_loss, cached = run(trainee, ids, loss_fn, 5)  # 48 texts in mini-batches of 5
