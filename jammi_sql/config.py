@@ -20,11 +20,12 @@ DEFAULT_METHOD = "lora"
 DEFAULT_TASK = "text_embedding"
 DEFAULT_K = 10  # semantic_search and evaluate_retrieval
 DEFAULT_SIMILARITY_COLUMNS = ["text_a", "text_b", "score"]
-LOSSES = ("auto", "cosent", "multiple_negatives_ranking", "triplet")
+LOSSES = ("auto", "cosent", "multiple_negatives_ranking", "triplet", "info_nce")
 SCHEDULES = ("constant", "cosine_decay", "linear_decay")
 METHODS = ("lora", "full")
 TASKS = {"text_embedding": "text_embedding", "embedding": "text_embedding"}
 EARLY_STOPPING_METRICS = ("val_loss", "val_metric")
+SIDES = ("both", "query")
 
 
 def _by_shape_help(key: str, what: str) -> str:
@@ -76,6 +77,11 @@ class FineTuneConfig:
             "validation (each in jammi.job_metrics with split 'trial')",
         ),
     )
+    applies_to: str = _opt(
+        "both",
+        "'both', or 'query': a projection head applied to query embeddings only (embed_query), "
+        "so documents embedded with the base model stay valid and are never embedded again",
+    )
     max_seq_length: int = _opt(512, "max tokens per text (never more than the model's own limit)")
     gradient_accumulation_steps: int = _opt(1, "micro-batches per optimizer step")
     validation_fraction: float = _opt(0.1, "holdout fraction for early stopping and metrics")
@@ -92,7 +98,20 @@ class FineTuneConfig:
         "cosine_decay", "'constant', 'cosine_decay' or 'linear_decay' after warmup"
     )
     embedding_loss: str = _opt(
-        "auto", "'cosent', 'multiple_negatives_ranking', 'triplet' (auto: from the columns)"
+        "auto",
+        "'cosent', 'multiple_negatives_ranking', 'triplet', 'info_nce' (symmetric InfoNCE) "
+        "(auto: from the columns)",
+    )
+    temperature: float = _opt(0.05, "info_nce's softmax temperature (0.05 = scale 20)")
+    matryoshka_dims: list = _opt(
+        [],
+        "widths the loss also trains at, e.g. [256, 128, 64] (Matryoshka: the first d dimensions "
+        "then work on their own); empty = the full width only",
+    )
+    mini_batch_size: int | None = _opt(
+        None,
+        "texts embedded at once with gradients (GradCache): batch_size can then exceed memory "
+        "(more in-batch negatives) with the same gradients; NULL = the whole batch at once",
     )
     weight_decay: float | None = _opt(
         None,
@@ -211,6 +230,9 @@ class FineTuneConfig:
         if self.weight_decay is not None:
             as_float("weight_decay", 0.0)
         as_float("max_grad_norm", 0.0, open_low=True)
+        as_float("temperature", 0.0, open_low=True)
+        if self.mini_batch_size is not None:
+            as_int("mini_batch_size", 1)
         if not isinstance(self.use_rslora, bool):
             raise bad("use_rslora", "true or false")
         if self.lr_schedule not in SCHEDULES:
@@ -243,6 +265,19 @@ class FineTuneConfig:
                 "rank_pattern", "a map from module-name pattern to a rank >= 1, e.g. {'query': 16}"
             )
         self._check_model_name(bad)
+        self._check_retrieval_keys(bad)
+
+    def _check_retrieval_keys(self, bad) -> None:
+        dims = self.matryoshka_dims
+        if isinstance(dims, int) and not isinstance(dims, bool):
+            dims = self.matryoshka_dims = [dims]
+        if not isinstance(dims, (list, tuple)) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in dims
+        ):
+            raise bad("matryoshka_dims", "a list of widths >= 1, e.g. [256, 128, 64]")
+        self.matryoshka_dims = list(dims)
+        if self.applies_to not in SIDES:
+            raise bad("applies_to", "one of " + ", ".join(SIDES))
 
     def _check_model_name(self, bad) -> None:
         if self.model_name is None:
@@ -268,13 +303,15 @@ def adapter_type_for(method: str, config: FineTuneConfig) -> str:
     return "encoder_adapters" if config.target_modules else "projection_head"
 
 
-def resolve(config: FineTuneConfig, adapter_type: str, dimensions: int) -> FineTuneConfig:
+def resolve(
+    config: FineTuneConfig, adapter_type: str, dimensions: int, kind: str | None = None
+) -> FineTuneConfig:
     """The config with every key left NULL filled in from ``SHAPE_DEFAULTS``.
 
     Raises a ``jammi:`` error for settings the shape or the model cannot take (a rank above the
     model's dimension, trials for an encoder shape).
     """
-    check_for_shape(config, adapter_type, dimensions)
+    check_for_shape(config, adapter_type, dimensions, kind)
     filled = {}
     for key, value in SHAPE_DEFAULTS[adapter_type].items():
         if getattr(config, key) is None and value is not None:
@@ -282,12 +319,27 @@ def resolve(config: FineTuneConfig, adapter_type: str, dimensions: int) -> FineT
     return config.replace(**filled)
 
 
-def check_for_shape(config: FineTuneConfig, adapter_type: str, dimensions: int | None) -> None:
+def check_for_shape(
+    config: FineTuneConfig, adapter_type: str, dimensions: int | None, kind: str | None = None
+) -> None:
+    if config.applies_to == "query" and (
+        adapter_type != "projection_head" or kind == "scored_pairs"
+    ):
+        raise InvalidArgumentError(
+            "config applies_to = 'query' trains a projection head on the query side of "
+            "(query, document) pairs or triplets; drop target_modules and method 'full', and "
+            "give [anchor, positive] columns (scored pairs have no query side)"
+        )
     if config.trials is not None and config.trials > 1 and adapter_type != "projection_head":
         raise InvalidArgumentError(
             f"config trials = {config.trials} is only for a projection head (which trains on "
             "cached vectors, so trying settings is cheap); drop trials, or target_modules and "
             "method 'full'"
+        )
+    if dimensions and max(config.matryoshka_dims, default=0) > dimensions:
+        raise InvalidArgumentError(
+            f"config matryoshka_dims = {config.matryoshka_dims} has a width above the model's "
+            f"dimension ({dimensions}); use widths of at most {dimensions}"
         )
     if dimensions and config.lora_rank is not None and config.lora_rank > dimensions:
         raise InvalidArgumentError(

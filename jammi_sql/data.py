@@ -25,11 +25,13 @@ LOSS_KINDS = {
     "cosent": ("scored_pairs",),
     "multiple_negatives_ranking": ("pairs", "triplets"),
     "triplet": ("triplets",),
+    "info_nce": ("pairs", "triplets"),
 }
 LOSS_COLUMNS = {
     "cosent": "[text_a, text_b, score]",
     "multiple_negatives_ranking": "[anchor, positive] or [anchor, positive, negative]",
     "triplet": "[anchor, positive, negative]",
+    "info_nce": "[anchor, positive] or [anchor, positive, negative]",
 }
 # Cut-and-sort windows for length bucketing: this many micro-batches are shuffled together,
 # sorted by length and cut, so a batch pads little yet its members are still a random draw.

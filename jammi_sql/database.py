@@ -7,6 +7,7 @@ is a ``JammiError`` subclass here and a ``jammi:`` DuckDB error in SQL.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import os
 import weakref
 from typing import Any
@@ -16,7 +17,7 @@ import duckdb
 from . import progress
 from .config import DEFAULT_K, DEFAULT_METHOD, DEFAULT_TASK, FineTuneConfig
 from .context import Context
-from .errors import JobStateError, TrainingError
+from .errors import InvalidArgumentError, JobStateError, TrainingError
 from .relation import Relation, open_connection, translated, wrap
 
 
@@ -251,20 +252,25 @@ class Database:
         return self.ctx.jobs.wait(job_id, timeout)
 
     # ---- embeddings and search ----------------------------------------------------
-    def encode_text(self, model: str, text: str | list[str]):
-        """A float32 vector for one text (or an (n, d) array for a list)."""
-        return self._encode(model, text, query=False)
+    def encode_text(self, model: str, text: str | list[str], dims: int | None = None):
+        """A float32 vector for one text (or an (n, d) array for a list); ``dims`` keeps the
+        first dims dimensions (for a model trained with matryoshka_dims)."""
+        return self._encode(model, text, query=False, dims=dims)
 
-    def encode_text_query(self, model: str, text: str | list[str]):
+    def encode_text_query(self, model: str, text: str | list[str], dims: int | None = None):
         """The query-side embedding, as ``embed_query`` computes it."""
-        return self._encode(model, text, query=True)
+        return self._encode(model, text, query=True, dims=dims)
 
-    def _encode(self, model: str, text: str | list[str], query: bool):
+    def _encode(self, model: str, text: str | list[str], query: bool, dims: int | None):
         from .infer import embed_texts
 
         single = isinstance(text, str)
         with progress.call(self.ctx):
             vectors = embed_texts(self.ctx, model, [text] if single else list(text), query=query)
+        if dims is not None:
+            if isinstance(dims, bool) or not isinstance(dims, int) or dims < 1:
+                raise InvalidArgumentError(f"dims must be a whole number >= 1, got {dims!r}")
+            vectors = vectors[:, :dims]
         return vectors[0] if single else vectors
 
     def generate_text_embeddings(
@@ -287,6 +293,35 @@ class Database:
                     params=[source, model, query, k],
                 )
                 .to_arrow_table()
+            )
+
+    def mine_hard_negatives(
+        self,
+        source: str,
+        model: str,
+        anchor: str,
+        positive: str,
+        corpus: str | None = None,
+        output: str | None = None,
+        **settings: Any,
+    ) -> str:
+        """(anchor, positive, negative) rows into a new source, as the SQL function writes them;
+        settings: num_negatives, range_min, range_max, absolute_margin, relative_margin,
+        max_score, min_score, sampling, seed."""
+        from .hard_negatives import mine_hard_negatives
+        from .mining import MiningSettings
+
+        self._writes("mine_hard_negatives")
+        try:
+            options = MiningSettings(**settings)
+        except TypeError:
+            known = ", ".join(f.name for f in dataclasses.fields(MiningSettings))
+            raise InvalidArgumentError(
+                f"mine_hard_negatives takes the settings {known}; got {', '.join(settings)}"
+            ) from None
+        with progress.call(self.ctx):
+            return mine_hard_negatives(
+                self.ctx, source, model, anchor, positive, corpus, output, options
             )
 
     # ---- evaluation ---------------------------------------------------------------

@@ -82,7 +82,7 @@ def generate_text_embeddings(
     require_columns(source, columns, text=True)
     rel = relation(source)
     _check_key(catalog, source_name, rel, key)
-    ref = ctx.models.resolve(model_id)
+    ref = ctx.models.resolve(ctx.models.document_model(model_id))  # a query-side head: its base
     name = table_name(source_name, ref.model_id)
     existing = catalog.get_embedding_table(source_name, ref.model_id)
     if existing is not None and (existing.key != key or existing.columns != list(columns)):
@@ -142,7 +142,7 @@ def generate_text_embeddings(
 def embedding_table_for(ctx: Context, source_name: str, model_id: str) -> str:
     """The table semantic_search reads; a clear error when it has not been built yet."""
     get_source(ctx.catalog, source_name)
-    ref = ctx.models.resolve(model_id)
+    ref = ctx.models.resolve(ctx.models.document_model(model_id))
     table = ctx.catalog.get_embedding_table(source_name, ref.model_id)
     if table is None:
         raise NotFoundError(

@@ -106,7 +106,11 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
 
 
 class Encoder(nn.Module):
-    """transformer -> pooling -> optional head -> optional L2 normalisation."""
+    """transformer -> pooling -> optional head -> optional L2 normalisation.
+
+    A head with ``head_side`` 'query' applies to query embeddings only (``encode(query=True)``):
+    documents embed exactly as with the base model.
+    """
 
     def __init__(
         self, spec: ModelSpec, transformer: nn.Module, tokenizer, head: nn.Module | None = None
@@ -116,6 +120,7 @@ class Encoder(nn.Module):
         self.transformer = transformer
         self.tokenizer = tokenizer
         self.head = head
+        self.head_side = "both"
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
     # ---- loading ------------------------------------------------------------------
@@ -172,9 +177,19 @@ class Encoder(nn.Module):
         hidden = self.transformer(**features).last_hidden_state  # (B, T, H)
         return pool(hidden, features["attention_mask"], self.spec.pooling)
 
-    def project(self, pooled: torch.Tensor) -> torch.Tensor:
-        """Head and normalisation applied to pooled vectors (B, H) -> (B, D)."""
-        out = self.head(pooled) if self.head is not None else pooled
+    def project(self, pooled: torch.Tensor, query: bool | torch.Tensor = False) -> torch.Tensor:
+        """Head and normalisation applied to pooled vectors (B, H) -> (B, D).
+
+        ``query``: whether the rows are queries (a bool, or a (B,) mask), for a query-side head.
+        """
+        out = pooled
+        if self.head is not None and self.head_side == "query":
+            if isinstance(query, torch.Tensor):
+                out = torch.where(query[:, None], self.head(pooled), pooled)
+            elif query:
+                out = self.head(pooled)
+        elif self.head is not None:
+            out = self.head(pooled)
         return nn.functional.normalize(out, dim=-1) if self.spec.normalize else out
 
     def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -206,7 +221,7 @@ class Encoder(nn.Module):
         for batch in length_sorted_batches([len(x) for x in ids]):
             feats = self.collate([ids[i] for i in batch])
             pooled = self.pooled(feats)
-            emb = pooled if pooled_only else self.project(pooled)
+            emb = pooled if pooled_only else self.project(pooled, query)
             emb = emb.float().cpu().numpy()
             if vectors is None:
                 vectors = np.empty((len(inputs), emb.shape[1]), dtype=np.float32)

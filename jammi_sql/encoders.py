@@ -73,6 +73,7 @@ def load_fine_tuned(
         artifacts.check_tensors(set(head.state_dict()), art)
         head.load_state_dict(art.tensors, strict=False)
         encoder.head = head.to(encoder.device).eval()
+        encoder.head_side = cfg.get("applies_to", "both")
         return encoder
     if cfg["model_type"] != encoder.transformer.config.model_type:
         raise ArtifactError(

@@ -117,8 +117,9 @@ def evaluate_retrieval(
             "nothing can be evaluated: fill the qrels with (query_id, doc_id, score) rows"
         )
     ref = ctx.models.resolve(model)
-    generate_text_embeddings(ctx, corpus, ref.model_id, ["text"], "doc_id")
-    table = ctx.catalog.get_embedding_table(corpus, ref.model_id)
+    documents = ctx.models.document_model(ref.model_id)  # a query-side head: its base's corpus
+    generate_text_embeddings(ctx, corpus, documents, ["text"], "doc_id")
+    table = ctx.catalog.get_embedding_table(corpus, documents)
     c = ctx.catalog.arrow(f"SELECT key::VARCHAR AS id, embedding FROM {table.table_name}")
     doc_ids = c.column("id").to_pylist()
     doc_emb = c.column("embedding").combine_chunks().flatten().to_numpy().reshape(len(doc_ids), -1)

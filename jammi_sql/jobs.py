@@ -96,7 +96,7 @@ class JobRunner:
             check_not_text_scores(self.catalog, src, list(columns), config.embedding_loss)
         loss = resolve_loss(kind, config.embedding_loss)
         ref = self._base_model(base_model)
-        check_for_shape(config, adapter_type_for(method, config), hidden_size(ref.folder))
+        check_for_shape(config, adapter_type_for(method, config), hidden_size(ref.folder), kind)
         if config.target_modules:
             from .lora import check_targets
 

@@ -154,6 +154,21 @@ class ModelRegistry:
             )
         return ModelRef(model_id, "base", folder)
 
+    def document_model(self, model_id: str) -> str:
+        """The model whose document embeddings equal this model's: the base of a query-side
+        head (documents pass it unchanged, so the base's materialized corpus is reused), else
+        the model itself."""
+        import json
+
+        ref = self.resolve(model_id)
+        config_file = (ref.adapter_folder or ref.folder) / "adapter_config.json"
+        if ref.kind != "fine_tuned" or not config_file.is_file():
+            return ref.model_id
+        if json.loads(config_file.read_text()).get("applies_to") != "query":
+            return ref.model_id
+        record = self.catalog.get_model(ref.model_id)
+        return self.document_model(record.base_model_id)
+
     def note_used(self, ref: ModelRef) -> None:
         """List a base model in ``jammi.models`` once it has been used successfully."""
         if ref.model_id in self._noted or self.catalog.read_only:

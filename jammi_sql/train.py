@@ -74,9 +74,10 @@ class _Setup:
         self.train_set, self.val_set = split(data, config.validation_fraction, config.seed)
         torch.manual_seed(config.seed)
         self.encoder = Encoder.from_folder(base_folder, device)
-        self.config = resolve(config, self.adapter_type, self.encoder.dimensions)
+        self.config = resolve(config, self.adapter_type, self.encoder.dimensions, data.kind)
+        query_side = config.applies_to == "query"
         texts, (self.train_ids, self.val_ids) = index_texts(
-            [self.train_set, self.val_set], self.encoder.spec
+            [self.train_set, self.val_set], self.encoder.spec, query_side
         )
         token_ids = self.encoder.tokenize(texts, config.max_seq_length)
         text_len = np.array([len(t) for t in token_ids])
@@ -88,12 +89,19 @@ class _Setup:
             )
         # Length bucketing keeps padding low, except for in-batch negatives and cached vectors.
         bucket = (
-            self.loss_name != "multiple_negatives_ranking"
-            and self.adapter_type != "projection_head"
+            self.loss_name not in L.IN_BATCH_NEGATIVES and self.adapter_type != "projection_head"
         )
         self.row_len = text_len[self.train_ids].max(axis=1) if bucket else None
-        self.trainee = Trainee(self.encoder, self.adapter_type, self.config, token_ids, should_stop)
-        self.loss_fn = L.build(self.loss_name)
+        queries = None
+        if query_side:  # the anchors: a text id is a query or a document, never both
+            queries = np.unique(np.concatenate([self.train_ids[:, 0], self.val_ids[:, 0]]))
+        self.trainee = Trainee(
+            self.encoder, self.adapter_type, self.config, token_ids, should_stop, queries
+        )
+        dims = [*self.config.matryoshka_dims, self.encoder.dimensions]
+        self.loss_fn = L.build(
+            self.loss_name, self.config.temperature, dims if len(set(dims)) > 1 else None
+        )
 
     def trials(self) -> list[FineTuneConfig]:
         if self.adapter_type != "projection_head":

@@ -44,9 +44,20 @@ class Trainee:
     """An encoder plus what trains in it; embeds texts by their index in ``token_ids``."""
 
     def __init__(
-        self, encoder: Encoder, adapter_type: str, config: FineTuneConfig, token_ids, should_stop
+        self,
+        encoder: Encoder,
+        adapter_type: str,
+        config: FineTuneConfig,
+        token_ids,
+        should_stop,
+        queries: np.ndarray | None = None,
     ):
+        """``queries``: ids of the texts a query-side head applies to (``applies_to`` 'query')."""
         self.encoder, self.adapter_type, self.token_ids = encoder, adapter_type, token_ids
+        self.query_mask = None
+        if queries is not None:
+            self.query_mask = torch.zeros(len(token_ids), dtype=torch.bool, device=encoder.device)
+            self.query_mask[torch.from_numpy(queries).to(encoder.device)] = True
         transformer = encoder.transformer
         if adapter_type != "full":
             transformer.requires_grad_(False)
@@ -89,6 +100,7 @@ class Trainee:
             config.use_rslora,
         ).to(self.encoder.device)
         self.encoder.head = self.trainable = self.head
+        self.encoder.head_side = config.applies_to
         self.initial = self.state()
 
     def parameters(self) -> list[torch.nn.Parameter]:
@@ -111,7 +123,7 @@ class Trainee:
     def embed(self, ids: np.ndarray) -> torch.Tensor:
         """Training-mode embeddings (n, D) of the texts ``ids``, with gradients."""
         if self.adapter_type == "projection_head":
-            return self.encoder.project(self.cache[torch.from_numpy(ids)])
+            return self.project_cached(ids)
         lengths = [len(self.token_ids[i]) for i in ids]
         parts, order = [], []
         for batch in length_sorted_batches(lengths, TRAIN_TOKEN_BUDGET):
@@ -123,12 +135,18 @@ class Trainee:
         position[np.concatenate(order)] = np.arange(len(ids))
         return torch.cat(parts)[torch.from_numpy(position).to(parts[0].device)]
 
+    def project_cached(self, ids: np.ndarray) -> torch.Tensor:
+        """The head on cached pooled vectors; a query-side head on the query texts only."""
+        index = torch.from_numpy(ids).to(self.cache.device)
+        is_query = self.query_mask[index] if self.query_mask is not None else False
+        return self.encoder.project(self.cache[index], is_query)
+
     def embed_eval(self, ids: np.ndarray, should_stop) -> torch.Tensor:
         """Inference embeddings (n, D) of the texts ``ids``."""
         self.train(False)
         with torch.inference_mode():
             if self.adapter_type == "projection_head":
-                return self.encoder.project(self.cache[torch.from_numpy(ids)])
+                return self.project_cached(ids)
             return encode_ids(self.encoder, [self.token_ids[i] for i in ids], should_stop)
 
     def save(
@@ -162,6 +180,7 @@ class Trainee:
         if self.adapter_type == "projection_head":
             meta.update(lora_rank=self.head.dim if self.head.full_rank else self.head.r)
             meta.update(head_layers=["projection"], head_form=self.head.form)
+            meta.update(applies_to=config.applies_to)
         else:
             meta = {
                 "model_type": self.encoder.transformer.config.model_type,
@@ -196,13 +215,16 @@ def encode_ids(
 
 
 # ---- data: distinct texts, validation ----------------------------------------------------
-def index_texts(sets: list[TrainingSet], spec) -> tuple[list[str], list[np.ndarray]]:
+def index_texts(
+    sets: list[TrainingSet], spec, separate_sides: bool = False
+) -> tuple[list[str], list[np.ndarray]]:
     """Distinct texts (prompt included) and, per set, the (rows, columns) text-id array.
 
     Anchors of pairs and triplets get the model's query prompt, every other text its
-    document prompt: the sides ``embed_query`` and ``embed`` use.
+    document prompt: the sides ``embed_query`` and ``embed`` use. With ``separate_sides``, a
+    text used both as a query and as a document gets two ids (a query-side head needs them).
     """
-    index: dict[str, int] = {}
+    index: dict = {}
     out = []
     for ts in sets:
         ids = np.empty((len(ts), ts.n_texts), dtype=np.int64)
@@ -212,10 +234,13 @@ def index_texts(sets: list[TrainingSet], spec) -> tuple[list[str], list[np.ndarr
                 if (c == 0 and ts.kind != "scored_pairs")
                 else spec.document_prompt
             )
+            side = c == 0 and ts.kind != "scored_pairs" and separate_sides
             for r, row in enumerate(ts.rows):
-                ids[r, c] = index.setdefault(prompt + row[c], len(index))
+                key = (side, prompt + row[c]) if separate_sides else prompt + row[c]
+                ids[r, c] = index.setdefault(key, len(index))
         out.append(ids)
-    return list(index), out
+    texts = [k[1] for k in index] if separate_sides else list(index)
+    return texts, out
 
 
 def batch_loss(

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import checkpoint
+from . import checkpoint, gradcache
 from .checkpoint import TrainState
 from .config import FineTuneConfig
 from .data import epoch_batches
@@ -117,14 +117,22 @@ class Run:
             logs=logs,
         )
 
-    def batch(self, rows: np.ndarray) -> torch.Tensor:
-        """Forward: embed the batch's distinct texts once, then the loss on them."""
+    def batch(self, rows: np.ndarray) -> tuple[torch.Tensor, gradcache.Backward]:
+        """Forward: embed the batch's distinct texts once, then the loss on them; returns the
+        loss and its backward pass (GradCache's, with ``mini_batch_size``)."""
         setup = self.setup
         uniq, inv = np.unique(setup.train_ids[rows], return_inverse=True)
-        emb = self.trainee.embed(uniq)  # (distinct texts, D)
         inv = inv.reshape(len(rows), -1)  # (B, columns): row of emb for each text
         scores = None if setup.train_scores is None else setup.train_scores[rows]
-        return batch_loss(setup.loss_fn, emb, inv, scores)
+
+        def loss_of(emb: torch.Tensor) -> torch.Tensor:  # emb: (distinct texts, D)
+            return batch_loss(setup.loss_fn, emb, inv, scores)
+
+        mini = self.config.mini_batch_size
+        if mini is None or mini >= len(uniq):
+            return gradcache.plain(loss_of(self.trainee.embed(uniq)))
+        lengths = np.array([len(self.trainee.token_ids[i]) for i in uniq])
+        return gradcache.cached(self.trainee.embed, uniq, lengths, mini, loss_of)
 
     def check_divergence(self, value: float, step: int) -> bool:
         """NaN or a huge loss several batches running fails the job; returns whether finite."""
@@ -170,10 +178,10 @@ class Run:
         for b in range(state.batch, len(state.order)):
             if self.should_stop():
                 raise Cancelled()
-            loss = self.batch(np.asarray(state.order[b]))
+            loss, backward = self.batch(np.asarray(state.order[b]))
             value = float(loss.detach())
             if self.check_divergence(value, state.step):  # a NaN batch adds nothing
-                (loss / self.accum).backward()
+                backward(1 / self.accum)
                 self.window.append(value)
             if (b + 1) % self.accum and b + 1 < len(state.order):
                 continue

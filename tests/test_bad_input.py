@@ -159,6 +159,38 @@ MISTAKES = [
     ("SELECT generate_text_embeddings('dupkeys', 'tiny', ['text'], 'id')", "duplicate values"),
     ("SELECT generate_text_embeddings('nullkeys', 'tiny', ['text'], 'id')", "has 1 NULL values"),
     ("SELECT generate_text_embeddings('corpus', 'tiny', ['text'], 'n')", "was built with key"),
+    (
+        "SELECT " + FT + ", config := {'matryoshka_dims': [16, 64]})",
+        "matryoshka_dims = [16, 64] has a width above the model's dimension (32)",
+    ),
+    ("SELECT " + FT + ", config := {'matryoshka_dims': ['a']})", "a list of widths >= 1"),
+    # mine_hard_negatives
+    ("SELECT mine_hard_negatives('pairs', 'tiny', 'text_a', 'nope')", "has no column 'nope'"),
+    ("SELECT mine_hard_negatives('pairs', 'tiny', 'score', 'text_b')", "not text"),
+    ("SELECT mine_hard_negatives('pairs', 'nope', 'text_a', 'text_b')", "unknown model 'nope'"),
+    ("SELECT mine_hard_negatives('nope', 'tiny', 'text_a', 'text_b')", "unknown source 'nope'"),
+    ("SELECT mine_hard_negatives(NULL, 'tiny', 'text_a', 'text_b')", "needs a source"),
+    (
+        "SELECT mine_hard_negatives('pairs', 'tiny', 'text_a', 'text_b', corpus := 'queries')",
+        "corpus 'queries' has no embeddings for model 'tiny'",
+    ),
+    (
+        "SELECT mine_hard_negatives('pairs', 'tiny', 'text_a', 'text_b', range_min := 5, "
+        "range_max := 5)",
+        "fewer than num_negatives",
+    ),
+    (
+        "SELECT mine_hard_negatives('pairs', 'tiny', 'text_a', 'text_b', sampling := 'best')",
+        "sampling := 'best' is unknown",
+    ),
+    (
+        "SELECT mine_hard_negatives('pairs', 'tiny', 'text_a', 'text_b', output := 'corpus')",
+        "source 'corpus' already exists",
+    ),
+    (
+        "SELECT mine_hard_negatives('pairs', 'tiny', 'text_a', 'text_b', num_negatives := 'two')",
+        "whole number",
+    ),
     # semantic_search
     ("SELECT * FROM semantic_search('corpus', 'tiny', 'doc', k := 0)", "k must be at least 1"),
     ("SELECT * FROM semantic_search('corpus', 'tiny', 'doc', k := -3)", "got -3"),
@@ -225,10 +257,15 @@ PYTHON_MISTAKES = [
     (lambda db: db.evaluate_similarity("tiny", "textscore"), "not a number"),
     (lambda db: db.evaluate_retrieval("tiny", "queries", "corpus", "qrels_empty"), "no relevant"),
     (lambda db: db.evaluate_retrieval("tiny", "queries", "corpus", "qrels", k=0), "at least 1"),
+    (lambda db: db.mine_hard_negatives("pairs", "tiny", "text_a", "text_b", top=3), "settings"),
+    (
+        lambda db: db.mine_hard_negatives("pairs", "tiny", "text_a", "text_b", corpus="queries"),
+        "generate_text_embeddings('queries', 'tiny'",
+    ),
 ]
 
 
-@pytest.mark.parametrize("call, message", PYTHON_MISTAKES, ids=[f"{i}" for i in range(16)])
+@pytest.mark.parametrize("call, message", PYTHON_MISTAKES, ids=[f"{i}" for i in range(18)])
 def test_a_python_api_mistake_is_a_jammi_error_that_changes_nothing(world, call, message):
     before = catalog_snapshot(world)
     with pytest.raises(jammi_sql.JammiError) as err:

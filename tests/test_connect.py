@@ -2,6 +2,9 @@ import subprocess
 import sys
 
 import jammi_sql
+from jammi_sql.catalog import sql_dir
+
+MIGRATIONS = len(list((sql_dir() / "schema").glob("*.sql")))  # each applied exactly once
 
 
 def test_connect_creates_the_jammi_schema_with_a_version(tmp_path):
@@ -35,7 +38,7 @@ def test_the_catalog_survives_closing_and_reopening(tmp_path):
     assert db.sql("SELECT name, kind, format, columns FROM jammi.sources").fetchall() == [
         ("training", "file", "csv", ["text_a", "text_b", "score"])
     ]
-    assert db.sql("SELECT count(*) FROM jammi.schema_version").fetchall()[0][0] == 1
+    assert db.sql("SELECT count(*) FROM jammi.schema_version").fetchall()[0][0] == MIGRATIONS
     db.close()
 
 
@@ -45,7 +48,7 @@ def test_install_is_idempotent_on_an_existing_connection(tmp_path):
     con = duckdb.connect(str(tmp_path / "w.duckdb"))
     jammi_sql.install(con)
     jammi_sql.install(con)
-    assert con.execute("SELECT count(*) FROM jammi.schema_version").fetchall()[0][0] == 1
+    assert con.execute("SELECT count(*) FROM jammi.schema_version").fetchall()[0][0] == MIGRATIONS
     con.close()
 
 

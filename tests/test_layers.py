@@ -18,9 +18,9 @@ LAYERS = {
     "surface": {"__init__", "functions", "database", "cli", "demo", "display", "server"}
     | {"relation", "arguments", "udfs", "wire", "pgdialect"},
     "state": {"context", "catalog", "jobs", "models", "sources", "embeddings", "evaluation"}
-    | {"infer", "progress", "checks"},
+    | {"infer", "progress", "checks", "hard_negatives"},
     "engine": {"encoder", "encoders", "lora", "head", "data", "train", "trainee", "evaluate"}
-    | {"losses", "checkpoint", "selection", "trial"},
+    | {"losses", "checkpoint", "selection", "trial", "gradcache", "mining"},
     "artifacts": {"artifacts"},
     "leaf": {"config", "errors", "defaults"},
 }

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from jammi_sql.losses import CoSENTLoss, MultipleNegativesRankingLoss, TripletLoss
+from jammi_sql.losses import CoSENTLoss, InfoNCELoss, MultipleNegativesRankingLoss, TripletLoss
 
 
 def toward(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
@@ -50,6 +50,54 @@ def test_triplet_falls_when_positives_move_closer(batch):
     loss = TripletLoss()
     base = loss(a, p, n)
     assert loss(a, toward(a, p, 0.5), n) < base < loss(a, toward(a, p, -1.0), n)
+
+
+def test_info_nce_falls_when_positives_move_closer(batch):
+    a, p, n = batch
+    loss = InfoNCELoss()
+    assert loss(a, toward(a, p, 0.5)) < loss(a, p) < loss(a, toward(a, p, -1.0))
+    assert loss(a, toward(a, p, 0.5), n) < loss(a, p, n) < loss(a, toward(a, p, -1.0), n)
+
+
+def test_info_nce_is_the_mean_of_both_directions(batch):
+    a, p, _ = batch
+    cos = torch.nn.functional.normalize(a, dim=-1) @ torch.nn.functional.normalize(p, dim=-1).T
+    target = torch.arange(3)
+    for t in (0.05, 0.5):
+        ce = torch.nn.functional.cross_entropy
+        expected = (ce(cos / t, target) + ce(cos.T / t, target)) / 2
+        assert torch.allclose(InfoNCELoss(t)(a, p), expected)
+    # the document -> query direction counts: swapping the sides gives the same loss
+    assert torch.allclose(InfoNCELoss()(a, p), InfoNCELoss()(p, a))
+    assert not torch.allclose(
+        MultipleNegativesRankingLoss()(a, p), MultipleNegativesRankingLoss()(p, a)
+    )
+
+
+def test_info_nce_masks_a_copy_of_the_positive_in_both_directions(batch):
+    a, p, _ = batch
+    p = p.clone()
+    p[1] = p[0]
+    ids = torch.tensor([0, 0, 2])
+    masked = InfoNCELoss()(a, p, positive_ids=ids)
+    cos = torch.nn.functional.normalize(a, dim=-1) @ torch.nn.functional.normalize(p, dim=-1).T
+    logits = cos / 0.05
+    logits[0, 1] = logits[1, 0] = -math.inf
+    ce = torch.nn.functional.cross_entropy
+    expected = (ce(logits, torch.arange(3)) + ce(logits.T, torch.arange(3))) / 2
+    assert torch.allclose(masked, expected)
+
+
+def test_matryoshka_is_the_mean_of_the_loss_at_each_width(batch):
+    from jammi_sql.losses import build, compute
+
+    a, p, n = batch
+    for name, columns in (("multiple_negatives_ranking", [a, p, n]), ("triplet", [a, p, n])):
+        loss = build(name, matryoshka_dims=[4, 2, 2])
+        plain = build(name)
+        expected = (compute(plain, columns) + compute(plain, [c[:, :2] for c in columns])) / 2
+        assert torch.allclose(compute(loss, columns), expected)
+        assert not torch.allclose(compute(loss, columns), compute(plain, columns))
 
 
 def test_mnrl_does_not_treat_a_copy_of_the_positive_as_a_negative(batch):
@@ -103,12 +151,15 @@ def test_losses_agree_with_sentence_transformers(batch):
         MultipleNegativesRankingLoss()(a, b),
         MultipleNegativesRankingLoss()(a, b, n),
     ]
-    ours.append(TripletLoss()(a, b, n))
+    ours += [TripletLoss()(a, b, n), InfoNCELoss(0.1)(a, b), InfoNCELoss(0.1)(a, b, n)]
+    symmetric = st.MultipleNegativesSymmetricRankingLoss(None, scale=10.0)
     theirs = [
         st.CoSENTLoss(None).compute_loss_from_embeddings([a, b], scores),
         st.MultipleNegativesRankingLoss(None).compute_loss_from_embeddings([a, b], None),
         st.MultipleNegativesRankingLoss(None).compute_loss_from_embeddings([a, b, n], None),
         st.TripletLoss(None).compute_loss_from_embeddings([a, b, n], None),
+        symmetric.compute_loss_from_embeddings([a, b], None),
+        symmetric.compute_loss_from_embeddings([a, b, n], None),
     ]
     for x, y in zip(ours, theirs, strict=True):
         assert torch.allclose(x, y, atol=1e-5), (x, y)

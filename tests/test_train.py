@@ -340,3 +340,24 @@ def test_a_head_on_the_bundled_model_trains_and_reloads(tmp_path, bundled_model_
     encoder = load_fine_tuned(result.output_dir, bundled_model_folder, CPU)
     vectors = encoder.encode(["A man is playing a guitar.", "A man plays the guitar."])
     assert vectors.shape == (2, 384) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+
+
+def test_matryoshka_dims_make_the_first_dimensions_work_on_their_own(tmp_path, tiny_model):
+    from jammi_sql.encoders import load_fine_tuned
+    from jammi_sql.losses import MultipleNegativesRankingLoss
+
+    pairs = [(f"{_W[i % 11]} {_W[(i * 7) % 11]}", f"the {_W[i % 11]} and a {_W[(i * 3) % 11]}")
+             for i in range(40)]  # fmt: skip
+    cfg = dict(kind="pairs", epochs=6, trials=1, validation_fraction=0.0, batch_size=8)
+    losses = {}
+    for dims in ([], [4]):
+        cfg.update(learning_rate=1e-2, weight_decay=0.0, matryoshka_dims=dims)
+        result = fit(tmp_path, tiny_model, pairs, name=f"m{len(dims)}", **cfg)
+        encoder = load_fine_tuned(result.output_dir, tiny_model, CPU)
+        a = torch.tensor(encoder.encode([p[0] for p in pairs], query=True))
+        b = torch.tensor(encoder.encode([p[1] for p in pairs]))
+        losses[len(dims)] = [
+            float(MultipleNegativesRankingLoss()(a[:, :d], b[:, :d])) for d in (4, 32)
+        ]
+    assert losses[1][0] < 0.85 * losses[0][0], losses  # the first 4 dimensions learned
+    assert losses[1][1] < 1.25 * losses[0][1], losses  # at little cost to the full width

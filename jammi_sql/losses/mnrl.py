@@ -45,13 +45,23 @@ class MultipleNegativesRankingLoss(nn.Module):
         n = len(anchors)
         target = torch.arange(n, device=logits.device)
         if positive_ids is not None:
-            cand_ids = (
-                positive_ids if negatives is None else torch.cat([positive_ids, negative_ids])
-            )
-            same = cand_ids[None, :] == positive_ids[:, None]  # (B, C): a copy of my positive
-            if anchor_ids is not None:  # another positive of my own anchor
-                same_anchor = anchor_ids[:, None] == anchor_ids[None, :]  # (B, B)
-                same[:, :n] |= same_anchor
-            same[target, target] = False  # my own positive stays the target
+            same = duplicate_mask(n, anchor_ids, positive_ids, negative_ids)
             logits = logits.masked_fill(same, float("-inf"))
         return nn.functional.cross_entropy(logits, target)
+
+
+def duplicate_mask(
+    n: int,
+    anchor_ids: torch.Tensor | None,
+    positive_ids: torch.Tensor,
+    negative_ids: torch.Tensor | None,
+) -> torch.Tensor:
+    """(B, C) True where candidate j is no negative of row i: a copy of i's positive, or the
+    positive of another row with i's anchor. The diagonal (i's own positive) stays False."""
+    cand_ids = positive_ids if negative_ids is None else torch.cat([positive_ids, negative_ids])
+    same = cand_ids[None, :] == positive_ids[:, None]  # (B, C): a copy of my positive
+    if anchor_ids is not None:  # another positive of my own anchor
+        same[:, :n] |= anchor_ids[:, None] == anchor_ids[None, :]  # (B, B)
+    target = torch.arange(n, device=same.device)
+    same[target, target] = False  # my own positive stays the target
+    return same

@@ -1,0 +1,111 @@
+"""Cached in-batch negatives (GradCache): the same loss and gradients as the plain loss."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from test_train import assert_same_weights, fit, weights
+
+from jammi_sql import gradcache
+from jammi_sql.config import FineTuneConfig
+from jammi_sql.data import make_training_set
+from jammi_sql.encoder import Encoder
+from jammi_sql.losses import MultipleNegativesRankingLoss
+from jammi_sql.trainee import Trainee, batch_loss, index_texts
+
+CPU = torch.device("cpu")
+W = ["cat", "dog", "car", "bike", "train", "plane", "piano", "guitar", "cell", "gene", "solar"]
+PAIRS = [(f"{W[i % 11]} {i}", f"the {W[i % 11]} and a {W[(i * 3) % 11]} {i}") for i in range(24)]
+
+
+def no_dropout(folder):
+    config = json.loads((folder / "config.json").read_text())
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def full_trainee(folder) -> tuple[Trainee, np.ndarray]:
+    ts = make_training_set("pairs", PAIRS)
+    encoder = Encoder.from_folder(folder, CPU)
+    texts, (ids,) = index_texts([ts], encoder.spec)
+    config = FineTuneConfig(learning_rate=1e-3, epochs=1, batch_size=8)
+    trainee = Trainee(encoder, "full", config, encoder.tokenize(texts), lambda: False)
+    trainee.train()
+    return trainee, ids
+
+
+def gradients(trainee: Trainee) -> dict[str, torch.Tensor]:
+    out = {n: p.grad.clone() for n, p in trainee.trainable.named_parameters() if p.grad is not None}
+    trainee.trainable.zero_grad(set_to_none=True)
+    return out
+
+
+def run(trainee, ids, loss_fn, mini):
+    uniq, inv = np.unique(ids, return_inverse=True)
+    inv = inv.reshape(ids.shape)
+
+    def loss_of(emb):
+        return batch_loss(loss_fn, emb, inv, None)
+
+    if mini is None:
+        loss, backward = gradcache.plain(loss_of(trainee.embed(uniq)))
+    else:
+        lengths = np.array([len(trainee.token_ids[i]) for i in uniq])
+        loss, backward = gradcache.cached(trainee.embed, uniq, lengths, mini, loss_of)
+    backward(0.5)
+    return float(loss.detach()), gradients(trainee)
+
+
+def test_cached_negatives_give_the_plain_loss_and_gradients(tiny_model):
+    """(InfoNCE: in the run below, which must end with the plain run's weights.)"""
+    loss_fn = MultipleNegativesRankingLoss()
+    trainee, ids = full_trainee(no_dropout(tiny_model))
+    plain_loss, plain = run(trainee, ids, loss_fn, None)
+    cached_loss, cached = run(trainee, ids, loss_fn, 5)  # 48 texts in mini-batches of 5
+    assert cached_loss == pytest.approx(plain_loss, rel=1e-5)
+    assert plain.keys() == cached.keys() and len(plain) > 10
+    for name in plain:
+        assert torch.allclose(plain[name], cached[name], atol=1e-6, rtol=1e-4), name
+
+
+def test_cached_negatives_replay_each_mini_batchs_dropout(tiny_model):
+    """With dropout on, the second pass must draw the masks of the first: the gradients then
+    equal those of the loss on the first pass's embeddings, taken with gradients."""
+    trainee, ids = full_trainee(tiny_model)
+    loss_fn = MultipleNegativesRankingLoss()
+    uniq, inv = np.unique(ids, return_inverse=True)
+    inv = inv.reshape(ids.shape)
+    lengths = np.array([len(trainee.token_ids[i]) for i in uniq])
+    order = np.argsort(-lengths, kind="stable")
+    torch.manual_seed(3)  # the reference: the same mini-batches, embedded once with gradients
+    emb = torch.cat([trainee.embed(uniq[order[i : i + 5]]) for i in range(0, len(order), 5)])
+    reference = batch_loss(loss_fn, emb[torch.from_numpy(np.argsort(order))], inv, None)
+    (reference * 0.5).backward()
+    expected = gradients(trainee)
+    torch.manual_seed(3)
+    loss, backward = gradcache.cached(
+        trainee.embed, uniq, lengths, 5, lambda e: batch_loss(loss_fn, e, inv, None)
+    )
+    backward(0.5)
+    got = gradients(trainee)
+    assert float(loss.detach()) == pytest.approx(float(reference.detach()), rel=1e-5)
+    for name in expected:
+        assert torch.allclose(expected[name], got[name], atol=1e-6, rtol=1e-4), name
+
+
+def test_a_run_with_mini_batches_ends_with_the_weights_of_a_plain_run(tmp_path, tiny_model):
+    no_dropout(tiny_model)
+    cfg = dict(kind="pairs", shape="full", epochs=1, batch_size=12, validation_fraction=0.0)
+    cfg.update(embedding_loss="info_nce", learning_rate=1e-3)
+    plain = fit(tmp_path, tiny_model, PAIRS, name="plain", **cfg)
+    cached = fit(tmp_path, tiny_model, PAIRS, name="cached", mini_batch_size=4, **cfg)
+    assert_same_weights(weights(plain), weights(cached))
+    before = load_file(str(tiny_model / "model.safetensors"))
+    after = weights(plain)
+    moved = [k for k in after if k in before and not torch.allclose(before[k], after[k])]
+    assert moved  # the step did change the weights, so equal weights say something
