@@ -29,6 +29,8 @@ def connect(
 
     ``read_only=True`` opens an existing file without writing: no migrations, and jammi
     functions that write refuse; several read-only processes may share a file.
+    ``dimensions`` is accepted for older code and ignored: ``embed`` returns a ``FLOAT[]``
+    as wide as each model's embeddings.
     """
     from .database import Database
 

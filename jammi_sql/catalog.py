@@ -245,14 +245,6 @@ class Catalog:
     def remove_model(self, model_id: str) -> None:
         self.execute("DELETE FROM jammi.models WHERE model_id = ?", [model_id])
 
-    def preferred_dimensions(self) -> int | None:
-        """The dimensions of the model registered or fine-tuned most recently."""
-        row = self.query(
-            "SELECT dimensions FROM jammi.models WHERE origin IN ('registered', 'job') "
-            "AND dimensions IS NOT NULL ORDER BY created_at DESC LIMIT 1"
-        )
-        return row[0][0] if row else None
-
     # ---- jobs ---------------------------------------------------------------------
     def add_job(self, job: JobRecord) -> None:
         self._insert("jobs", job)

@@ -69,7 +69,6 @@ def _execute(db: Any, statement: Any, limit: int | None) -> tuple[list[str] | No
     ``limit`` rows, and the row count."""
     import duckdb
 
-    db.sync()  # a model registered by the previous statement may change FLOAT[d]
     cur = db.con.execute(statement)
     names = [d[0] for d in cur.description or []]
     if names in (["Count"], ["Success"]) and statement.type != duckdb.StatementType.SELECT:

@@ -25,8 +25,6 @@ import duckdb
 from .catalog import Catalog
 from .models import ModelRegistry
 
-DEFAULT_DIMENSIONS = 384  # the bundled all-MiniLM-L6-v2
-
 
 def database_path(con: duckdb.DuckDBPyConnection) -> str | None:
     """The file behind a connection, or None for an in-memory database."""
@@ -78,8 +76,6 @@ class Context:
         if not self.read_only:  # before the user's first query: jobs a dead process left behind
             self.catalog.mark_interrupted()
         self.models = ModelRegistry(self.catalog)
-        self.fixed_dimensions = dimensions
-        self.dimensions = dimensions or self.catalog.preferred_dimensions() or DEFAULT_DIMENSIONS
         self._jobs = None
         self.suffix = ""  # appended to this connection's UDF names (see functions.install)
 
@@ -112,9 +108,6 @@ class Context:
             except (AttributeError, RuntimeError):
                 atexit.register(_stop_at_exit, weakref.ref(self._jobs))
         return self._jobs
-
-    def wanted_dimensions(self) -> int:
-        return self.fixed_dimensions or self.catalog.preferred_dimensions() or DEFAULT_DIMENSIONS
 
     def stop_jobs(self) -> None:
         """Stop the job runner: a running job keeps its checkpoint; both it and any queued

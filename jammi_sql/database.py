@@ -124,20 +124,12 @@ class Database:
         return self.ctx.home
 
     # ---- SQL ----------------------------------------------------------------------
-    def sync(self) -> None:
-        """Follow the embedding dimension of the model registered or trained last."""
-        from .functions import sync_dimensions
-
-        sync_dimensions(self.con, self.ctx)
-
     def sql(self, query: str, params: Any = None) -> Relation | None:
         """``con.sql``, with errors raised as JammiErrors when fetched (see Relation)."""
-        self.sync()
         with translated():
             return wrap(self.con.sql(query, params=params))
 
     def execute(self, query: str, params: Any = None) -> duckdb.DuckDBPyConnection:
-        self.sync()
         with translated():
             return self.con.execute(query, params or [])
 
@@ -197,7 +189,6 @@ class Database:
     def register_model(self, model_id: str, path: str | os.PathLike):
         self._writes("register_model")
         record = self.ctx.models.register(model_id, str(path))
-        self.sync()
         return record
 
     def remove_model(self, model_id: str) -> str:
@@ -263,7 +254,6 @@ class Database:
 
     def search(self, source: str, model: str, query: str, k: int = DEFAULT_K):
         """Top-k rows of a materialized source for ``query``, as a pyarrow Table."""
-        self.sync()
         with translated():
             return (
                 self._cursor()

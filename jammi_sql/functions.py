@@ -113,10 +113,6 @@ def table_macro(name: str, params: list[Param], shows: str, doc: str, body: str)
     FUNCTIONS.append(SqlFunction(name, tuple(params), "TABLE", doc, table_sql=body, shows=shows))
 
 
-def _vector_type(ctx: Context) -> str:
-    return f"FLOAT[{ctx.dimensions}]"
-
-
 V, BIG, DBL, LIST = "VARCHAR", "BIGINT", "DOUBLE", "VARCHAR[]"
 WRITES = dict(side_effects=True, sees_nulls=True, writes=True)
 CHANGES = dict(side_effects=True, sees_nulls=True)  # the world, not the database
@@ -215,8 +211,8 @@ def delete_job(ctx: Context, job_id):
 @sql_function(
     "embed",
     [Param("model", V), Param("text", V)],
-    _vector_type,
-    shows="FLOAT[d]",
+    "FLOAT[]",
+    shows="FLOAT[] (the model's d values)",
     arrow=True,
     sees_nulls=True,
 )
@@ -230,8 +226,8 @@ def embed(ctx: Context, model, text):
 @sql_function(
     "embed_query",
     [Param("model", V), Param("text", V)],
-    _vector_type,
-    shows="FLOAT[d]",
+    "FLOAT[]",
+    shows="FLOAT[] (the model's d values)",
     arrow=True,
     sees_nulls=True,
 )
@@ -338,9 +334,28 @@ def evaluate_retrieval(ctx: Context, model, queries, corpus, qrels, k, per_query
 
 
 # ---- installing -----------------------------------------------------------------------
+# DuckDB's array_* distance functions take fixed-size arrays only, and DuckDB casts no list
+# to an array implicitly; embed() returns a list (each model has its own width). These TEMP
+# macros give the array_* names the list functions' bodies, which take arrays and lists alike
+# and return the same values and types; DuckDB's own stay reachable as system.main.array_*.
+VECTOR_MACROS = (
+    "array_cosine_similarity",
+    "array_cosine_distance",
+    "array_distance",
+    "array_inner_product",
+    "array_negative_inner_product",
+    "array_dot_product",
+)
+
+
 def macros_sql(suffix: str = "") -> str:
     """The TEMP macros (named, defaulted arguments), generated from the registry."""
-    return "\n".join(fn.macro_sql(suffix) + ";" for fn in FUNCTIONS if fn.has_macro)
+    vector = [
+        f"CREATE OR REPLACE TEMP MACRO {name}(array1, array2) AS "
+        f"list_{name.removeprefix('array_')}(array1, array2);"
+        for name in VECTOR_MACROS
+    ]
+    return "\n".join([fn.macro_sql(suffix) + ";" for fn in FUNCTIONS if fn.has_macro] + vector)
 
 
 def install_functions(con: duckdb.DuckDBPyConnection, ctx: Context) -> None:
@@ -348,16 +363,6 @@ def install_functions(con: duckdb.DuckDBPyConnection, ctx: Context) -> None:
     for fn in FUNCTIONS:
         register(con, ctx, fn)
     con.execute(macros_sql(ctx.suffix))
-
-
-def sync_dimensions(con: duckdb.DuckDBPyConnection, ctx: Context) -> None:
-    """Re-register the FLOAT[d] functions when the database's embedding dimension changed."""
-    wanted = ctx.wanted_dimensions()
-    if wanted != ctx.dimensions:
-        ctx.dimensions = wanted
-        for fn in FUNCTIONS:
-            if callable(fn.returns):
-                register(con, ctx, fn)
 
 
 def reference_table() -> str:

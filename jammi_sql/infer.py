@@ -13,7 +13,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .context import Context
-from .errors import InvalidArgumentError
 
 
 def embed_texts(
@@ -22,24 +21,13 @@ def embed_texts(
     texts: list[str],
     *,
     query: bool = False,
-    dims: int | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> np.ndarray:
-    """(n, d) float32 embeddings of ``texts`` with the model ``model_id``.
-
-    ``dims``: the width the caller must return (``embed``'s FLOAT[d]); another is an error.
-    """
+    """(n, d) float32 embeddings of ``texts`` with the model ``model_id``."""
     from .encoders import load
 
     ref = ctx.models.resolve(model_id)
     encoder = load(ref.folder, ref.adapter_folder)
-    if dims is not None and encoder.dimensions != dims:
-        raise InvalidArgumentError(
-            f"model '{ref.model_id}' embeds in {encoder.dimensions} dimensions, but embed() on this "
-            f"connection returns FLOAT[{dims}] (DuckDB fixes a function's type when it is installed); "
-            f"open the database with jammi_sql.connect(path, dimensions={encoder.dimensions}), or "
-            "register the model first (the shell and the Python API follow the model registered last)"
-        )
     vectors = encoder.encode(texts, query=query, on_batch=on_batch)
     ctx.models.note_used(ref)
     return vectors
@@ -54,17 +42,26 @@ def model_dimensions(ctx: Context, model_id: str) -> int:
 
 
 def embed_column(ctx: Context, models: pa.Array, texts: pa.Array, query: bool) -> pa.Array:
-    """``embed(model, text)`` over one arrow batch: each model's rows embedded together."""
+    """``embed(model, text)`` over one arrow batch: a FLOAT[] list per row, as wide as its
+    model's embeddings; each model's rows are embedded together."""
     models = models.combine_chunks() if isinstance(models, pa.ChunkedArray) else models
     texts = texts.combine_chunks() if isinstance(texts, pa.ChunkedArray) else texts
-    dims = ctx.dimensions
-    out = np.zeros((len(texts), dims), dtype=np.float32)
     valid = pc.and_(pc.is_valid(texts), pc.is_valid(models))
+    parts: list[tuple[np.ndarray, np.ndarray]] = []  # (rows, vectors) per model
+    widths = np.zeros(len(texts), dtype=np.int64)
     for model in pc.unique(models.filter(valid)).to_pylist():
         rows = np.flatnonzero(
             pc.and_(valid, pc.equal(models, model)).to_numpy(zero_copy_only=False)
         )
-        chosen = texts.take(pa.array(rows)).to_pylist()
-        out[rows] = embed_texts(ctx, model, chosen, query=query, dims=dims)
-    flat = pa.array(out.reshape(-1))
-    return pa.FixedSizeListArray.from_arrays(flat, dims, mask=pc.invert(valid))
+        vectors = embed_texts(ctx, model, texts.take(pa.array(rows)).to_pylist(), query=query)
+        widths[rows] = vectors.shape[1]
+        parts.append((rows, vectors))
+    offsets = np.concatenate([[0], np.cumsum(widths)])
+    values = np.empty(int(offsets[-1]), dtype=np.float32)
+    for rows, vectors in parts:  # row r's values go to offsets[r] .. offsets[r] + d
+        values[(offsets[rows][:, None] + np.arange(vectors.shape[1])).reshape(-1)] = (
+            vectors.reshape(-1)
+        )
+    return pa.ListArray.from_arrays(
+        pa.array(offsets.astype(np.int32)), pa.array(values), mask=pc.invert(valid)
+    )
