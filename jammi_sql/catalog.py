@@ -17,7 +17,7 @@ from typing import Any
 
 import duckdb
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 UNFINISHED = ("queued", "running")
 GONE = "the process running this job stopped; resume_job continues it"
 
@@ -59,6 +59,7 @@ class ModelRecord:
     job_id: str | None = None
     metrics: dict | None = None
     created_at: datetime | None = None
+    precision: str | None = None  # fp32, bf16 or fp16 once loaded for inference
 
 
 @dataclass
@@ -241,6 +242,13 @@ class Catalog:
 
     def add_model(self, model: ModelRecord) -> None:
         self._insert("models", model)
+
+    def set_model_precision(self, model_id: str, precision: str) -> None:
+        self.execute(
+            "UPDATE jammi.models SET precision = ? WHERE model_id = ? "
+            "AND precision IS DISTINCT FROM ?",
+            [precision, model_id, precision],
+        )
 
     def remove_model(self, model_id: str) -> None:
         self.execute("DELETE FROM jammi.models WHERE model_id = ?", [model_id])

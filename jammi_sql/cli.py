@@ -16,6 +16,7 @@ import threading
 import time
 from typing import Any
 
+from .defaults import PRECISIONS
 from .display import format_table, format_value, input_complete, statement_complete  # noqa: F401
 
 HISTORY_FILE = "~/.jammi_sql_history"
@@ -308,6 +309,13 @@ def _parser() -> argparse.ArgumentParser:
         )
     parser.set_defaults(fmt="table")
     add("--readonly", action="store_true", help="open DB read-only (no jammi function writes)")
+    add(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="inference precision (default auto: bf16/fp16 where the hardware has it and a "
+        "fidelity check passes, else fp32)",
+    )
     add("--home", metavar="DIR", help="models and job logs (default: DB.jammi/ or $JAMMI_HOME)")
     add(
         "--progress",
@@ -348,7 +356,9 @@ def main(argv: list[str] | None = None) -> int:
     import jammi_sql
 
     try:
-        db = jammi_sql.connect(args.db, home=args.home, read_only=args.readonly)
+        db = jammi_sql.connect(
+            args.db, home=args.home, read_only=args.readonly, precision=args.precision
+        )
     except Exception as exc:
         print(f"Error: {error_text(exc)}", file=sys.stderr)
         return 1

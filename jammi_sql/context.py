@@ -23,6 +23,7 @@ from pathlib import Path
 import duckdb
 
 from .catalog import Catalog
+from .defaults import PRECISIONS
 from .models import ModelRegistry
 
 
@@ -61,15 +62,28 @@ def home_folder(
     return folder, temporary
 
 
+def check_precision(precision: object) -> str:
+    """One of PRECISIONS (a JammiError naming them otherwise)."""
+    if precision not in PRECISIONS:
+        from .errors import InvalidArgumentError
+
+        raise InvalidArgumentError(
+            f"precision {precision!r} is not one of {', '.join(PRECISIONS)}; use 'auto' (reduced "
+            "precision where the hardware has it and the fidelity check passes) or 'fp32'"
+        )
+    return str(precision)
+
+
 class Context:
     def __init__(
         self,
         con: duckdb.DuckDBPyConnection,
         home: str | os.PathLike | None = None,
-        dimensions: int | None = None,
         read_only: bool = False,
+        precision: str = "auto",
     ):
         self.con = con
+        self.precision = check_precision(precision)
         self.read_only = read_only or is_read_only(con)
         self.home, self._temporary_home = home_folder(con, home, create=not self.read_only)
         self.catalog = Catalog.open(con, read_only=self.read_only)

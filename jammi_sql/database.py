@@ -24,13 +24,15 @@ def install(
     *,
     home: str | os.PathLike | None = None,
     dimensions: int | None = None,
+    precision: str = "auto",
 ) -> Context:
     """Install jammi's schema, functions and macros into a connection you already have
-    (a read-only connection gets the catalog read-only)."""
+    (a read-only connection gets the catalog read-only). ``dimensions`` is ignored (older
+    code passed it): embed returns each model's own width. ``precision``: see connect()."""
     from .functions import install_functions
 
     with translated():
-        ctx = Context(con, home, dimensions)
+        ctx = Context(con, home, precision=precision)
         install_functions(con, ctx)
     return ctx
 
@@ -104,10 +106,15 @@ class Database:
         dimensions: int | None = None,
         con: duckdb.DuckDBPyConnection | None = None,
         read_only: bool = False,
+        precision: str = "auto",
     ):
+        from .context import check_precision
+
         self.path = str(path)
+        with translated():
+            check_precision(precision)  # before opening anything
         self.con = con if con is not None else open_connection(self.path, read_only)
-        self.ctx = install(self.con, home=home, dimensions=dimensions)
+        self.ctx = install(self.con, home=home, precision=precision)
         self._closed = False
         self._own: duckdb.DuckDBPyConnection | None = None
         ref = weakref.ref(self)

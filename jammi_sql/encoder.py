@@ -117,6 +117,8 @@ class Encoder(nn.Module):
         self.tokenizer = tokenizer
         self.head = head
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.precision = "fp32"  # the transformer's weights (see jammi_sql.precision)
+        self.fidelity: float | None = None  # lowest calibration cosine to fp32, when measured
 
     # ---- loading ------------------------------------------------------------------
     @classmethod
@@ -168,9 +170,9 @@ class Encoder(nn.Module):
         }
 
     def pooled(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Pooled transformer output, before the head: (B, H)."""
+        """Pooled transformer output, before the head: (B, H), float32 whatever the weights."""
         hidden = self.transformer(**features).last_hidden_state  # (B, T, H)
-        return pool(hidden, features["attention_mask"], self.spec.pooling)
+        return pool(hidden.float(), features["attention_mask"], self.spec.pooling)
 
     def project(self, pooled: torch.Tensor) -> torch.Tensor:
         """Head and normalisation applied to pooled vectors (B, H) -> (B, D)."""

@@ -27,9 +27,9 @@ def embed_texts(
     from .encoders import load
 
     ref = ctx.models.resolve(model_id)
-    encoder = load(ref.folder, ref.adapter_folder)
+    encoder = load(ref.folder, ref.adapter_folder, ctx.precision)
     vectors = encoder.encode(texts, query=query, on_batch=on_batch)
-    ctx.models.note_used(ref)
+    ctx.models.note_used(ref, encoder.precision)
     return vectors
 
 
@@ -38,7 +38,7 @@ def model_dimensions(ctx: Context, model_id: str) -> int:
     from .encoders import load
 
     ref = ctx.models.resolve(model_id)
-    return load(ref.folder, ref.adapter_folder).dimensions
+    return load(ref.folder, ref.adapter_folder, ctx.precision).dimensions
 
 
 def embed_column(ctx: Context, models: pa.Array, texts: pa.Array, query: bool) -> pa.Array:

@@ -20,7 +20,7 @@ LAYERS = {
     "state": {"context", "catalog", "jobs", "models", "sources", "embeddings", "evaluation"}
     | {"infer", "progress", "checks"},
     "engine": {"encoder", "encoders", "lora", "head", "data", "train", "trainee", "evaluate"}
-    | {"losses", "checkpoint", "selection", "trial"},
+    | {"losses", "checkpoint", "selection", "trial", "precision"},
     "artifacts": {"artifacts"},
     "leaf": {"config", "errors", "defaults"},
 }
