@@ -99,6 +99,9 @@ class EmbeddingTable:
     dimensions: int
     row_count: int
     updated_at: datetime | None = None
+    chunk_tokens: int | None = None  # NULL: one row per text
+    chunk_overlap: int | None = None
+    truncated: int | None = None  # texts the last run cut at the model's limit
 
 
 _JSON_FIELDS = {"config", "metrics"}

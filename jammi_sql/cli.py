@@ -45,18 +45,22 @@ class _ProgressBars:
         tasks = progress.active()
         if self.bars is None and tasks:
             from rich.console import Console
-            from rich.progress import Progress
+            from rich.progress import MofNCompleteColumn, Progress, TextColumn
 
             console = Console(stderr=True, force_terminal=self.force or None)
-            self.bars = Progress(*Progress.get_default_columns(), console=console, transient=True)
+            columns = [*Progress.get_default_columns(), MofNCompleteColumn()]
+            columns.append(TextColumn("{task.fields[rate]}"))  # rows done and the rate
+            self.bars = Progress(*columns, console=console, transient=True)
             self.bars.start()
         seen = set()
         for task in tasks:
             key = (task.description, task.started)
             seen.add(key)
             if key not in self.ids:
-                self.ids[key] = self.bars.add_task(task.description, total=task.total or None)
-            self.bars.update(self.ids[key], completed=task.done)
+                self.ids[key] = self.bars.add_task(
+                    task.description, total=task.total or None, rate=""
+                )
+            self.bars.update(self.ids[key], completed=task.done, rate=f"{task.rate:,.0f}/s")
         for key in set(self.ids) - seen:
             self.bars.remove_task(self.ids.pop(key))
 
@@ -116,6 +120,10 @@ def run_statement(db: Any, statement: Any, *, limit: int | None = None, progress
     finally:
         if bars:
             bars.stop()
+        from jammi_sql.progress import take_warnings
+
+        for warning in take_warnings():  # e.g. texts cut at a model's limit
+            print(f"Warning: {warning}", file=sys.stderr)
     if interrupted:
         raise KeyboardInterrupt
     if "error" in box:

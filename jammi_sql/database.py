@@ -13,7 +13,7 @@ from typing import Any
 
 import duckdb
 
-from .config import DEFAULT_K, DEFAULT_METHOD, DEFAULT_TASK, FineTuneConfig
+from .config import DEFAULT_CHUNK_OVERLAP, DEFAULT_K, DEFAULT_METHOD, DEFAULT_TASK, FineTuneConfig
 from .context import Context
 from .errors import JobStateError, TrainingError
 from .relation import Relation, open_connection, translated, wrap
@@ -252,12 +252,22 @@ class Database:
         return vectors[0] if single else vectors
 
     def generate_text_embeddings(
-        self, source: str, model: str, columns: list[str], key: str
+        self,
+        source: str,
+        model: str,
+        columns: list[str],
+        key: str,
+        chunk_tokens: int | None = None,
+        chunk_overlap: int = DEFAULT_CHUNK_OVERLAP,
     ) -> int:
+        """Rows written (an int whose ``.truncated`` says how many texts were cut at the
+        model's limit); ``chunk_tokens`` embeds each text in overlapping token windows."""
         from .embeddings import generate_text_embeddings
 
         self._writes("generate_text_embeddings")
-        return generate_text_embeddings(self.ctx, source, model, _names(columns), key)
+        return generate_text_embeddings(
+            self.ctx, source, model, _names(columns), key, chunk_tokens, chunk_overlap
+        )
 
     def search(self, source: str, model: str, query: str, k: int = DEFAULT_K):
         """Top-k rows of a materialized source for ``query``, as a pyarrow Table."""

@@ -19,7 +19,13 @@ from typing import Any
 import duckdb
 
 from .arguments import checked, count_arg, sql_literal
-from .config import DEFAULT_K, DEFAULT_METHOD, DEFAULT_SIMILARITY_COLUMNS, DEFAULT_TASK
+from .config import (
+    DEFAULT_CHUNK_OVERLAP,
+    DEFAULT_K,
+    DEFAULT_METHOD,
+    DEFAULT_SIMILARITY_COLUMNS,
+    DEFAULT_TASK,
+)
 from .context import Context
 from .errors import InvalidArgumentError, NotFoundError
 from .udfs import free_suffix, register
@@ -241,17 +247,21 @@ def embed_query(ctx: Context, model, text):
 
 @sql_function(
     "generate_text_embeddings",
-    [Param("source", V), Param("model", V), Param("columns", LIST), Param("key", V)],
+    [Param("source", V), Param("model", V), Param("columns", LIST), Param("key", V)]
+    + [Param("chunk_tokens", BIG, None), Param("chunk_overlap", BIG, DEFAULT_CHUNK_OVERLAP)],
     BIG,
     shows="BIGINT rows written",
     **WRITES,
 )
-def generate_text_embeddings(ctx: Context, source, model, columns, key):
+def generate_text_embeddings(ctx: Context, source, model, columns, key, chunk_tokens, overlap):
     """Materializes embeddings of a source's text columns into a table, incrementally (a
-    second run embeds only new or changed rows)."""
+    second run embeds only new or changed rows); texts cut at the model's limit are counted
+    in `jammi.embedding_tables.truncated`. With `chunk_tokens`, each text is embedded in
+    windows of that many tokens overlapping by `chunk_overlap` (by default 32, or a quarter of
+    a window of 32 tokens or fewer), one row per window, numbered by `chunk` from 0."""
     from .embeddings import generate_text_embeddings as generate
 
-    return generate(ctx, source, model, list(columns), key)
+    return int(generate(ctx, source, model, list(columns), key, chunk_tokens, overlap))
 
 
 @sql_function("jammi_embedding_table", [Param("source", V), Param("model", V)], V, public=False)
@@ -286,11 +296,13 @@ table_macro(
     "semantic_search",
     [Param("source", V), Param("model", V), Param("query", V), Param("k", BIG, DEFAULT_K)],
     "table (key, column_name, text, score)",
-    "Top-k rows of the table `generate_text_embeddings` built, by cosine similarity to the query.",
+    "Top-k keys of the table `generate_text_embeddings` built, by cosine similarity to the "
+    "query: each key at most once per column, scored by its best chunk, with that chunk's text.",
+    "SELECT key, column_name, arg_max(text, score) AS text, max(score) AS score FROM ("
     "SELECT key, column_name, text, list_cosine_similarity(embedding::FLOAT[], "
     f"jammi_query_vector({_text('model')}, {_text('query')})) AS score FROM query_table("
-    f"jammi_embedding_table({_text('source')}, {_text('model')})) ORDER BY score DESC LIMIT "
-    + count_arg("k"),
+    f"jammi_embedding_table({_text('source')}, {_text('model')}))) GROUP BY key, column_name "
+    "ORDER BY score DESC LIMIT " + count_arg("k"),
 )
 
 

@@ -7,12 +7,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from .context import Context
+from .errors import InvalidArgumentError
 
 
 def embed_texts(
@@ -31,6 +33,70 @@ def embed_texts(
     vectors = encoder.encode(texts, query=query, on_batch=on_batch)
     ctx.models.note_used(ref, encoder.precision)
     return vectors
+
+
+@dataclass
+class Documents:
+    """Texts embedded for a table: one row per text, or per window with chunking."""
+
+    owner: np.ndarray  # the input text each row belongs to
+    texts: list[str]  # each row's text (a window's span with chunking)
+    vectors: np.ndarray  # (rows, d) float32
+    truncated: int  # input texts cut at the model's limit
+
+
+def check_chunking(ctx: Context, model_id: str, chunk_tokens: object, overlap: object) -> None:
+    """chunk_tokens NULL, or a window that fits the model; 0 <= overlap < chunk_tokens."""
+    if chunk_tokens is None:
+        return
+    encoder = _encoder(ctx, model_id)
+    room = encoder.spec.max_seq_length - encoder.tokenizer.num_special_tokens_to_add()
+    if not isinstance(chunk_tokens, int) or not 1 <= chunk_tokens <= room:
+        raise InvalidArgumentError(
+            f"chunk_tokens := {chunk_tokens} does not fit model '{model_id}', whose texts hold "
+            f"{encoder.spec.max_seq_length} tokens; give 1 to {room} (its limit less "
+            "its special tokens), or NULL for no chunking"
+        )
+    if not isinstance(overlap, int) or not 0 <= overlap < chunk_tokens:
+        raise InvalidArgumentError(
+            f"chunk_overlap := {overlap} must be at least 0 and below chunk_tokens ({chunk_tokens})"
+        )
+
+
+def embed_documents(
+    ctx: Context,
+    model_id: str,
+    texts: list[str],
+    chunk_tokens: int | None = None,
+    overlap: int = 0,
+    on_batch: Callable[[int], None] | None = None,
+) -> Documents:
+    """Embeddings of ``texts`` whole (counting those cut at the model's limit), or of their
+    token windows of ``chunk_tokens`` overlapping by ``overlap``. ``on_batch(n)`` hears
+    after each micro-batch about how many of ``texts`` it finished (a share, with windows)."""
+    encoder = _encoder(ctx, model_id)
+    if chunk_tokens is None:
+        truncated = int((encoder.token_counts(texts) > encoder.spec.max_seq_length).sum())
+        owner, rows = np.arange(len(texts)), texts
+    else:
+        truncated = 0
+        owner, rows = encoder.windows(texts, chunk_tokens, overlap)
+    share = len(texts) / max(len(rows), 1)
+    told = None if on_batch is None else (lambda n: on_batch(n * share))
+    vectors = embed_texts(ctx, model_id, rows, on_batch=told)
+    return Documents(owner, rows, vectors, truncated)
+
+
+def max_tokens(ctx: Context, model_id: str) -> int:
+    """How many tokens the model reads of a text (the rest is cut)."""
+    return _encoder(ctx, model_id).spec.max_seq_length
+
+
+def _encoder(ctx: Context, model_id: str):
+    from .encoders import load
+
+    ref = ctx.models.resolve(model_id)
+    return load(ref.folder, ref.adapter_folder, ctx.precision)
 
 
 def model_dimensions(ctx: Context, model_id: str) -> int:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 _lock = threading.Lock()
 _active: dict[int, Task] = {}
+_warnings: list[str] = []
 _ids = itertools.count(1)
 
 
@@ -21,15 +22,20 @@ _ids = itertools.count(1)
 class Task:
     description: str
     total: int
-    done: int = 0
+    done: float = 0
     started: float = field(default_factory=time.monotonic)
     id: int = 0
 
-    def advance(self, n: int = 1) -> None:
+    @property
+    def rate(self) -> float:
+        """Done per second so far."""
+        return self.done / max(time.monotonic() - self.started, 1e-9)
+
+    def advance(self, n: float = 1) -> None:
         with _lock:
             self.done = min(self.total, self.done + n)
 
-    def update(self, done: int) -> None:
+    def update(self, done: float) -> None:
         with _lock:
             self.done = max(0, min(self.total, done))
 
@@ -55,3 +61,17 @@ def active() -> list[Task]:
     """A snapshot of the tasks running now, oldest first."""
     with _lock:
         return [Task(t.description, t.total, t.done, t.started, t.id) for t in _active.values()]
+
+
+def warn(message: str) -> None:
+    """A warning for the front end to show once the statement ends (the shell prints it)."""
+    with _lock:
+        _warnings.append(message)
+
+
+def take_warnings() -> list[str]:
+    """The warnings since the last call, oldest first; the list is emptied."""
+    with _lock:
+        taken = list(_warnings)
+        _warnings.clear()
+        return taken
