@@ -24,6 +24,13 @@ def test_connect_creates_the_jammi_schema_with_a_version(tmp_path):
     db.close()
 
 
+def migrations() -> int:
+    """How many numbered migrations sql/schema holds (each is applied once)."""
+    from jammi_sql.catalog import sql_dir
+
+    return len(list((sql_dir() / "schema").glob("*.sql")))
+
+
 def test_the_catalog_survives_closing_and_reopening(tmp_path):
     path = str(tmp_path / "work.duckdb")
     csv = tmp_path / "pairs.csv"
@@ -35,7 +42,7 @@ def test_the_catalog_survives_closing_and_reopening(tmp_path):
     assert db.sql("SELECT name, kind, format, columns FROM jammi.sources").fetchall() == [
         ("training", "file", "csv", ["text_a", "text_b", "score"])
     ]
-    assert db.sql("SELECT count(*) FROM jammi.schema_version").fetchall()[0][0] == 1
+    assert db.sql("SELECT count(*) FROM jammi.schema_version").fetchall()[0][0] == migrations()
     db.close()
 
 
@@ -45,7 +52,7 @@ def test_install_is_idempotent_on_an_existing_connection(tmp_path):
     con = duckdb.connect(str(tmp_path / "w.duckdb"))
     jammi_sql.install(con)
     jammi_sql.install(con)
-    assert con.execute("SELECT count(*) FROM jammi.schema_version").fetchall()[0][0] == 1
+    assert con.execute("SELECT count(*) FROM jammi.schema_version").fetchall()[0][0] == migrations()
     con.close()
 
 
