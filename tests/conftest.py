@@ -89,6 +89,15 @@ def build_tiny_bert(
     return folder
 
 
+@pytest.fixture(autouse=True)
+def _fp32_hardware(monkeypatch):
+    """Tests compare embeddings with fp32 ones to 1e-5: precision 'auto' sees no reduced
+    precision here, whatever the machine (tests of the guard patch this back)."""
+    from jammi_sql import precision
+
+    monkeypatch.setattr(precision, "reduced", lambda device: None)
+
+
 @pytest.fixture(scope="session")
 def _tiny_bert_master(tmp_path_factory) -> Path:
     return build_tiny_bert(tmp_path_factory.mktemp("tiny") / "tiny-bert")
