@@ -2,7 +2,8 @@
 
 Heavy imports stay inside functions, so ``jammi-sql --help`` never imports torch.
 Each statement runs in a worker thread, so the main thread can draw progress bars and turn
-Ctrl-C into ``con.interrupt()``; DuckDB stops at its next chunk, a Python UDF after its batch.
+Ctrl-C into ``db.interrupt()``: DuckDB stops at its next chunk, a jammi call (embed,
+generate_text_embeddings, evaluate_*) after its current micro-batch, and what it wrote rolls back.
 """
 
 from __future__ import annotations
@@ -116,7 +117,7 @@ def run_statement(db: Any, statement: Any, *, limit: int | None = None, progress
                 if interrupted:
                     print("Stopping: a running function first finishes its batch", file=sys.stderr)
                 interrupted = True
-                db.con.interrupt()
+                db.interrupt()
     finally:
         if bars:
             bars.stop()

@@ -13,6 +13,7 @@ from typing import Any
 
 import duckdb
 
+from . import progress
 from .config import DEFAULT_CHUNK_OVERLAP, DEFAULT_K, DEFAULT_METHOD, DEFAULT_TASK, FineTuneConfig
 from .context import Context
 from .errors import JobStateError, TrainingError
@@ -34,6 +35,7 @@ def install(
     with translated():
         ctx = Context(con, home, precision=precision)
         install_functions(con, ctx)
+    progress.catch_ctrl_c()
     return ctx
 
 
@@ -139,6 +141,17 @@ class Database:
     def execute(self, query: str, params: Any = None) -> duckdb.DuckDBPyConnection:
         with translated():
             return self.con.execute(query, params or [])
+
+    def interrupt(self) -> None:
+        """Stop what runs on this database now, from any thread: DuckDB's own work at its next
+        chunk (``con.interrupt()``) and a long jammi call (``embed``, ``generate_text_embeddings``,
+        ``evaluate_*``, in SQL or through this API) after its current micro-batch, rolling back
+        what it wrote. It raises CancelledError (a ``jammi:`` error) in the thread it stops."""
+        if progress.cancel(owner=self.ctx):
+            return  # the call raises CancelledError, which names what happened
+        self.con.interrupt()
+        if self._own is not None:
+            self._own.interrupt()
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         """The API's own connection to the database, so the state of ``db.con`` (a result
@@ -248,7 +261,8 @@ class Database:
         from .infer import embed_texts
 
         single = isinstance(text, str)
-        vectors = embed_texts(self.ctx, model, [text] if single else list(text), query=query)
+        with progress.call(self.ctx):
+            vectors = embed_texts(self.ctx, model, [text] if single else list(text), query=query)
         return vectors[0] if single else vectors
 
     def generate_text_embeddings(
@@ -265,9 +279,10 @@ class Database:
         from .embeddings import generate_text_embeddings
 
         self._writes("generate_text_embeddings")
-        return generate_text_embeddings(
-            self.ctx, source, model, _names(columns), key, chunk_tokens, chunk_overlap
-        )
+        with progress.call(self.ctx):
+            return generate_text_embeddings(
+                self.ctx, source, model, _names(columns), key, chunk_tokens, chunk_overlap
+            )
 
     def search(self, source: str, model: str, query: str, k: int = DEFAULT_K):
         """Top-k rows of a materialized source for ``query``, as a pyarrow Table."""
@@ -287,7 +302,8 @@ class Database:
     ) -> dict:
         from .evaluation import evaluate_similarity
 
-        return evaluate_similarity(self.ctx, model, source, columns)
+        with progress.call(self.ctx):
+            return evaluate_similarity(self.ctx, model, source, columns)
 
     def evaluate_retrieval(
         self,
@@ -301,7 +317,8 @@ class Database:
         from .evaluation import evaluate_retrieval
 
         self._writes("evaluate_retrieval")
-        return evaluate_retrieval(self.ctx, model, queries, corpus, qrels, k, per_query)
+        with progress.call(self.ctx):
+            return evaluate_retrieval(self.ctx, model, queries, corpus, qrels, k, per_query)
 
 
 def _names(columns: Any) -> list[str]:

@@ -67,6 +67,10 @@ class LockedError(JammiError, OSError):
     """The database file is held by another process."""
 
 
+class CancelledError(JammiError):
+    """A long call stopped by Ctrl-C or ``interrupt()``; what it wrote was rolled back."""
+
+
 class ArtifactError(JammiError, OSError):
     """A model folder that is missing, incomplete or of an unknown format."""
 

@@ -13,8 +13,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from . import progress
 from .context import Context
 from .errors import InvalidArgumentError
+
+SLICE = 4096  # texts tokenized and encoded at a time
 
 
 def embed_texts(
@@ -30,7 +33,23 @@ def embed_texts(
 
     ref = ctx.models.resolve(model_id)
     encoder = load(ref.folder, ref.adapter_folder, ctx.precision)
-    vectors = encoder.encode(texts, query=query, on_batch=on_batch)
+
+    def each_batch(n: int) -> None:  # the point where a cancelled call stops
+        progress.check()
+        if on_batch is not None:
+            on_batch(n)
+
+    if len(texts) <= SLICE:
+        progress.check()
+        vectors = encoder.encode(texts, query=query, on_batch=each_batch)
+    else:  # tokenized a slice at a time: memory stays bounded and a cancel is seen soon
+        vectors = np.empty((len(texts), encoder.dimensions), dtype=np.float32)
+        for start in range(0, len(texts), SLICE):
+            progress.check()
+            part = texts[start : start + SLICE]
+            vectors[start : start + len(part)] = encoder.encode(
+                part, query=query, on_batch=each_batch
+            )
     ctx.models.note_used(ref, encoder.precision)
     return vectors
 

@@ -24,10 +24,16 @@ def translated() -> Iterator[None]:
     try:
         yield
     except duckdb.Error as exc:
+        if str(exc).rstrip().endswith("KeyboardInterrupt:"):  # Ctrl-C inside a jammi call
+            raise KeyboardInterrupt from exc
         ours = from_duckdb(exc)
         if ours is None:
             raise
         raise ours from exc
+    except RuntimeError as exc:  # DuckDB saw Ctrl-C first
+        if str(exc) == "Query interrupted":
+            raise KeyboardInterrupt from exc
+        raise
 
 
 class Relation:

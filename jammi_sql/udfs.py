@@ -12,6 +12,7 @@ from typing import Any
 
 import duckdb
 
+from . import progress
 from .context import Context
 from .errors import JammiError, remember
 
@@ -21,7 +22,8 @@ def _udf(ctx: Context, fn: Any) -> Callable:
         try:
             if fn.writes:
                 ctx.require_writable(fn.name)
-            return fn.impl(ctx, *args)
+            with progress.call(ctx):  # so Ctrl-C / interrupt() can stop it between batches
+                return fn.impl(ctx, *args)
         except JammiError as e:  # so the Python API can raise the same class again
             remember(e)
             raise
