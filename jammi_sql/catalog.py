@@ -17,7 +17,7 @@ from typing import Any
 
 import duckdb
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 UNFINISHED = ("queued", "running")
 GONE = "the process running this job stopped; resume_job continues it"
 
@@ -59,6 +59,7 @@ class ModelRecord:
     job_id: str | None = None
     metrics: dict | None = None
     created_at: datetime | None = None
+    precision: str | None = None  # fp32, bf16 or fp16 once loaded for inference
 
 
 @dataclass
@@ -98,6 +99,9 @@ class EmbeddingTable:
     dimensions: int
     row_count: int
     updated_at: datetime | None = None
+    chunk_tokens: int | None = None  # NULL: one row per text
+    chunk_overlap: int | None = None
+    truncated: int | None = None  # texts the last run cut at the model's limit
 
 
 _JSON_FIELDS = {"config", "metrics"}
@@ -242,16 +246,15 @@ class Catalog:
     def add_model(self, model: ModelRecord) -> None:
         self._insert("models", model)
 
+    def set_model_precision(self, model_id: str, precision: str) -> None:
+        self.execute(
+            "UPDATE jammi.models SET precision = ? WHERE model_id = ? "
+            "AND precision IS DISTINCT FROM ?",
+            [precision, model_id, precision],
+        )
+
     def remove_model(self, model_id: str) -> None:
         self.execute("DELETE FROM jammi.models WHERE model_id = ?", [model_id])
-
-    def preferred_dimensions(self) -> int | None:
-        """The dimensions of the model registered or fine-tuned most recently."""
-        row = self.query(
-            "SELECT dimensions FROM jammi.models WHERE origin IN ('registered', 'job') "
-            "AND dimensions IS NOT NULL ORDER BY created_at DESC LIMIT 1"
-        )
-        return row[0][0] if row else None
 
     # ---- jobs ---------------------------------------------------------------------
     def add_job(self, job: JobRecord) -> None:

@@ -17,6 +17,7 @@ import threading
 import time
 from typing import Any
 
+from .defaults import PRECISIONS
 from .display import format_table, format_value, input_complete, statement_complete  # noqa: F401
 
 HISTORY_FILE = "~/.jammi_sql_history"
@@ -45,18 +46,22 @@ class _ProgressBars:
         tasks = progress.active()
         if self.bars is None and tasks:
             from rich.console import Console
-            from rich.progress import Progress
+            from rich.progress import MofNCompleteColumn, Progress, TextColumn
 
             console = Console(stderr=True, force_terminal=self.force or None)
-            self.bars = Progress(*Progress.get_default_columns(), console=console, transient=True)
+            columns = [*Progress.get_default_columns(), MofNCompleteColumn()]
+            columns.append(TextColumn("{task.fields[rate]}"))  # rows done and the rate
+            self.bars = Progress(*columns, console=console, transient=True)
             self.bars.start()
         seen = set()
         for task in tasks:
             key = (task.description, task.started)
             seen.add(key)
             if key not in self.ids:
-                self.ids[key] = self.bars.add_task(task.description, total=task.total or None)
-            self.bars.update(self.ids[key], completed=task.done)
+                self.ids[key] = self.bars.add_task(
+                    task.description, total=task.total or None, rate=""
+                )
+            self.bars.update(self.ids[key], completed=task.done, rate=f"{task.rate:,.0f}/s")
         for key in set(self.ids) - seen:
             self.bars.remove_task(self.ids.pop(key))
 
@@ -70,7 +75,6 @@ def _execute(db: Any, statement: Any, limit: int | None) -> tuple[list[str] | No
     ``limit`` rows, and the row count."""
     import duckdb
 
-    db.sync()  # a model registered by the previous statement may change FLOAT[d]
     cur = db.con.execute(statement)
     names = [d[0] for d in cur.description or []]
     if names in (["Count"], ["Success"]) and statement.type != duckdb.StatementType.SELECT:
@@ -117,6 +121,10 @@ def run_statement(db: Any, statement: Any, *, limit: int | None = None, progress
     finally:
         if bars:
             bars.stop()
+        from jammi_sql.progress import take_warnings
+
+        for warning in take_warnings():  # e.g. texts cut at a model's limit
+            print(f"Warning: {warning}", file=sys.stderr)
     if interrupted:
         raise KeyboardInterrupt
     if "error" in box:
@@ -311,6 +319,13 @@ def _parser() -> argparse.ArgumentParser:
         )
     parser.set_defaults(fmt="table")
     add("--readonly", action="store_true", help="open DB read-only (no jammi function writes)")
+    add(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="inference precision (default auto: bf16/fp16 where the hardware has it and a "
+        "fidelity check passes, else fp32)",
+    )
     add("--home", metavar="DIR", help="models and job logs (default: DB.jammi/ or $JAMMI_HOME)")
     add(
         "--progress",
@@ -348,7 +363,9 @@ def main(argv: list[str] | None = None) -> int:
     import jammi_sql
 
     try:
-        db = jammi_sql.connect(args.db, home=args.home, read_only=args.readonly)
+        db = jammi_sql.connect(
+            args.db, home=args.home, read_only=args.readonly, precision=args.precision
+        )
     except Exception as exc:
         print(f"Error: {error_text(exc)}", file=sys.stderr)
         return 1

@@ -19,6 +19,7 @@ from .errors import InvalidArgumentError
 DEFAULT_METHOD = "lora"
 DEFAULT_TASK = "text_embedding"
 DEFAULT_K = 10  # semantic_search and evaluate_retrieval
+DEFAULT_CHUNK_OVERLAP = 32  # tokens neighbouring windows share (generate_text_embeddings)
 DEFAULT_SIMILARITY_COLUMNS = ["text_a", "text_b", "score"]
 LOSSES = ("auto", "cosent", "multiple_negatives_ranking", "triplet", "info_nce")
 SCHEDULES = ("constant", "cosine_decay", "linear_decay")

@@ -23,9 +23,8 @@ from pathlib import Path
 import duckdb
 
 from .catalog import Catalog
+from .defaults import PRECISIONS
 from .models import ModelRegistry
-
-DEFAULT_DIMENSIONS = 384  # the bundled all-MiniLM-L6-v2
 
 
 def database_path(con: duckdb.DuckDBPyConnection) -> str | None:
@@ -63,23 +62,34 @@ def home_folder(
     return folder, temporary
 
 
+def check_precision(precision: object) -> str:
+    """One of PRECISIONS (a JammiError naming them otherwise)."""
+    if precision not in PRECISIONS:
+        from .errors import InvalidArgumentError
+
+        raise InvalidArgumentError(
+            f"precision {precision!r} is not one of {', '.join(PRECISIONS)}; use 'auto' (reduced "
+            "precision where the hardware has it and the fidelity check passes) or 'fp32'"
+        )
+    return str(precision)
+
+
 class Context:
     def __init__(
         self,
         con: duckdb.DuckDBPyConnection,
         home: str | os.PathLike | None = None,
-        dimensions: int | None = None,
         read_only: bool = False,
+        precision: str = "auto",
     ):
         self.con = con
+        self.precision = check_precision(precision)
         self.read_only = read_only or is_read_only(con)
         self.home, self._temporary_home = home_folder(con, home, create=not self.read_only)
         self.catalog = Catalog.open(con, read_only=self.read_only)
         if not self.read_only:  # before the user's first query: jobs a dead process left behind
             self.catalog.mark_interrupted()
         self.models = ModelRegistry(self.catalog)
-        self.fixed_dimensions = dimensions
-        self.dimensions = dimensions or self.catalog.preferred_dimensions() or DEFAULT_DIMENSIONS
         self._jobs = None
         self.suffix = ""  # appended to this connection's UDF names (see functions.install)
 
@@ -112,9 +122,6 @@ class Context:
             except (AttributeError, RuntimeError):
                 atexit.register(_stop_at_exit, weakref.ref(self._jobs))
         return self._jobs
-
-    def wanted_dimensions(self) -> int:
-        return self.fixed_dimensions or self.catalog.preferred_dimensions() or DEFAULT_DIMENSIONS
 
     def stop_jobs(self) -> None:
         """Stop the job runner: a running job keeps its checkpoint; both it and any queued

@@ -15,7 +15,7 @@ from typing import Any
 import duckdb
 
 from . import progress
-from .config import DEFAULT_K, DEFAULT_METHOD, DEFAULT_TASK, FineTuneConfig
+from .config import DEFAULT_CHUNK_OVERLAP, DEFAULT_K, DEFAULT_METHOD, DEFAULT_TASK, FineTuneConfig
 from .context import Context
 from .errors import InvalidArgumentError, JobStateError, TrainingError
 from .relation import Relation, open_connection, translated, wrap
@@ -26,13 +26,15 @@ def install(
     *,
     home: str | os.PathLike | None = None,
     dimensions: int | None = None,
+    precision: str = "auto",
 ) -> Context:
     """Install jammi's schema, functions and macros into a connection you already have
-    (a read-only connection gets the catalog read-only)."""
+    (a read-only connection gets the catalog read-only). ``dimensions`` is ignored (older
+    code passed it): embed returns each model's own width. ``precision``: see connect()."""
     from .functions import install_functions
 
     with translated():
-        ctx = Context(con, home, dimensions)
+        ctx = Context(con, home, precision=precision)
         install_functions(con, ctx)
     progress.catch_ctrl_c()
     return ctx
@@ -107,10 +109,15 @@ class Database:
         dimensions: int | None = None,
         con: duckdb.DuckDBPyConnection | None = None,
         read_only: bool = False,
+        precision: str = "auto",
     ):
+        from .context import check_precision
+
         self.path = str(path)
+        with translated():
+            check_precision(precision)  # before opening anything
         self.con = con if con is not None else open_connection(self.path, read_only)
-        self.ctx = install(self.con, home=home, dimensions=dimensions)
+        self.ctx = install(self.con, home=home, precision=precision)
         self._closed = False
         self._own: duckdb.DuckDBPyConnection | None = None
         ref = weakref.ref(self)
@@ -127,20 +134,12 @@ class Database:
         return self.ctx.home
 
     # ---- SQL ----------------------------------------------------------------------
-    def sync(self) -> None:
-        """Follow the embedding dimension of the model registered or trained last."""
-        from .functions import sync_dimensions
-
-        sync_dimensions(self.con, self.ctx)
-
     def sql(self, query: str, params: Any = None) -> Relation | None:
         """``con.sql``, with errors raised as JammiErrors when fetched (see Relation)."""
-        self.sync()
         with translated():
             return wrap(self.con.sql(query, params=params))
 
     def execute(self, query: str, params: Any = None) -> duckdb.DuckDBPyConnection:
-        self.sync()
         with translated():
             return self.con.execute(query, params or [])
 
@@ -211,7 +210,6 @@ class Database:
     def register_model(self, model_id: str, path: str | os.PathLike):
         self._writes("register_model")
         record = self.ctx.models.register(model_id, str(path))
-        self.sync()
         return record
 
     def remove_model(self, model_id: str) -> str:
@@ -274,17 +272,26 @@ class Database:
         return vectors[0] if single else vectors
 
     def generate_text_embeddings(
-        self, source: str, model: str, columns: list[str], key: str
+        self,
+        source: str,
+        model: str,
+        columns: list[str],
+        key: str,
+        chunk_tokens: int | None = None,
+        chunk_overlap: int = DEFAULT_CHUNK_OVERLAP,
     ) -> int:
+        """Rows written (an int whose ``.truncated`` says how many texts were cut at the
+        model's limit); ``chunk_tokens`` embeds each text in overlapping token windows."""
         from .embeddings import generate_text_embeddings
 
         self._writes("generate_text_embeddings")
         with progress.call(self.ctx):
-            return generate_text_embeddings(self.ctx, source, model, _names(columns), key)
+            return generate_text_embeddings(
+                self.ctx, source, model, _names(columns), key, chunk_tokens, chunk_overlap
+            )
 
     def search(self, source: str, model: str, query: str, k: int = DEFAULT_K):
         """Top-k rows of a materialized source for ``query``, as a pyarrow Table."""
-        self.sync()
         with translated():
             return (
                 self._cursor()

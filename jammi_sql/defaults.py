@@ -8,6 +8,10 @@ from __future__ import annotations
 from typing import Any
 
 SHAPES = ("projection_head", "encoder_adapters", "full")
+# Inference precision (jammi_sql.connect(precision=...)); auto: reduced where the hardware runs
+# it natively and the calibration texts keep cosine >= MIN_COSINE to fp32, else fp32.
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+MIN_COSINE = 0.999
 # What a config key left NULL means, per shape: one table, measured with benchmarks/quality.py
 # on held-out splits of STSb and SciFact (see the README's "Defaults, and why"). A head trains on
 # cached vectors, so it affords many epochs and several trials; the encoder shapes do not.

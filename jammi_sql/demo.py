@@ -79,7 +79,7 @@ def embed_and_search(db) -> None:
     )
     print("   The second run embeds nothing: only new or changed rows are embedded.")
 
-    print("\n2. embed() is an ordinary SQL function returning FLOAT[384].")
+    print("\n2. embed() is an ordinary SQL function returning a FLOAT[] of the model's 384 values.")
     show(
         db,
         f"""SELECT round(array_cosine_similarity(embed('{MODEL}', 'my VPN account is locked'),

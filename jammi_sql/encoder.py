@@ -122,6 +122,8 @@ class Encoder(nn.Module):
         self.head = head
         self.head_side = "both"
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.precision = "fp32"  # the transformer's weights (see jammi_sql.precision)
+        self.fidelity: float | None = None  # lowest calibration cosine to fp32, when measured
 
     # ---- loading ------------------------------------------------------------------
     @classmethod
@@ -158,6 +160,45 @@ class Encoder(nn.Module):
             return_token_type_ids=False,
         )["input_ids"]
 
+    def token_counts(self, texts: list[str]) -> np.ndarray:
+        """Tokens per text, special tokens included, before any truncation."""
+        ids = self.tokenizer(
+            list(texts),
+            truncation=False,
+            verbose=False,  # no "longer than the maximum" warning: counting is the point
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )["input_ids"]
+        return np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+
+    def windows(self, texts: list[str], size: int, overlap: int) -> tuple[np.ndarray, list[str]]:
+        """Each text cut into windows of ``size`` tokens (the model's tokenizer) that overlap
+        by ``overlap``, the last one ending at the text's end; a shorter text is one window.
+
+        Returns the text index of every window, in order, and the windows' texts (spans of
+        the original text, so nothing is lost to detokenisation).
+        """
+        offsets = self.tokenizer(
+            list(texts),
+            add_special_tokens=False,
+            return_offsets_mapping=True,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+            verbose=False,
+        )["offset_mapping"]
+        counts = np.fromiter((len(o) for o in offsets), dtype=np.int64, count=len(offsets))
+        step = size - overlap
+        per_text = 1 + np.maximum(0, -(-(counts - size) // step))  # windows per text
+        owner = np.repeat(np.arange(len(texts)), per_text)
+        position = np.arange(len(owner)) - np.repeat(np.cumsum(per_text) - per_text, per_text)
+        first = np.minimum(position * step, np.maximum(counts[owner] - size, 0))  # token index
+        last = np.minimum(first + size, counts[owner]) - 1
+        spans = [
+            texts[t][offsets[t][a][0] : offsets[t][b][1]] if b >= a else texts[t]
+            for t, a, b in zip(owner.tolist(), first.tolist(), last.tolist(), strict=True)
+        ]
+        return owner, spans
+
     def collate(self, ids: list[list[int]]) -> dict[str, torch.Tensor]:
         """Pad a micro-batch only to its own longest text."""
         width = max(len(x) for x in ids)
@@ -173,9 +214,9 @@ class Encoder(nn.Module):
         }
 
     def pooled(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Pooled transformer output, before the head: (B, H)."""
+        """Pooled transformer output, before the head: (B, H), float32 whatever the weights."""
         hidden = self.transformer(**features).last_hidden_state  # (B, T, H)
-        return pool(hidden, features["attention_mask"], self.spec.pooling)
+        return pool(hidden.float(), features["attention_mask"], self.spec.pooling)
 
     def project(self, pooled: torch.Tensor, query: bool | torch.Tensor = False) -> torch.Tensor:
         """Head and normalisation applied to pooled vectors (B, H) -> (B, D).

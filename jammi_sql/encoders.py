@@ -39,15 +39,19 @@ class EncoderCache:
 CACHE = EncoderCache()
 
 
-def load(folder: str | Path, adapter_folder: str | Path | None = None) -> Encoder:
-    """The encoder of a base model folder, or of a fine-tuned folder on that base (cached)."""
+def load(
+    folder: str | Path, adapter_folder: str | Path | None = None, precision: str = "auto"
+) -> Encoder:
+    """The encoder of a base model folder, or of a fine-tuned folder on that base (cached),
+    at ``precision`` (see :mod:`jammi_sql.precision`)."""
+    from .precision import settle
 
     def build() -> Encoder:
         if adapter_folder is None:
-            return Encoder.from_folder(folder)
-        return load_fine_tuned(adapter_folder, folder)
+            return settle(Encoder.from_folder(folder), precision)
+        return settle(load_fine_tuned(adapter_folder, folder), precision)
 
-    return CACHE.get((str(folder), str(adapter_folder)), build)
+    return CACHE.get((str(folder), str(adapter_folder), precision), build)
 
 
 def load_fine_tuned(

@@ -19,10 +19,16 @@ from typing import Any
 import duckdb
 
 from .arguments import checked, count_arg, sql_literal
-from .config import DEFAULT_K, DEFAULT_METHOD, DEFAULT_SIMILARITY_COLUMNS, DEFAULT_TASK
+from .config import (
+    DEFAULT_CHUNK_OVERLAP,
+    DEFAULT_K,
+    DEFAULT_METHOD,
+    DEFAULT_SIMILARITY_COLUMNS,
+    DEFAULT_TASK,
+)
 from .context import Context
 from .errors import InvalidArgumentError, NotFoundError
-from .udfs import free_suffix, register
+from .udfs import free_suffix, register, vector_macros_sql
 
 REQUIRED = object()
 SIMILARITY_TYPE = "STRUCT(spearman DOUBLE, pearson DOUBLE, n BIGINT)"
@@ -111,10 +117,6 @@ def sql_function(name: str, params: list[Param], returns, **options: Any):
 
 def table_macro(name: str, params: list[Param], shows: str, doc: str, body: str) -> None:
     FUNCTIONS.append(SqlFunction(name, tuple(params), "TABLE", doc, table_sql=body, shows=shows))
-
-
-def _vector_type(ctx: Context) -> str:
-    return f"FLOAT[{ctx.dimensions}]"
 
 
 V, BIG, DBL, LIST = "VARCHAR", "BIGINT", "DOUBLE", "VARCHAR[]"
@@ -215,8 +217,8 @@ def delete_job(ctx: Context, job_id):
 @sql_function(
     "embed",
     [Param("model", V), Param("text", V)],
-    _vector_type,
-    shows="FLOAT[d]",
+    "FLOAT[]",
+    shows="FLOAT[] (the model's d values)",
     arrow=True,
     sees_nulls=True,
 )
@@ -230,8 +232,8 @@ def embed(ctx: Context, model, text):
 @sql_function(
     "embed_query",
     [Param("model", V), Param("text", V)],
-    _vector_type,
-    shows="FLOAT[d]",
+    "FLOAT[]",
+    shows="FLOAT[] (the model's d values)",
     arrow=True,
     sees_nulls=True,
 )
@@ -245,17 +247,21 @@ def embed_query(ctx: Context, model, text):
 
 @sql_function(
     "generate_text_embeddings",
-    [Param("source", V), Param("model", V), Param("columns", LIST), Param("key", V)],
+    [Param("source", V), Param("model", V), Param("columns", LIST), Param("key", V)]
+    + [Param("chunk_tokens", BIG, None), Param("chunk_overlap", BIG, DEFAULT_CHUNK_OVERLAP)],
     BIG,
     shows="BIGINT rows written",
     **WRITES,
 )
-def generate_text_embeddings(ctx: Context, source, model, columns, key):
+def generate_text_embeddings(ctx: Context, source, model, columns, key, chunk_tokens, overlap):
     """Materializes embeddings of a source's text columns into a table, incrementally (a
-    second run embeds only new or changed rows)."""
+    second run embeds only new or changed rows); texts cut at the model's limit are counted
+    in `jammi.embedding_tables.truncated`. With `chunk_tokens`, each text is embedded in
+    windows of that many tokens overlapping by `chunk_overlap` (by default 32, or a quarter of
+    a window of 32 tokens or fewer), one row per window, numbered by `chunk` from 0."""
     from .embeddings import generate_text_embeddings as generate
 
-    return generate(ctx, source, model, list(columns), key)
+    return int(generate(ctx, source, model, list(columns), key, chunk_tokens, overlap))
 
 
 @sql_function("jammi_embedding_table", [Param("source", V), Param("model", V)], V, public=False)
@@ -290,11 +296,13 @@ table_macro(
     "semantic_search",
     [Param("source", V), Param("model", V), Param("query", V), Param("k", BIG, DEFAULT_K)],
     "table (key, column_name, text, score)",
-    "Top-k rows of the table `generate_text_embeddings` built, by cosine similarity to the query.",
+    "Top-k keys of the table `generate_text_embeddings` built, by cosine similarity to the "
+    "query: each key at most once per column, scored by its best chunk, with that chunk's text.",
+    "SELECT key, column_name, arg_max(text, score) AS text, max(score) AS score FROM ("
     "SELECT key, column_name, text, list_cosine_similarity(embedding::FLOAT[], "
     f"jammi_query_vector({_text('model')}, {_text('query')})) AS score FROM query_table("
-    f"jammi_embedding_table({_text('source')}, {_text('model')})) ORDER BY score DESC LIMIT "
-    + count_arg("k"),
+    f"jammi_embedding_table({_text('source')}, {_text('model')}))) GROUP BY key, column_name "
+    "ORDER BY score DESC LIMIT " + count_arg("k"),
 )
 
 
@@ -369,8 +377,10 @@ def evaluate_retrieval(ctx: Context, model, queries, corpus, qrels, k, per_query
 
 # ---- installing -----------------------------------------------------------------------
 def macros_sql(suffix: str = "") -> str:
-    """The TEMP macros (named, defaulted arguments), generated from the registry."""
-    return "\n".join(fn.macro_sql(suffix) + ";" for fn in FUNCTIONS if fn.has_macro)
+    """The TEMP macros (named, defaulted arguments), generated from the registry, and the
+    array_* distance functions over lists (see udfs.VECTOR_MACROS)."""
+    ours = [fn.macro_sql(suffix) + ";" for fn in FUNCTIONS if fn.has_macro]
+    return "\n".join(ours + [vector_macros_sql()])
 
 
 def install_functions(con: duckdb.DuckDBPyConnection, ctx: Context) -> None:
@@ -378,16 +388,6 @@ def install_functions(con: duckdb.DuckDBPyConnection, ctx: Context) -> None:
     for fn in FUNCTIONS:
         register(con, ctx, fn)
     con.execute(macros_sql(ctx.suffix))
-
-
-def sync_dimensions(con: duckdb.DuckDBPyConnection, ctx: Context) -> None:
-    """Re-register the FLOAT[d] functions when the database's embedding dimension changed."""
-    wanted = ctx.wanted_dimensions()
-    if wanted != ctx.dimensions:
-        ctx.dimensions = wanted
-        for fn in FUNCTIONS:
-            if callable(fn.returns):
-                register(con, ctx, fn)
 
 
 def reference_table() -> str:

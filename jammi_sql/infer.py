@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -25,24 +26,13 @@ def embed_texts(
     texts: list[str],
     *,
     query: bool = False,
-    dims: int | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> np.ndarray:
-    """(n, d) float32 embeddings of ``texts`` with the model ``model_id``.
-
-    ``dims``: the width the caller must return (``embed``'s FLOAT[d]); another is an error.
-    """
+    """(n, d) float32 embeddings of ``texts`` with the model ``model_id``."""
     from .encoders import load
 
     ref = ctx.models.resolve(model_id)
-    encoder = load(ref.folder, ref.adapter_folder)
-    if dims is not None and encoder.dimensions != dims:
-        raise InvalidArgumentError(
-            f"model '{ref.model_id}' embeds in {encoder.dimensions} dimensions, but embed() on this "
-            f"connection returns FLOAT[{dims}] (DuckDB fixes a function's type when it is installed); "
-            f"open the database with jammi_sql.connect(path, dimensions={encoder.dimensions}), or "
-            "register the model first (the shell and the Python API follow the model registered last)"
-        )
+    encoder = load(ref.folder, ref.adapter_folder, ctx.precision)
 
     def each_batch(n: int) -> None:  # the point where a cancelled call stops
         progress.check()
@@ -60,8 +50,72 @@ def embed_texts(
             vectors[start : start + len(part)] = encoder.encode(
                 part, query=query, on_batch=each_batch
             )
-    ctx.models.note_used(ref)
+    ctx.models.note_used(ref, encoder.precision)
     return vectors
+
+
+@dataclass
+class Documents:
+    """Texts embedded for a table: one row per text, or per window with chunking."""
+
+    owner: np.ndarray  # the input text each row belongs to
+    texts: list[str]  # each row's text (a window's span with chunking)
+    vectors: np.ndarray  # (rows, d) float32
+    truncated: int  # input texts cut at the model's limit
+
+
+def check_chunking(ctx: Context, model_id: str, chunk_tokens: object, overlap: object) -> None:
+    """chunk_tokens NULL, or a window that fits the model; 0 <= overlap < chunk_tokens."""
+    if chunk_tokens is None:
+        return
+    encoder = _encoder(ctx, model_id)
+    room = encoder.spec.max_seq_length - encoder.tokenizer.num_special_tokens_to_add()
+    if not isinstance(chunk_tokens, int) or not 1 <= chunk_tokens <= room:
+        raise InvalidArgumentError(
+            f"chunk_tokens := {chunk_tokens} does not fit model '{model_id}', whose texts hold "
+            f"{encoder.spec.max_seq_length} tokens; give 1 to {room} (its limit less "
+            "its special tokens), or NULL for no chunking"
+        )
+    if not isinstance(overlap, int) or not 0 <= overlap < chunk_tokens:
+        raise InvalidArgumentError(
+            f"chunk_overlap := {overlap} must be at least 0 and below chunk_tokens ({chunk_tokens})"
+        )
+
+
+def embed_documents(
+    ctx: Context,
+    model_id: str,
+    texts: list[str],
+    chunk_tokens: int | None = None,
+    overlap: int = 0,
+    on_batch: Callable[[int], None] | None = None,
+) -> Documents:
+    """Embeddings of ``texts`` whole (counting those cut at the model's limit), or of their
+    token windows of ``chunk_tokens`` overlapping by ``overlap``. ``on_batch(n)`` hears
+    after each micro-batch about how many of ``texts`` it finished (a share, with windows)."""
+    encoder = _encoder(ctx, model_id)
+    if chunk_tokens is None:
+        truncated = int((encoder.token_counts(texts) > encoder.spec.max_seq_length).sum())
+        owner, rows = np.arange(len(texts)), texts
+    else:
+        truncated = 0
+        owner, rows = encoder.windows(texts, chunk_tokens, overlap)
+    share = len(texts) / max(len(rows), 1)
+    told = None if on_batch is None else (lambda n: on_batch(n * share))
+    vectors = embed_texts(ctx, model_id, rows, on_batch=told)
+    return Documents(owner, rows, vectors, truncated)
+
+
+def max_tokens(ctx: Context, model_id: str) -> int:
+    """How many tokens the model reads of a text (the rest is cut)."""
+    return _encoder(ctx, model_id).spec.max_seq_length
+
+
+def _encoder(ctx: Context, model_id: str):
+    from .encoders import load
+
+    ref = ctx.models.resolve(model_id)
+    return load(ref.folder, ref.adapter_folder, ctx.precision)
 
 
 def model_dimensions(ctx: Context, model_id: str) -> int:
@@ -69,21 +123,30 @@ def model_dimensions(ctx: Context, model_id: str) -> int:
     from .encoders import load
 
     ref = ctx.models.resolve(model_id)
-    return load(ref.folder, ref.adapter_folder).dimensions
+    return load(ref.folder, ref.adapter_folder, ctx.precision).dimensions
 
 
 def embed_column(ctx: Context, models: pa.Array, texts: pa.Array, query: bool) -> pa.Array:
-    """``embed(model, text)`` over one arrow batch: each model's rows embedded together."""
+    """``embed(model, text)`` over one arrow batch: a FLOAT[] list per row, as wide as its
+    model's embeddings; each model's rows are embedded together."""
     models = models.combine_chunks() if isinstance(models, pa.ChunkedArray) else models
     texts = texts.combine_chunks() if isinstance(texts, pa.ChunkedArray) else texts
-    dims = ctx.dimensions
-    out = np.zeros((len(texts), dims), dtype=np.float32)
     valid = pc.and_(pc.is_valid(texts), pc.is_valid(models))
+    parts: list[tuple[np.ndarray, np.ndarray]] = []  # (rows, vectors) per model
+    widths = np.zeros(len(texts), dtype=np.int64)
     for model in pc.unique(models.filter(valid)).to_pylist():
         rows = np.flatnonzero(
             pc.and_(valid, pc.equal(models, model)).to_numpy(zero_copy_only=False)
         )
-        chosen = texts.take(pa.array(rows)).to_pylist()
-        out[rows] = embed_texts(ctx, model, chosen, query=query, dims=dims)
-    flat = pa.array(out.reshape(-1))
-    return pa.FixedSizeListArray.from_arrays(flat, dims, mask=pc.invert(valid))
+        vectors = embed_texts(ctx, model, texts.take(pa.array(rows)).to_pylist(), query=query)
+        widths[rows] = vectors.shape[1]
+        parts.append((rows, vectors))
+    offsets = np.concatenate([[0], np.cumsum(widths)])
+    values = np.empty(int(offsets[-1]), dtype=np.float32)
+    for rows, vectors in parts:  # row r's values go to offsets[r] .. offsets[r] + d
+        values[(offsets[rows][:, None] + np.arange(vectors.shape[1])).reshape(-1)] = (
+            vectors.reshape(-1)
+        )
+    return pa.ListArray.from_arrays(
+        pa.array(offsets.astype(np.int32)), pa.array(values), mask=pc.invert(valid)
+    )

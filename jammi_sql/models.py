@@ -124,7 +124,7 @@ class ModelRegistry:
 
     def __init__(self, catalog):
         self.catalog = catalog
-        self._noted: set[str] = set()
+        self._noted: dict[str, str | None] = {}  # model id -> precision written
 
     def known_ids(self) -> list[str]:
         return sorted({BUNDLED_ID, *ALIASES, *(m.model_id for m in self.catalog.models())})
@@ -169,9 +169,12 @@ class ModelRegistry:
         record = self.catalog.get_model(ref.model_id)
         return self.document_model(record.base_model_id)
 
-    def note_used(self, ref: ModelRef) -> None:
-        """List a base model in ``jammi.models`` once it has been used successfully."""
-        if ref.model_id in self._noted or self.catalog.read_only:
+    def note_used(self, ref: ModelRef, precision: str | None = None) -> None:
+        """List a base model in ``jammi.models`` once it has been used successfully, and the
+        precision the model runs at."""
+        if self.catalog.read_only or (
+            ref.model_id in self._noted and self._noted[ref.model_id] == precision
+        ):
             return
         if ref.kind == "base" and self.catalog.get_model(ref.model_id) is None:
             origin = (
@@ -186,9 +189,12 @@ class ModelRegistry:
                     origin,
                     dimensions=hidden_size(ref.folder),
                     artifact_path=str(ref.folder),
+                    precision=precision,
                 )
             )
-        self._noted.add(ref.model_id)
+        elif precision is not None:
+            self.catalog.set_model_precision(ref.model_id, precision)
+        self._noted[ref.model_id] = precision
 
     def register(self, model_id: str, path: str) -> ModelRecord:
         from .errors import AlreadyExistsError

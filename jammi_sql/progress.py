@@ -26,6 +26,7 @@ from .errors import CancelledError
 
 _lock = threading.RLock()  # reentrant: the Ctrl-C handler may run while it is held
 _active: dict[int, Task] = {}
+_warnings: list[str] = []
 _ids = itertools.count(1)
 _calls: Counter[int] = Counter()  # thread -> jammi calls running on it (nested ones count)
 _owners: dict[int, object] = {}  # thread -> whose call it is (a Context)
@@ -36,15 +37,20 @@ _cancelled: set[int] = set()  # threads whose running call must stop
 class Task:
     description: str
     total: int
-    done: int = 0
+    done: float = 0
     started: float = field(default_factory=time.monotonic)
     id: int = 0
 
-    def advance(self, n: int = 1) -> None:
+    @property
+    def rate(self) -> float:
+        """Done per second so far."""
+        return self.done / max(time.monotonic() - self.started, 1e-9)
+
+    def advance(self, n: float = 1) -> None:
         with _lock:
             self.done = min(self.total, self.done + n)
 
-    def update(self, done: int) -> None:
+    def update(self, done: float) -> None:
         with _lock:
             self.done = max(0, min(self.total, done))
 
@@ -70,6 +76,20 @@ def active() -> list[Task]:
     """A snapshot of the tasks running now, oldest first."""
     with _lock:
         return [Task(t.description, t.total, t.done, t.started, t.id) for t in _active.values()]
+
+
+def warn(message: str) -> None:
+    """A warning for the front end to show once the statement ends (the shell prints it)."""
+    with _lock:
+        _warnings.append(message)
+
+
+def take_warnings() -> list[str]:
+    """The warnings since the last call, oldest first; the list is emptied."""
+    with _lock:
+        taken = list(_warnings)
+        _warnings.clear()
+        return taken
 
 
 @contextmanager

@@ -13,14 +13,12 @@ import asyncio
 import ipaddress
 import logging
 import os
-import re
 import signal
 import socket
 import ssl
 import struct
 import sys
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -35,6 +33,7 @@ from pg_mimic import (
 from pg_mimic.auth import AuthPlugin
 from pg_mimic.stream import ConnectionClosed, PgStream
 
+from .defaults import PRECISIONS
 from .errors import InvalidArgumentError, user_message
 from .pgdialect import PG_MACROS
 from .wire import JammiConnection, JammiSession
@@ -45,8 +44,6 @@ DEFAULT_HOST, DEFAULT_PORT, DEFAULT_USER = "127.0.0.1", 5433, "jammi"
 PASSWORD_ENV = "JAMMI_SERVER_PASSWORD"
 FAILED_LOGIN_DELAY_S = 1.0  # a first failed login waits this long before its answer
 WORKER_THREADS = 64  # statements running at once, across all sessions
-SYNC_EVERY_S = 0.5
-MODEL_CHANGES = re.compile(r"\b(register_model|remove_model|fine_tune|wait_job|resume_job)\b", re.I)
 TLS_REQUIRED = (
     "jammi: this server requires TLS from clients beyond loopback; connect with sslmode=require"
 )
@@ -60,7 +57,6 @@ class Shared:
 
         self.db, self.readonly = db, readonly
         self.pool = ThreadPoolExecutor(WORKER_THREADS, thread_name_prefix="jammi-serve")
-        self._sync, self._synced = threading.Lock(), 0.0
         self.sessions: set[Any] = set()  # the sessions logged in now
         self.version_text = (
             f"PostgreSQL 16.0 (jammi-sql {jammi_sql.__version__} on DuckDB {duckdb.__version__})"
@@ -72,16 +68,6 @@ class Shared:
         cursor = self.db.con.cursor()  # the UDFs are the database's; TEMP macros per cursor
         cursor.execute(macros_sql(self.db.ctx.suffix) + PG_MACROS)
         return cursor
-
-    def sync(self, sql: str) -> None:
-        """Follow the embedding dimension of the latest model (FLOAT[d] of embed): after a
-        statement that may change it, else at most every SYNC_EVERY_S (a job finishing)."""
-        now = time.monotonic()
-        if now - self._synced < SYNC_EVERY_S and not MODEL_CHANGES.search(sql):
-            return
-        with self._sync:
-            self.db.sync()
-            self._synced = now
 
 
 class Gate(AuthPlugin):
@@ -290,6 +276,12 @@ def _parser() -> argparse.ArgumentParser:
     add("--readonly", action="store_true", help="queries only: no writes, no DDL, no file access")
     add("--tls-cert", metavar="F", help="TLS certificate (PEM), with --tls-key")
     add("--tls-key", metavar="F", help="TLS private key (PEM)")
+    add(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="inference precision (as the shell's)",
+    )
     add("--home", metavar="DIR", help="models and job logs (default: DB.jammi/ or $JAMMI_HOME)")
     return parser
 
@@ -303,7 +295,9 @@ def main(argv: list[str]) -> int:
         password = read_password(args.password_file)
         check_exposure(args.host, password)
         tls = tls_context(args.tls_cert, args.tls_key)
-        db = jammi_sql.connect(args.db, home=args.home, read_only=args.readonly)
+        db = jammi_sql.connect(
+            args.db, home=args.home, read_only=args.readonly, precision=args.precision
+        )
     except Exception as exc:
         print(f"Error: {user_message(exc) or exc}", file=sys.stderr)
         return 2

@@ -70,3 +70,25 @@ def free_suffix(con: duckdb.DuckDBPyConnection, first: str) -> str:
         except (duckdb.InvalidInputException, duckdb.CatalogException):
             continue
     raise RuntimeError("too many jammi connections to one database in this process")
+
+
+# DuckDB's array_* distance functions take fixed-size arrays only, and DuckDB casts no list
+# to an array implicitly; embed() returns a list (each model has its own width). These TEMP
+# macros give the array_* names the list functions' bodies, which take arrays and lists alike
+# and return the same values and types; DuckDB's own stay reachable as system.main.array_*.
+VECTOR_MACROS = (
+    "array_cosine_similarity",
+    "array_cosine_distance",
+    "array_distance",
+    "array_inner_product",
+    "array_negative_inner_product",
+    "array_dot_product",
+)
+
+
+def vector_macros_sql() -> str:
+    return "\n".join(
+        f"CREATE OR REPLACE TEMP MACRO {name}(array1, array2) AS "
+        f"list_{name.removeprefix('array_')}(array1, array2);"
+        for name in VECTOR_MACROS
+    )

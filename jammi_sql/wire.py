@@ -183,7 +183,6 @@ class DuckStatement(Statement):
             return None
 
         def bind() -> Any:
-            self.session.shared.sync(self.sql)
             self.session.close_portal(None)
             nulls = [None] * len(self.param_oids)
             return self.session.cursor.sql(self.sql, params=nulls or None)
@@ -235,8 +234,6 @@ class DuckPortal(Portal):
         return self.columns
 
     def _bind(self) -> Any:
-        shared = self.statement.session.shared
-        shared.sync(self.statement.sql)
         self.statement.session.close_portal(self)
         relation = self.statement.session.cursor.sql(self.statement.sql, params=self.params or None)
         if relation is None:

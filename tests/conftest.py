@@ -22,9 +22,15 @@ WORDS = (
 
 
 def build_tiny_bert(
-    folder: Path, *, normalize: bool = True, pooling: str = "mean", seed: int = 0
+    folder: Path,
+    *,
+    normalize: bool = True,
+    pooling: str = "mean",
+    seed: int = 0,
+    hidden: int = 32,
 ) -> Path:
-    """A 2-layer, hidden-32 BERT with a small WordPiece vocabulary, randomly initialised."""
+    """A 2-layer, hidden-32 (or ``hidden``) BERT with a small WordPiece vocabulary, randomly
+    initialised."""
     import torch
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
@@ -40,10 +46,10 @@ def build_tiny_bert(
     torch.manual_seed(seed)
     config = BertConfig(
         vocab_size=len(tokenizer),
-        hidden_size=32,
+        hidden_size=hidden,
         num_hidden_layers=2,
         num_attention_heads=4,
-        intermediate_size=64,
+        intermediate_size=2 * hidden,
         max_position_embeddings=128,
     )
     BertModel(config).save_pretrained(str(folder))
@@ -70,7 +76,7 @@ def build_tiny_bert(
     (folder / "1_Pooling" / "config.json").write_text(
         json.dumps(
             {
-                "word_embedding_dimension": 32,
+                "word_embedding_dimension": hidden,
                 f"pooling_mode_{pooling}_tokens"
                 if pooling != "cls"
                 else "pooling_mode_cls_token": True,
@@ -81,6 +87,15 @@ def build_tiny_bert(
         json.dumps({"max_seq_length": 64, "do_lower_case": False})
     )
     return folder
+
+
+@pytest.fixture(autouse=True)
+def _fp32_hardware(monkeypatch):
+    """Tests compare embeddings with fp32 ones to 1e-5: precision 'auto' sees no reduced
+    precision here, whatever the machine (tests of the guard patch this back)."""
+    from jammi_sql import precision
+
+    monkeypatch.setattr(precision, "reduced", lambda device: None)
 
 
 @pytest.fixture(scope="session")

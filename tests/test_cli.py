@@ -254,3 +254,21 @@ def test_cells_show_null_booleans_structs_and_short_floats():
 def test_format_table_aligns_numbers_right_and_cuts_long_cells():
     lines = cli.format_table(["n", "text"], [(1, "short"), (100, "x" * 20)], max_width=8)
     assert lines == [" n   | text", "-----+----------", "   1 | short", " 100 | xxxxxxx…"]
+
+
+def test_the_shell_warns_when_generate_text_embeddings_cuts_texts(tmp_path, tiny_model, capsys):
+    long = " ".join(["the cat plays piano"] * 40)
+    sql = (
+        f"SELECT register_model('tiny', '{tiny_model}'); "
+        f"CREATE TABLE t AS SELECT 1 AS id, '{long}' AS body UNION ALL SELECT 2, 'a dog'; "
+        "SELECT add_source('t', 't'); "
+        "SELECT generate_text_embeddings('t', 'tiny', ['body'], 'id') AS n;"
+    )
+    assert (
+        cli.main([":memory:", "--home", str(tmp_path / "h"), "--precision", "fp32", "-c", sql]) == 0
+    )
+    captured = capsys.readouterr()
+    assert "Warning: jammi: 1 of 2 texts were longer than model 'tiny' takes (64 tokens)" in (
+        captured.err
+    )
+    assert "chunk_tokens" in captured.err and progress.take_warnings() == []

@@ -1,13 +1,13 @@
 import numpy as np
 import pytest
-from conftest import catalog_snapshot
+from conftest import build_tiny_bert, catalog_snapshot
 
 from jammi_sql.encoder import Encoder
 
 
-def test_embed_returns_a_fixed_size_float_array(db):
+def test_embed_returns_a_float_list_as_wide_as_its_model(db):
     rel = db.sql("SELECT embed('tiny', 'the cat plays piano') AS e")
-    assert str(rel.types[0]) == "FLOAT[32]"
+    assert str(rel.types[0]) == "FLOAT[]"
     (value,) = rel.fetchall()[0]
     assert len(value) == 32
     assert (
@@ -22,6 +22,49 @@ def test_embed_works_with_array_functions(db):
     ).fetchall()[0]
     assert same == pytest.approx(1.0, abs=1e-5)
     assert other < same
+
+
+def test_models_of_three_dimensions_embed_in_one_statement(db, tmp_path):
+    for hidden in (48, 64):
+        folder = build_tiny_bert(tmp_path / f"bert-{hidden}", hidden=hidden, seed=hidden)
+        db.sql(f"SELECT register_model('tiny{hidden}', '{folder}')").fetchall()
+    db.con.execute("CREATE TABLE t AS SELECT * FROM (VALUES ('a cat'), ('solar energy')) v(body)")
+    widths = "SELECT len(embed('tiny', body)), len(embed('tiny48', body)), len(embed_query('tiny64', body)) FROM t"
+    assert db.sql(widths).fetchall() == [(32, 48, 64)] * 2
+    mixed = db.sql(
+        "SELECT m, len(embed(m, body)) FROM t, (VALUES ('tiny64'), ('tiny'), ('tiny48')) ms(m) ORDER BY m"
+    ).fetchall()
+    assert sorted({row for row in mixed}) == [("tiny", 32), ("tiny48", 48), ("tiny64", 64)]
+    for model in ("tiny", "tiny48", "tiny64"):  # array functions, and FLOAT[d] columns
+        same = db.sql(
+            f"SELECT array_cosine_similarity(embed('{model}', body), embed('{model}', body)) FROM t"
+        ).fetchall()
+        assert all(s == pytest.approx(1.0, abs=1e-5) for (s,) in same)
+        d = int(model[4:] or 32)
+        db.con.execute(
+            f"CREATE TABLE v_{d} AS SELECT embed('{model}', body)::FLOAT[{d}] AS e FROM t"
+        )
+        (score,) = db.sql(
+            f"SELECT max(array_cosine_similarity(e, embed('{model}', 'a cat'))) FROM v_{d}"
+        ).fetchall()[0]
+        assert score == pytest.approx(1.0, abs=1e-5)
+
+
+def test_registering_a_model_never_changes_another_models_embed(db, tmp_path):
+    before = db.sql("SELECT embed('tiny', 'a cat')").fetchall()[0][0]
+    folder = build_tiny_bert(tmp_path / "bert-48", hidden=48)
+    db.sql(f"SELECT register_model('tiny48', '{folder}')").fetchall()
+    assert db.sql("SELECT embed('tiny', 'a cat')").fetchall()[0][0] == before
+    assert len(db.sql("SELECT embed('tiny48', 'a cat')").fetchall()[0][0]) == 48
+
+
+def test_array_functions_keep_their_values_and_types_on_arrays(db):
+    row = db.sql(
+        "SELECT array_cosine_similarity([1, 2, 3]::DOUBLE[3], [1, 2, 4]::DOUBLE[3]), "
+        "system.main.array_cosine_similarity([1, 2, 3]::DOUBLE[3], [1, 2, 4]::DOUBLE[3]), "
+        "typeof(array_distance([1, 2]::FLOAT[2], [2, 2]::FLOAT[2])), array_inner_product([1, 2]::FLOAT[2], [3, 4]::FLOAT[2])"
+    ).fetchall()[0]
+    assert row[0] == pytest.approx(row[1]) and row[2:] == ("FLOAT", 11.0)
 
 
 def test_embed_of_null_is_null(db):

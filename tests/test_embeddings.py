@@ -91,3 +91,82 @@ def test_unknown_source_and_missing_embeddings_are_clear_errors(docs):
         docs.sql("SELECT generate_text_embeddings('nope', 'tiny', ['body'], 'id')").fetchall()
     with pytest.raises(Exception, match="jammi: source 'docs' has no embeddings for model 'tiny'"):
         docs.sql("SELECT * FROM semantic_search('docs', 'tiny', 'cat')").fetchall()
+
+
+LONG = " ".join(["the cat plays piano"] * 40)  # 160 words: past the tiny model's 64 tokens
+
+
+@pytest.fixture
+def long_docs(db):
+    db.sql("CREATE TABLE long_docs (id INTEGER, body VARCHAR)").fetchall()
+    db.sql(
+        "INSERT INTO long_docs VALUES (1, ?), (2, 'a dog runs'), (3, ?)",
+        params=[LONG + " solar energy battery", LONG + " quantum computing physics"],
+    ).fetchall()
+    db.sql("SELECT add_source('long_docs', 'long_docs')").fetchall()
+    return db
+
+
+def test_texts_cut_at_the_models_limit_are_counted(long_docs):
+    written = long_docs.generate_text_embeddings("long_docs", "tiny", ["body"], "id")
+    assert written == 3 and written.truncated == 2
+    assert long_docs.sql("SELECT truncated FROM jammi.embedding_tables").fetchall() == [(2,)]
+    # cut at the limit, the two long texts embed alike although their endings differ
+    same = long_docs.sql(
+        "SELECT list_cosine_similarity(a.embedding, b.embedding) FROM jammi.emb_long_docs__tiny a, "
+        "jammi.emb_long_docs__tiny b WHERE a.key = 1 AND b.key = 3"
+    ).fetchall()[0][0]
+    assert same == pytest.approx(1.0, abs=1e-5)
+
+
+def test_chunk_tokens_stores_one_row_per_overlapping_window(long_docs):
+    written = long_docs.sql(
+        "SELECT generate_text_embeddings('long_docs', 'tiny', ['body'], 'id', chunk_tokens := 40, "
+        "chunk_overlap := 8)"
+    ).fetchall()[0][0]
+    rows = long_docs.sql(
+        "SELECT key, chunk, text FROM jammi.emb_long_docs__tiny ORDER BY key, chunk"
+    ).fetchall()
+    assert written == len(rows) and {k for k, _, _ in rows} == {1, 2, 3}
+    for key in (1, 3):  # 0-based positions; the windows cover the text, start to end
+        chunks = [(c, t) for k, c, t in rows if k == key]
+        assert [c for c, _ in chunks] == list(range(len(chunks))) and len(chunks) > 2
+        assert LONG.startswith(chunks[0][1]) and chunks[-1][1].endswith(("battery", "physics"))
+    assert [(c, t) for k, c, t in rows if k == 2] == [(0, "a dog runs")]
+    table = long_docs.sql(
+        "SELECT truncated, chunk_tokens, chunk_overlap FROM jammi.embedding_tables"
+    ).fetchall()
+    assert table == [(0, 40, 8)]
+
+
+def test_chunked_search_returns_each_key_once_with_its_best_chunk(long_docs):
+    long_docs.generate_text_embeddings(
+        "long_docs", "tiny", ["body"], "id", chunk_tokens=24, chunk_overlap=4
+    )
+    rows = long_docs.sql(
+        "SELECT key, text, score FROM semantic_search('long_docs', 'tiny', 'quantum computing physics', k := 10)"
+    ).fetchall()
+    assert sorted(k for k, _, _ in rows) == [1, 2, 3]
+    best = long_docs.sql(
+        "SELECT max(list_cosine_similarity(embedding, embed_query('tiny', 'quantum computing physics'))) "
+        "FROM jammi.emb_long_docs__tiny WHERE key = 3"
+    ).fetchall()[0][0]
+    key, text, score = next(r for r in rows if r[0] == 3)
+    assert score == pytest.approx(best, abs=1e-5) and text.endswith("quantum computing physics")
+
+
+def test_chunking_settings_must_fit_the_model_and_match_the_table(long_docs):
+    before = catalog_snapshot(long_docs)
+    for call, message in [
+        ("chunk_tokens := 500", "does not fit model 'tiny'.*give 1 to 62"),
+        ("chunk_tokens := 0", "does not fit"),
+        ("chunk_tokens := 20, chunk_overlap := 20", "below chunk_tokens"),
+    ]:
+        with pytest.raises(Exception, match=f"jammi: chunk.*{message}"):
+            long_docs.sql(
+                f"SELECT generate_text_embeddings('long_docs', 'tiny', ['body'], 'id', {call})"
+            ).fetchall()
+    assert catalog_snapshot(long_docs) == before
+    long_docs.generate_text_embeddings("long_docs", "tiny", ["body"], "id")
+    with pytest.raises(Exception, match="was built with key 'id' and columns"):
+        long_docs.generate_text_embeddings("long_docs", "tiny", ["body"], "id", chunk_tokens=20)

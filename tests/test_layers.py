@@ -20,7 +20,7 @@ LAYERS = {
     "state": {"context", "catalog", "jobs", "models", "sources", "embeddings", "evaluation"}
     | {"infer", "progress", "checks", "hard_negatives"},
     "engine": {"encoder", "encoders", "lora", "head", "data", "train", "trainee", "evaluate"}
-    | {"losses", "checkpoint", "selection", "trial", "gradcache", "mining"},
+    | {"losses", "checkpoint", "selection", "trial", "gradcache", "mining", "precision"},
     "artifacts": {"artifacts"},
     "leaf": {"config", "errors", "defaults"},
 }
