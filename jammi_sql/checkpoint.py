@@ -34,11 +34,11 @@ class TrainState:
     batch: int = 0  # micro-batches finished in the current epoch
     step: int = 0  # optimizer steps so far
     order: list[list[int]] | None = None  # the current epoch's batches (row indices)
-    best_epoch: int = 0  # 0: the base model
+    best_epoch: int = 0  # the best trained epoch so far (0: none yet, or the base kept)
     bad_epochs: int = 0  # epochs since the last improvement
     stopped_early: bool = False
     base_val: dict | None = None  # validation of the base model (epoch 0)
-    best_val: dict | None = None
+    best_val: dict | None = None  # validation of the best trained epoch
     best_state: dict | None = None  # weights of the best epoch; None: the base's own
     history: list[dict] = field(default_factory=list)  # validation after each epoch
 
@@ -47,7 +47,7 @@ class TrainState:
         self.trial, self.steps_before = self.trial + 1, self.steps_before + self.step
         self.epoch = self.batch = self.step = self.best_epoch = self.bad_epochs = 0
         self.order, self.stopped_early, self.best_state, self.history = None, False, None, []
-        self.best_val = self.base_val
+        self.best_val = None
 
 
 def save(work_dir: Path, fingerprint: str, trainee, optimizer, scheduler, state: TrainState):

@@ -143,9 +143,9 @@ class ModelRegistry:
                 return ModelRef(model_id, "fine_tuned", path)
             base = self.resolve(record.base_model_id or "")
             return ModelRef(model_id, "fine_tuned", base.folder, path)
-        registered = {
-            m.model_id: m.artifact_path for m in self.catalog.models() if m.origin == "registered"
-        }
+        registered = {}  # the one row already read (a second catalog query cost ~1 ms a call)
+        if record is not None and record.origin == "registered":
+            registered[model_id] = record.artifact_path
         folder = find_base_folder(model_id, registered)
         if folder is None or not is_model_folder(folder):
             raise NotFoundError(

@@ -152,7 +152,7 @@ def run_training(
     saved = checkpoint.read(work_dir, setup.fingerprint) if resume else None
     state = checkpoint.state_of(saved) or TrainState()
     if saved is None:
-        state.base_val = state.best_val = setup.validate()  # fine-tuning must beat the base
+        state.base_val = setup.validate()  # epoch 0: what fine-tuning is judged against
     reason = selection.cannot_judge(len(setup.val_set), state.base_val, setup.metric)
     trials = setup.trials()[: 1 if reason else None]  # nothing to choose between: one setting
     started = time.monotonic()
@@ -182,7 +182,8 @@ def run_training(
         saved = None
         run.save(state)
 
-    # ---- the winner's weights (the base's own if nothing beat it) become the artifact
+    # ---- the winner's weights become the artifact (the base's own if it clearly did better)
+    selection.settle(state, setup.metric, len(setup.val_set), judged=reason is None)
     return _finish(setup, state, trials, reason, output_dir, base_model_id or str(base_folder),
                    base_folder, time.monotonic() - started)  # fmt: skip
 
@@ -197,7 +198,7 @@ def _finish(setup: _Setup, state: TrainState, trials: list, reason: str | None, 
     setup.trainee.load_state(weights if weights is not None else setup.trainee.initial)
     setup.trainee.train(False)
     setup.trainee.save(output_dir, best, base_model_id, base_folder)
-    metrics = selection.summary(state, setup.metric, setup.kind, reason)
+    metrics = selection.summary(state, setup.metric, setup.kind, reason, len(setup.val_set))
     metrics.update(
         loss=setup.loss_name,
         adapter_type=setup.adapter_type,

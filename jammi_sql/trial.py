@@ -209,7 +209,7 @@ class Run:
             ]
             if not self.judged:  # validation cannot choose: the last epoch is the model
                 state.best_val, state.best_epoch = val, epoch + 1
-            elif self.score(val) > self.score(state.best_val):
+            elif state.best_val is None or self.score(val) > self.score(state.best_val):
                 state.best_val, state.best_epoch, state.bad_epochs = val, epoch + 1, 0
                 state.best_state = self.trainee.state()
             else:

@@ -205,10 +205,32 @@ def test_no_epoch_better_than_the_base_keeps_the_base(tmp_path, tiny_model, monk
         tmp_path, tiny_model, MANY, epochs=5, early_stopping_patience=2, trials=1,
         validation_fraction=0.5,
     )  # fmt: skip
-    assert result.stopped_early and result.epochs_run == 2 and result.best_epoch == 0
+    # epoch 1 is the best trained one; 2 and 3 are worse (patience 2), and the base beats it
+    # by far more than the validation's noise
+    assert result.stopped_early and result.epochs_run == 3 and result.best_epoch == 0
     assert result.metrics["judged"] is True and result.metrics["improved"] is False
     assert "no epoch beat the base" in result.metrics["note"]
+    assert "two standard errors" in result.metrics["note"]
     assert torch.count_nonzero(weights(result)["weight"]) == 0  # exactly the base model
+
+
+def test_an_epoch_below_the_base_by_less_than_the_noise_keeps_the_training(
+    tmp_path, tiny_model, monkeypatch
+):
+    real = train.validate
+    calls = []
+
+    def slightly_worse(*args, **kwargs):
+        out = real(*args, **kwargs)
+        calls.append(1)  # the base, then each epoch: a hair below the base, epoch 2 the best
+        return {**out, "spearman": 0.5 - 0.001 * (len(calls) > 1) * (1 + (len(calls) != 3))}
+
+    monkeypatch.setattr(train, "validate", slightly_worse)
+    result = fit(tmp_path, tiny_model, MANY, epochs=3, trials=1, validation_fraction=0.5)
+    m = result.metrics
+    assert m["judged"] is True and result.best_epoch == 2 == m["kept"]["epoch"]
+    assert m["improved"] is False and "not a clear loss, so the training was kept" in m["note"]
+    assert torch.count_nonzero(weights(result)["weight"]) > 0  # the trained weights
 
 
 def test_a_validation_split_too_small_to_judge_keeps_the_final_weights_and_says_why(
