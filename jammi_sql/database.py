@@ -331,6 +331,25 @@ class Database:
                 self.ctx, source, model, anchor, positive, corpus, output, options
             )
 
+    def pairs_from_documents(
+        self,
+        source: str,
+        text: str,
+        title: str | None = None,
+        model: str | None = None,
+        output: str | None = None,
+        chunk_tokens: int | None = None,
+        chunk_overlap: int = 0,
+    ) -> str:
+        """(anchor, positive) pairs into a new source, as the SQL function writes them."""
+        from .doc_pairs import pairs_from_documents
+
+        self._writes("pairs_from_documents")
+        with progress.call(self.ctx):
+            return pairs_from_documents(
+                self.ctx, source, text, title, model, output, chunk_tokens, chunk_overlap
+            )
+
     # ---- evaluation ---------------------------------------------------------------
     def evaluate_similarity(
         self, model: str, source: str, columns: list[str] | None = None

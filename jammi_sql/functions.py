@@ -11,14 +11,9 @@ them while planning); per-row functions are arrow-vectorized and see 2048-row ba
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
-from dataclasses import dataclass, replace
-from typing import Any
-
 import duckdb
 
-from .arguments import checked, count_arg, sql_literal
+from .arguments import checked, count_arg
 from .config import (
     DEFAULT_CHUNK_OVERLAP,
     DEFAULT_K,
@@ -28,100 +23,26 @@ from .config import (
 )
 from .context import Context
 from .errors import InvalidArgumentError, NotFoundError
+from .registry import (
+    BIG,
+    CHANGES,
+    DBL,
+    FUNCTIONS,
+    LIST,
+    WRITES,
+    Param,
+    V,
+    sql_function,
+    table_macro,
+)
 from .udfs import free_suffix, register, vector_macros_sql
 
-REQUIRED = object()
 SIMILARITY_TYPE = "STRUCT(spearman DOUBLE, pearson DOUBLE, n BIGINT)"
 RETRIEVAL_TYPE = (
     "STRUCT(ndcg_at_10 DOUBLE, mrr_at_10 DOUBLE, recall_at_1 DOUBLE, recall_at_10 DOUBLE, "
     "recall_at_100 DOUBLE, map_at_100 DOUBLE, n_queries BIGINT, skipped_queries BIGINT, k BIGINT, "
     "ndcg_at_k DOUBLE, mrr_at_k DOUBLE, recall_at_k DOUBLE)"
 )
-
-
-@dataclass(frozen=True)
-class Param:
-    name: str
-    type: str
-    default: Any = REQUIRED  # a Python value, written into the macro as a SQL literal
-    passed_as: str = "{}"  # how the macro hands it to the UDF, e.g. to_json({})::VARCHAR
-
-    @property
-    def optional(self) -> bool:
-        return self.default is not REQUIRED
-
-
-@dataclass(frozen=True)
-class SqlFunction:
-    name: str
-    params: tuple[Param, ...]
-    returns: str | Callable[[Context], str]
-    doc: str
-    impl: Callable[..., Any] | None = None  # None: a table macro over other functions
-    table_sql: str | None = None  # the body of a table macro, over the parameter names
-    shows: str = ""  # what the reference says it returns, when not its SQL type
-    arrow: bool = False
-    side_effects: bool = False
-    sees_nulls: bool = False  # called with NULL arguments instead of returning NULL
-    public: bool = True
-    writes: bool = False  # refused on a database opened read-only
-
-    @property
-    def has_macro(self) -> bool:
-        return self.table_sql is not None or any(
-            p.optional or p.passed_as != "{}" for p in self.params
-        )
-
-    @property
-    def udf_name(self) -> str:
-        return f"jammi_{self.name}" if self.has_macro else self.name
-
-    def signature(self) -> str:
-        required = [p.name for p in self.params if not p.optional]
-        optional = [f" [, {p.name} := {sql_literal(p.default)}]" for p in self.params if p.optional]
-        return f"{self.name}({', '.join(required)}{''.join(optional)})"
-
-    def macro_sql(self, suffix: str = "") -> str:
-        heads = [
-            p.name if not p.optional else f"{p.name} := {sql_literal(p.default)}"
-            for p in self.params
-        ]
-        head = f"CREATE OR REPLACE TEMP MACRO {self.name}({', '.join(heads)}) AS"
-        if self.table_sql is not None:
-            body = self.table_sql
-            for fn in FUNCTIONS:  # the internal functions it calls, as this connection named them
-                if fn.impl is not None and not fn.public:
-                    body = body.replace(f"{fn.udf_name}(", f"{fn.udf_name}{suffix}(")
-            return f"{head} TABLE {body}"
-        args = ", ".join(p.passed_as.format(p.name) for p in self.params)
-        return f"{head} {self.udf_name}{suffix}({args})"
-
-
-FUNCTIONS: list[SqlFunction] = []
-
-
-def sql_function(name: str, params: list[Param], returns, **options: Any):
-    if options.get("public", True):  # every argument's type checked by the macro
-        params = [
-            p if p.passed_as != "{}" else replace(p, passed_as=checked(name, p.name, p.type))
-            for p in params
-        ]
-
-    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
-        doc = inspect.cleandoc(fn.__doc__ or "")
-        FUNCTIONS.append(SqlFunction(name, tuple(params), returns, doc, fn, **options))
-        return fn
-
-    return register
-
-
-def table_macro(name: str, params: list[Param], shows: str, doc: str, body: str) -> None:
-    FUNCTIONS.append(SqlFunction(name, tuple(params), "TABLE", doc, table_sql=body, shows=shows))
-
-
-V, BIG, DBL, LIST = "VARCHAR", "BIGINT", "DOUBLE", "VARCHAR[]"
-WRITES = dict(side_effects=True, sees_nulls=True, writes=True)
-CHANGES = dict(side_effects=True, sees_nulls=True)  # the world, not the database
 
 
 # ---- sources and models ---------------------------------------------------------------
@@ -306,34 +227,8 @@ table_macro(
 )
 
 
-# ---- training data ----------------------------------------------------------------------
-MINE_PARAMS = (
-    [Param(name, V) for name in ("source", "model", "anchor", "positive")]
-    + [Param("corpus", V, None), Param("output", V, None)]
-    + [Param(n, BIG, d) for n, d in (("num_negatives", 1), ("range_min", 0), ("range_max", 100))]
-    + [
-        Param(n, DBL, None)
-        for n in ("absolute_margin", "relative_margin", "max_score", "min_score")
-    ]
-    + [Param("sampling", V, "top"), Param("seed", BIG, 42)]
-)
-
-
-@sql_function("mine_hard_negatives", MINE_PARAMS, V, **WRITES)
-def mine_hard_negatives(ctx: Context, source, model, anchor, positive, corpus, output, *options):
-    """Writes (anchor, positive, negative) rows to a new source `output` (default
-    `<source>_hard_negatives`) for `fine_tune`: the corpus texts the model ranks highest for each
-    anchor, not its positives, below its hardest positive by `absolute_margin` (or
-    `relative_margin` of it), within `min_score`..`max_score`, ranks `range_min` to `range_max` of
-    those, `sampling` 'top' or 'random'. `corpus`: a source embedded by `generate_text_embeddings`
-    (reused; NULL: the source's positives). Says how many anchors got no negative."""
-    from .hard_negatives import mine_hard_negatives as mine
-    from .mining import MiningSettings
-
-    if None in (source, model, anchor, positive):
-        raise InvalidArgumentError("mine_hard_negatives needs a source, model, anchor and positive")
-    given = {p.name: v for p, v in zip(MINE_PARAMS[6:], options, strict=True) if v is not None}
-    return mine(ctx, source, model, anchor, positive, corpus, output, MiningSettings(**given))
+# ---- training data: mine_hard_negatives, pairs_from_documents (registered in this order) ---
+from . import data_functions  # noqa: E402,F401
 
 
 # ---- evaluation -----------------------------------------------------------------------

@@ -164,6 +164,14 @@ MISTAKES = [
         "matryoshka_dims = [16, 64] has a width above the model's dimension (32)",
     ),
     ("SELECT " + FT + ", config := {'matryoshka_dims': ['a']})", "a list of widths >= 1"),
+    # pairs_from_documents
+    ("SELECT pairs_from_documents(NULL, 'text_a')", "needs a source and its text column"),
+    ("SELECT pairs_from_documents('pairs', 'score')", "not text"),
+    ("SELECT pairs_from_documents('pairs', 'text_a', model := 'nope')", "unknown model 'nope'"),
+    (
+        "SELECT pairs_from_documents('pairs', 'text_a', chunk_tokens := 8, chunk_overlap := 8)",
+        "chunk_overlap := 8 must be at least 0 and below chunk_tokens",
+    ),
     # mine_hard_negatives
     ("SELECT mine_hard_negatives('pairs', 'tiny', 'text_a', 'nope')", "has no column 'nope'"),
     ("SELECT mine_hard_negatives('pairs', 'tiny', 'score', 'text_b')", "not text"),
