@@ -290,14 +290,17 @@ class Database:
                 self.ctx, source, model, _names(columns), key, chunk_tokens, chunk_overlap
             )
 
-    def search(self, source: str, model: str, query: str, k: int = DEFAULT_K):
-        """Top-k rows of a materialized source for ``query``, as a pyarrow Table."""
+    def search(
+        self, source: str, model: str, query: str, k: int = DEFAULT_K, dims: int | None = None
+    ):
+        """Top-k rows of a materialized source for ``query``, as a pyarrow Table; ``dims``
+        compares the first dims dimensions only (Matryoshka)."""
         with translated():
             return (
                 self._cursor()
                 .sql(
-                    "SELECT * FROM semantic_search(?, ?, ?, k := ?)",
-                    params=[source, model, query, k],
+                    "SELECT * FROM semantic_search(?, ?, ?, k := ?, dims := ?)",
+                    params=[source, model, query, k, dims],
                 )
                 .to_arrow_table()
             )
@@ -367,12 +370,13 @@ class Database:
         qrels: str,
         k: int = DEFAULT_K,
         per_query: str | None = None,
+        dims: int | None = None,
     ) -> dict:
         from .evaluation import evaluate_retrieval
 
         self._writes("evaluate_retrieval")
         with progress.call(self.ctx):
-            return evaluate_retrieval(self.ctx, model, queries, corpus, qrels, k, per_query)
+            return evaluate_retrieval(self.ctx, model, queries, corpus, qrels, k, per_query, dims)
 
 
 def _names(columns: Any) -> list[str]:

@@ -12,7 +12,7 @@ from .config import DEFAULT_K, DEFAULT_SIMILARITY_COLUMNS
 from .context import Context
 from .embeddings import generate_text_embeddings
 from .errors import DataError, InvalidArgumentError
-from .infer import embed_texts
+from .infer import embed_texts, model_dimensions
 from .sources import get_source, is_numeric, quote_ident, relation, require_columns
 
 
@@ -76,6 +76,7 @@ def evaluate_retrieval(
     qrels: str,
     k: int = DEFAULT_K,
     per_query: str | None = None,
+    dims: int | None = None,
 ) -> dict:
     from .evaluate import retrieval_metrics
 
@@ -118,6 +119,8 @@ def evaluate_retrieval(
         )
     ref = ctx.models.resolve(model)
     documents = ctx.models.document_model(ref.model_id)  # a query-side head: its base's corpus
+    if dims is not None:  # checked before the corpus is embedded: an error writes nothing
+        _dims(dims, model_dimensions(ctx, ref.model_id))
     generate_text_embeddings(ctx, corpus, documents, ["text"], "doc_id")
     table = ctx.catalog.get_embedding_table(corpus, documents)
     c = ctx.catalog.arrow(f"SELECT key::VARCHAR AS id, embedding FROM {table.table_name}")
@@ -125,10 +128,20 @@ def evaluate_retrieval(
     doc_emb = c.column("embedding").combine_chunks().flatten().to_numpy().reshape(len(doc_ids), -1)
     query_ids = list(q["id"])
     query_emb = embed_texts(ctx, ref.model_id, list(q["text"]), query=True)
+    if dims is not None:  # a Matryoshka cut: the first dims dimensions of both sides
+        doc_emb, query_emb = doc_emb[:, :dims], query_emb[:, :dims]
     result = retrieval_metrics(query_emb, doc_emb, query_ids, doc_ids, relevant, k=int(k))
     if per_query:
         _write_per_query(ctx, per_query, result.per_query)
     return {**result.metrics, "skipped_queries": result.skipped_queries}
+
+
+def _dims(dims: object, width: int) -> int:
+    if isinstance(dims, bool) or not isinstance(dims, int) or not 1 <= dims <= width:
+        raise InvalidArgumentError(
+            f"dims := {dims!r} must be a whole number from 1 to the model's width ({width})"
+        )
+    return dims
 
 
 def _write_per_query(ctx: Context, table: str, rows: list[tuple]) -> None:

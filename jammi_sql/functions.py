@@ -213,15 +213,18 @@ def _text(param: str) -> str:
     return checked("semantic_search", param, V).format(param)
 
 
+_CUT = f"[1:CASE WHEN dims IS NULL THEN 2147483647 ELSE {count_arg('dims')} END]"
 table_macro(
     "semantic_search",
-    [Param("source", V), Param("model", V), Param("query", V), Param("k", BIG, DEFAULT_K)],
+    [Param("source", V), Param("model", V), Param("query", V), Param("k", BIG, DEFAULT_K)]
+    + [Param("dims", BIG, None)],
     "table (key, column_name, text, score)",
     "Top-k keys of the table `generate_text_embeddings` built, by cosine similarity to the "
-    "query: each key at most once per column, scored by its best chunk, with that chunk's text.",
+    "query: each key at most once per column, scored by its best chunk, with that chunk's text. "
+    "`dims`: compare the first dims dimensions only (a model trained with matryoshka_dims).",
     "SELECT key, column_name, arg_max(text, score) AS text, max(score) AS score FROM ("
-    "SELECT key, column_name, text, list_cosine_similarity(embedding::FLOAT[], "
-    f"jammi_query_vector({_text('model')}, {_text('query')})) AS score FROM query_table("
+    f"SELECT key, column_name, text, list_cosine_similarity((embedding::FLOAT[]){_CUT}, "
+    f"jammi_query_vector({_text('model')}, {_text('query')}){_CUT}) AS score FROM query_table("
     f"jammi_embedding_table({_text('source')}, {_text('model')}))) GROUP BY key, column_name "
     "ORDER BY score DESC LIMIT " + count_arg("k"),
 )
@@ -252,22 +255,24 @@ def evaluate_similarity(ctx: Context, model, source, columns):
 @sql_function(
     "evaluate_retrieval",
     [Param("model", V), Param("queries", V), Param("corpus", V), Param("qrels", V)]
-    + [Param("k", BIG, DEFAULT_K, passed_as=count_arg("{0}")), Param("per_query", V, None)],
+    + [Param("k", BIG, DEFAULT_K, passed_as=count_arg("{0}")), Param("per_query", V, None)]
+    + [Param("dims", BIG, None)],
     RETRIEVAL_TYPE,
     shows="STRUCT(ndcg_at_10, mrr_at_10, recall_at_1, recall_at_10, recall_at_100, map_at_100, n_queries, ...)",
     **WRITES,
 )
-def evaluate_retrieval(ctx: Context, model, queries, corpus, qrels, k, per_query):
+def evaluate_retrieval(ctx: Context, model, queries, corpus, qrels, k, per_query, dims):
     """Retrieval metrics of queries (query_id, text) over a corpus (doc_id, text) with qrels
     (query_id, doc_id, score; score > 0 is relevant); `per_query := 'table'` writes one row per
-    query."""
+    query; `dims`: the first dims dimensions only (Matryoshka)."""
     from .evaluation import evaluate_retrieval as evaluate
 
     if None in (model, queries, corpus, qrels):
         raise NotFoundError(
             "evaluate_retrieval needs a model and the queries, corpus and qrels sources"
         )
-    return evaluate(ctx, model, queries, corpus, qrels, DEFAULT_K if k is None else k, per_query)
+    k = DEFAULT_K if k is None else k
+    return evaluate(ctx, model, queries, corpus, qrels, k, per_query, dims)
 
 
 # ---- installing -----------------------------------------------------------------------

@@ -106,6 +106,38 @@ def test_a_second_evaluation_only_embeds_the_queries(retrieval, monkeypatch):
     assert first == len(DOCS) + 4 and sum(seen) == 4
 
 
+def test_search_and_evaluation_at_a_matryoshka_cut_use_the_first_dimensions(retrieval):
+    enc = Encoder.from_folder(
+        retrieval.sql("SELECT artifact_path FROM jammi.models WHERE model_id = 'tiny'").fetchall()[
+            0
+        ][0]
+    )
+    cut = 8
+    docs, query = (
+        enc.encode(DOCS)[:, :cut],
+        enc.encode(["energy from the sun"], query=True)[0, :cut],
+    )
+    scores = docs @ query / np.linalg.norm(docs, axis=1) / np.linalg.norm(query)
+    retrieval.generate_text_embeddings("corpus", "tiny", ["text"], "doc_id")
+    found = retrieval.search("corpus", "tiny", "energy from the sun", k=6, dims=cut)
+    assert found.column("key").to_pylist() == [f"d{i + 1}" for i in np.argsort(-scores)]
+    assert found.column("score").to_pylist() == pytest.approx(sorted(scores, reverse=True), 1e-5)
+    full = retrieval.search("corpus", "tiny", "energy from the sun", k=6)
+    assert full.column("score").to_pylist() != pytest.approx(found.column("score").to_pylist())
+
+    at_cut = retrieval.evaluate_retrieval("tiny", "queries", "corpus", "qrels", dims=cut)
+    sql = retrieval.sql(
+        f"SELECT evaluate_retrieval('tiny', 'queries', 'corpus', 'qrels', dims := {cut})"
+    ).fetchall()[0][0]
+    assert sql["ndcg_at_10"] == pytest.approx(at_cut["ndcg_at_10"])
+    before = catalog_snapshot(retrieval)
+    with pytest.raises(Exception, match="jammi: dims := 999 must be a whole number from 1"):
+        retrieval.evaluate_retrieval("tiny", "queries", "corpus", "qrels", dims=999)
+    with pytest.raises(Exception, match="jammi: dims must be at least 1"):
+        retrieval.search("corpus", "tiny", "sun", dims=0)
+    assert catalog_snapshot(retrieval) == before
+
+
 @pytest.mark.parametrize(
     "setup, message",
     [
