@@ -105,6 +105,26 @@ class SciFact:
         return r.metrics["ndcg_at_10"]
 
 
+def score_every_epoch(task) -> None:
+    """Also score ``task`` after every epoch with the weights of that moment (slow: the whole
+    corpus is encoded each time). It shows which epoch validation should have kept."""
+    from jammi_sql import trial
+
+    end_epoch = getattr(trial.Run, "unscored_end_epoch", trial.Run.end_epoch)
+
+    def scored(run, state):
+        logs = end_epoch(run, state)
+        encoder = run.setup.trainee.encoder
+        held = task.score(lambda t, q: encoder.encode(t, query=q))
+        val = (state.history[-1] if state.history else {}).get(task.metric, float("nan"))
+        print(f"    trial {run.trial + 1} epoch {state.epoch}: validation {val:.4f} "
+              f"scored {held:.4f}", flush=True)  # fmt: skip
+        return logs
+
+    trial.Run.unscored_end_epoch = end_epoch
+    trial.Run.end_epoch = scored
+
+
 def ours(task, shape: str, device, overrides: dict) -> tuple[float, float, dict]:
     method, extra = OURS[shape]
     config = FineTuneConfig.from_mapping(
@@ -193,6 +213,10 @@ def main() -> None:
         "--folds", type=int, default=1, help="with --tune: SciFact folds of 130 queries (1 to 5)"
     )
     ap.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    ap.add_argument("--only-folds", default=None, help="with --folds: these folds only, e.g. 0,2")
+    ap.add_argument(
+        "--every-epoch", action="store_true", help="also score after every epoch (slow)"
+    )
     args = ap.parse_args()
     overrides = json.loads(args.set)
     device = pick_device() if args.device == "auto" else torch.device(args.device)
@@ -207,6 +231,7 @@ def main() -> None:
         (name, k)
         for name in args.tasks.split(",")
         for k in range(args.folds if args.tune and name == "scifact" else 1)
+        if not (args.only_folds and name == "scifact") or str(k) in args.only_folds.split(",")
     ]
     for task_name, fold in runs:
         task = tasks[task_name](args.tune, fold)
@@ -216,6 +241,8 @@ def main() -> None:
             f"{task.name}: {len(task.train)} training rows; base {task.metric} {base:.4f}",
             flush=True,
         )
+        if args.every_epoch:
+            score_every_epoch(task)
         for model in args.models.split(","):
             score, seconds, m = (
                 ours(task, model, device, overrides) if model in OURS else peer(task, model, device)

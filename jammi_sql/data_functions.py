@@ -56,3 +56,27 @@ def pairs_from_documents(ctx: Context, source, text, title, model, output, chunk
     if source is None or text is None:
         raise InvalidArgumentError("pairs_from_documents needs a source and its text column")
     return build(ctx, source, text, title, model, output, chunk_tokens, overlap)
+
+
+@sql_function(
+    "generate_questions",
+    [Param("source", V), Param("text", V), Param("model", V), Param("output", V, None)]
+    + [Param("per_document", BIG, 1), Param("max_new_tokens", BIG, 32)]
+    + [Param("prompt", V, None), Param("seed", BIG, 42)],
+    V,
+    **WRITES,
+)
+def generate_questions(ctx: Context, source, text, model, output, per_document, max_new_tokens,
+                       prompt, seed):  # fmt: skip
+    """Writes (anchor, positive) pairs to a new source `output` (default `<source>_questions`):
+    questions that `model`, a registered local text-generation model (a doc2query T5 or a causal
+    language model), writes for each distinct `text` (`per_document` of them, sampled when more
+    than one; `prompt` with {text} for a causal model), each paired with its text."""
+    from .doc_pairs import generate_questions as build
+
+    if None in (source, text, model):
+        raise InvalidArgumentError(
+            "generate_questions needs a source, its text column and a text-generation model"
+        )
+    return build(ctx, source, text, model, output, int(per_document or 1),
+                 int(max_new_tokens or 32), prompt, int(42 if seed is None else seed))  # fmt: skip

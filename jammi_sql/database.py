@@ -1,4 +1,4 @@
-"""The Python API: a Database (a DuckDB connection with everything installed) and Job.
+"""The Python API: a Database (a DuckDB connection with everything installed).
 
 It mirrors the SQL functions and calls the same state-layer code they call, so an error
 is a ``JammiError`` subclass here and a ``jammi:`` DuckDB error in SQL.
@@ -17,7 +17,8 @@ import duckdb
 from . import progress
 from .config import DEFAULT_CHUNK_OVERLAP, DEFAULT_K, DEFAULT_METHOD, DEFAULT_TASK, FineTuneConfig
 from .context import Context
-from .errors import InvalidArgumentError, JobStateError, TrainingError
+from .errors import InvalidArgumentError
+from .job_handle import Job
 from .relation import Relation, open_connection, translated, wrap
 
 
@@ -38,64 +39,6 @@ def install(
         install_functions(con, ctx)
     progress.catch_ctrl_c()
     return ctx
-
-
-class Job:
-    """A fine-tuning job; its fields are read fresh from ``jammi.jobs`` each time."""
-
-    def __init__(self, db: Database, job_id: str):
-        self.db, self.job_id = db, job_id
-
-    def record(self):
-        """The job's row of ``jammi.jobs``, as a JobRecord."""
-        return self.db.ctx.jobs.get(self.job_id)
-
-    @property
-    def status(self) -> str:
-        return self.record().status
-
-    @property
-    def progress(self) -> float:
-        return self.record().progress
-
-    @property
-    def model_id(self) -> str | None:
-        return self.record().model_id
-
-    @property
-    def metrics(self) -> dict | None:
-        return self.record().metrics
-
-    @property
-    def error(self) -> str | None:
-        return self.record().error
-
-    def wait(self, timeout: float | None = None) -> Job:
-        """Block until the job ends; raises with the job's error if it failed."""
-        status = self.db.ctx.jobs.wait(self.job_id, timeout)
-        if status == "failed":
-            raise TrainingError(self.error or f"job '{self.job_id}' failed")
-        if status in ("queued", "running") and timeout is not None:
-            raise TimeoutError(f"jammi: job '{self.job_id}' is still {status} after {timeout} s")
-        if status in ("cancelled", "interrupted"):
-            raise JobStateError(
-                f"job '{self.job_id}' was {status}"
-                + ("; resume_job continues it" if status == "interrupted" else "")
-            )
-        return self
-
-    def cancel(self) -> str:
-        self.db._writes("cancel_job")
-        return self.db.ctx.jobs.cancel(self.job_id)
-
-    def resume(self) -> Job:
-        self.db._writes("resume_job")
-        self.db.ctx.jobs.resume(self.job_id)
-        return self
-
-    def __repr__(self) -> str:
-        record = self.record()
-        return f"<Job {self.job_id} {record.status} {record.progress:.0%}>"
 
 
 class Database:
@@ -351,6 +294,27 @@ class Database:
         with progress.call(self.ctx):
             return pairs_from_documents(
                 self.ctx, source, text, title, model, output, chunk_tokens, chunk_overlap
+            )
+
+    def generate_questions(
+        self,
+        source: str,
+        text: str,
+        model: str,
+        output: str | None = None,
+        per_document: int = 1,
+        max_new_tokens: int = 32,
+        prompt: str | None = None,
+        seed: int = 42,
+    ) -> str:
+        """(question, text) pairs written by a registered text-generation model into a new
+        source, as the SQL function writes them."""
+        from .doc_pairs import generate_questions
+
+        self._writes("generate_questions")
+        with progress.call(self.ctx):
+            return generate_questions(
+                self.ctx, source, text, model, output, per_document, max_new_tokens, prompt, seed
             )
 
     # ---- evaluation ---------------------------------------------------------------

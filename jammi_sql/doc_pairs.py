@@ -11,8 +11,10 @@ Two ways, chosen by whether a title column is given:
 The result is table ``jammi.pairs_<output>``, registered as source ``<output>`` (default
 ``<source>_pairs``) with columns ``anchor, positive``, and its lineage in
 ``jammi.source_lineage``: ready for ``fine_tune(output, model, ['anchor', 'positive'])``.
-Generated questions (a text-generation model writing a query per document) are not built:
-see the README.
+
+generate_questions: a registered local text-generation model writes questions for each
+document (doc2query; :mod:`jammi_sql.generator`), each question -> its document, written the
+same way. The pairs are only as good as the model's questions.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import json
 import numpy as np
 import pyarrow as pa
 
+from . import progress
 from .context import Context
 from .errors import DataError, InvalidArgumentError
 from .hard_negatives import _check_output
@@ -88,8 +91,89 @@ def pairs_from_documents(
     return _write(ctx, output, source_name, model_id, select, settings, "chunks", staged)
 
 
+MAX_PER_DOCUMENT, MAX_NEW_TOKENS = 20, 256
+
+
+def generate_questions(
+    ctx: Context,
+    source_name: str,
+    text: str,
+    model_id: str,
+    output: str | None = None,
+    per_document: int = 1,
+    max_new_tokens: int = 32,
+    prompt: str | None = None,
+    seed: int = 42,
+) -> str:
+    """Questions by ``model_id`` for each distinct text, as (question, text) pairs in a new
+    source (default ``<source>_questions``); returns a one-line summary."""
+    from .generator import Generator, generation_kind
+
+    catalog = ctx.catalog
+    src = get_source(catalog, source_name)
+    require_columns(src, [text], text=True)
+    output = output or f"{source_name}_questions"
+    _check_output(catalog, output)
+    if not 1 <= per_document <= MAX_PER_DOCUMENT:
+        raise InvalidArgumentError(
+            f"per_document must be 1 to {MAX_PER_DOCUMENT} (got {per_document})"
+        )
+    if not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
+        raise InvalidArgumentError(
+            f"max_new_tokens must be 1 to {MAX_NEW_TOKENS} (got {max_new_tokens})"
+        )
+    if prompt is not None and "{text}" not in prompt:
+        raise InvalidArgumentError(
+            "prompt must contain {text} where the document goes, e.g. 'Passage: {text}\\nQuestion:'"
+        )
+    ref = ctx.models.resolve(model_id)
+    if ref.kind != "base" or generation_kind(ref.folder) is None:
+        raise InvalidArgumentError(
+            f"model '{ref.model_id}' cannot generate text (an embedding model); register a local "
+            "text-generation model folder (a doc2query T5, or a causal language model) with "
+            "register_model('name', '/path') and pass its id"
+        )
+    t = quote_ident(text)
+    texts = [
+        r[0]
+        for r in catalog.query(
+            f"SELECT DISTINCT {t} FROM {relation(src)} WHERE length(trim({t})) > 0 ORDER BY ALL"
+        )
+    ]
+    if not texts:
+        raise DataError(f"source '{source_name}' has no non-empty {text}; nothing to ask about")
+    with progress.start(
+        f"writing questions for {source_name} with {ref.model_id}", len(texts)
+    ) as task:
+
+        def advance(n: int) -> None:
+            task.advance(n)
+            progress.check()
+
+        written = Generator(ref.folder).questions(
+            texts, per_document, max_new_tokens, prompt, seed, on_batch=advance
+        )
+    anchors = [q for qs in written for q in qs]
+    if not anchors:
+        raise DataError(
+            f"model '{ref.model_id}' wrote no question for any text of '{source_name}' (only "
+            "empty output); try a larger max_new_tokens, another prompt or another model"
+        )
+    positives = [d for d, qs in zip(texts, written, strict=True) for _ in qs]
+    staged = pa.table({"anchor": anchors, "positive": positives}, schema=PAIRS)
+    settings = {"text": text, "per_document": per_document, "max_new_tokens": max_new_tokens,
+                "prompt": prompt, "seed": seed}  # fmt: skip
+    select = f"SELECT anchor, positive FROM {STAGED}"
+    return _write(ctx, output, source_name, ref.model_id, select, settings, "questions", staged,
+                  "generate_questions")  # fmt: skip
+
+
+PAIRS = pa.schema([("anchor", pa.string()), ("positive", pa.string())])
+
+
 def _write(ctx: Context, output: str, source_name: str, model_id: str | None, select: str,
-           settings: dict, kind: str, staged: pa.Table | None = None) -> str:  # fmt: skip
+           settings: dict, kind: str, staged: pa.Table | None = None,
+           built_by: str = "pairs_from_documents") -> str:  # fmt: skip
     """Table ``jammi.pairs_<output>``, source ``<output>`` and its lineage, in one transaction."""
     cur = ctx.catalog.cursor()
     table = f"jammi.pairs_{output.lower()}"
@@ -108,15 +192,14 @@ def _write(ctx: Context, output: str, source_name: str, model_id: str | None, se
             tx.execute("DELETE FROM jammi.source_lineage WHERE source = ?", [output])
             tx.execute(
                 "INSERT INTO jammi.source_lineage (source, built_by, from_source, model_id, "
-                "corpus, settings, rows_written) VALUES (?, 'pairs_from_documents', ?, ?, NULL, "
-                "?, ?)",
-                [output, source_name, model_id, json.dumps(settings), rows],
+                "corpus, settings, rows_written) VALUES (?, ?, ?, ?, NULL, ?, ?)",
+                [output, built_by, source_name, model_id, json.dumps(settings), rows],
             )
     finally:
         if staged is not None:
             cur.con.unregister(STAGED)
         cur.con.close()
-    what = "title -> text" if kind == "titles" else "adjacent chunks"
+    what = {"titles": "title -> text", "chunks": "adjacent chunks"}.get(kind, "question -> text")
     return (
         f"{rows} pairs (anchor, positive) of {what} written to source '{output}' "
         f"(table {table}); fine-tune with fine_tune('{output}', model, ['anchor', 'positive'])"

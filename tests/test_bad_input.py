@@ -172,6 +172,14 @@ MISTAKES = [
         "SELECT pairs_from_documents('pairs', 'text_a', chunk_tokens := 8, chunk_overlap := 8)",
         "chunk_overlap := 8 must be at least 0 and below chunk_tokens",
     ),
+    # generate_questions
+    ("SELECT generate_questions('pairs', 'text_a', NULL)", "needs a source, its text column"),
+    ("SELECT generate_questions('pairs', 'text_a', 'tiny')", "model 'tiny' cannot generate"),
+    ("SELECT generate_questions('pairs', 'score', 'tiny')", "not text"),
+    (
+        "SELECT generate_questions('pairs', 'text_a', 'tiny', per_document := 50)",
+        "per_document must be 1 to 20",
+    ),
     # mine_hard_negatives
     ("SELECT mine_hard_negatives('pairs', 'tiny', 'text_a', 'nope')", "has no column 'nope'"),
     ("SELECT mine_hard_negatives('pairs', 'tiny', 'score', 'text_b')", "not text"),
