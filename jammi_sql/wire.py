@@ -28,7 +28,7 @@ from pg_mimic.middleware import (
 )
 from pg_mimic.results import encode_row, format_code_for
 
-from . import progress
+from . import progress, psql_describe
 from .errors import user_message
 from .pgdialect import (
     TEXT,
@@ -126,6 +126,10 @@ class JammiSession(Session):
         show = _SHOW_RE.match(sql)
         if show and self._pg_setting(show.group(1)):
             return _show_statement(self._connection, show.group(1))
+        if "pg_catalog" in sql:  # psql's \d NAME: queries DuckDB's pg_catalog cannot answer
+            described = await self.run(psql_describe.answer, self.cursor, sql)
+            if described is not None:
+                return described
         probe = MiddlewareContext(self._connection, sql, param_oids_)
         answer = await asyncpg_typeinfo(probe)
         if answer is None and self._pg_session_function(sql):

@@ -15,17 +15,9 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "jammi_sql"
 ORDER = ["surface", "state", "engine", "artifacts", "leaf"]
 LAYERS = {
-    "surface": {
-        "__init__",
-        "functions",
-        "database",
-        "job_handle",
-        "cli",
-        "demo",
-        "display",
-        "server",
-    }
-    | {"relation", "arguments", "udfs", "wire", "pgdialect", "registry", "data_functions"},
+    "surface": {"__init__", "functions", "database", "job_handle", "cli", "demo", "display"}
+    | {"server", "relation", "arguments", "udfs", "wire", "pgdialect", "psql_describe"}
+    | {"registry", "data_functions"},
     "state": {"context", "catalog", "jobs", "models", "sources", "embeddings", "evaluation"}
     | {"infer", "progress", "checks", "hard_negatives", "doc_pairs"},
     "engine": {"encoder", "encoders", "lora", "head", "data", "train", "trainee", "evaluate"}

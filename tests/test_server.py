@@ -22,6 +22,7 @@ import psycopg
 import pytest
 
 import jammi_sql
+from jammi_sql import psql_describe
 from jammi_sql.errors import InvalidArgumentError
 from jammi_sql.server import Server
 
@@ -105,6 +106,27 @@ def test_psql_lists_the_jammi_tables(served):
     done = psql(served, r"\dt jammi.*")
     assert done.returncode == 0, done.stderr
     assert "jammi|jobs|table" in done.stdout
+
+
+@needs_psql
+def test_psql_describes_a_table_and_a_view(served, db):
+    db.con.execute("CREATE TABLE things (id INTEGER NOT NULL, name VARCHAR DEFAULT 'x')")
+    db.con.execute("COMMENT ON COLUMN things.name IS 'what it is called'")
+    db.con.execute("CREATE VIEW named AS SELECT name FROM things")
+    done = psql(served, r"\d things", r"\d+ things", r"\d+ named", r"\d jammi.models")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.splitlines()
+    assert "id|integer||not null|" in out and "name|varchar|||'x'" in out
+    assert "name|varchar|||'x'|plain|||what it is called" in out  # \d+: storage to comment
+    assert "name|varchar||||plain|" in out  # the view's column (-t leaves out its definition)
+    assert "model_id|varchar||not null|" in out
+    oid = db.con.execute("SELECT view_oid FROM duckdb_views() WHERE view_name = 'named'").fetchone()
+    definition = psql_describe.answer(
+        db.con, f"SELECT pg_catalog.pg_get_viewdef('{oid[0]}'::pg_catalog.oid, true);"
+    )
+    assert definition._rows == [('CREATE VIEW named AS SELECT "name" FROM things;',)]
+    missing = psql(served, r"\d nope")
+    assert "Did not find any relation named" in missing.stderr
 
 
 def test_psycopg_sends_parameters_and_reads_typed_columns(served, db):
