@@ -4,7 +4,8 @@ in-process (each thread on its own cursor), with 1, 4 and 16 clients.
 Two queries: a catalog read (``SELECT ... FROM jammi.models``) and ``embed`` of one short
 text on the bundled all-MiniLM-L6-v2 (a different text each time, so nothing is cached).
 The server runs as the real command in a process of its own; clients are psycopg threads.
-The figure that matters: the server's overhead on one client's embed (target under 20%).
+The figure that matters: the server's overhead on one client's embed (target under 20%),
+with psycopg's default text results and with binary results.
 
 ``--train`` instead runs the issue's load test: CLIENTS clients mixing embed,
 semantic_search and catalog reads for SECONDS while a fine-tuning job trains, and reports
@@ -71,10 +72,14 @@ def run_clients(connect, sql: str, args, clients: int, seconds: float) -> tuple[
     return len(flat), flat
 
 
-def over_server(port: int):
+def over_server(port: int, binary: bool = False):
+    """psycopg's default (text results), or binary results (``cursor(binary=True)``: a
+    float4[] travels as 4-byte floats instead of text)."""
+
     def connect():
         conn = psycopg.connect(f"host=127.0.0.1 port={port} user=jammi dbname=x", autocommit=True)
-        return lambda sql, args: conn.execute(sql, args).fetchall()
+        cursor = conn.cursor(binary=binary)
+        return lambda sql, args: cursor.execute(sql, args).fetchall()
 
     return connect
 
@@ -118,7 +123,11 @@ def benchmark(clients: list[int], seconds: float, rounds: int) -> None:
     db = jammi_sql.connect(":memory:", home=folder)
     proc, port = start_server(os.path.join(folder, "served.duckdb"))
     try:
-        paths = {"server": over_server(port), "in-process": in_process(db)}
+        paths = {
+            "server": over_server(port),
+            "server, binary": over_server(port, binary=True),
+            "in-process": in_process(db),
+        }
         for connect in paths.values():  # load the model on both sides first
             connect()(QUERIES["embed 1 text"][0], ("warm up",))
         print("| query | where | clients | qps | p50 ms | p99 ms |\n|---|---|---|---|---|---|")
@@ -135,8 +144,10 @@ def benchmark(clients: list[int], seconds: float, rounds: int) -> None:
                     p50[name, where, n] = np.percentile(lat, 50)
                     print(row(name, where, n, queries, lat, seconds), flush=True)
         if 1 in clients:
-            ours, base = p50["embed 1 text", "server", 1], p50["embed 1 text", "in-process", 1]
-            print(f"\nserver overhead on one client's embed (p50): {ours / base - 1:+.1%}")
+            base = p50["embed 1 text", "in-process", 1]
+            for where in ("server", "server, binary"):
+                ours = p50["embed 1 text", where, 1]
+                print(f"{where} overhead on one client's embed (p50): {ours / base - 1:+.1%}")
     finally:
         proc.terminate()
         proc.wait(30)

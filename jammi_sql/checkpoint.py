@@ -34,7 +34,7 @@ class TrainState:
     batch: int = 0  # micro-batches finished in the current epoch
     step: int = 0  # optimizer steps so far
     order: list[list[int]] | None = None  # the current epoch's batches (row indices)
-    best_epoch: int = 0  # the best trained epoch so far (0: none yet, or the base kept)
+    best_epoch: int = 0  # the trained epoch kept so far (0: none yet, or the base kept)
     bad_epochs: int = 0  # epochs since the last improvement
     stopped_early: bool = False
     base_val: dict | None = None  # validation of the base model (epoch 0)

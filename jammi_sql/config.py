@@ -87,7 +87,8 @@ class FineTuneConfig:
     gradient_accumulation_steps: int = _opt(1, "micro-batches per optimizer step")
     validation_fraction: float = _opt(0.1, "holdout fraction for early stopping and metrics")
     early_stopping_patience: int = _opt(
-        3, "epochs without validation improvement before stopping; the best weights are restored"
+        3,
+        "epochs without validation improvement before stopping; the kept epoch's weights are restored",
     )
     early_stopping_metric: str = _opt(
         "val_metric",

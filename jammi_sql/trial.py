@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import checkpoint, gradcache
+from . import checkpoint, gradcache, selection
 from .checkpoint import TrainState
 from .config import FineTuneConfig
 from .data import epoch_batches
@@ -101,6 +101,14 @@ class Run:
         watch_loss = self.config.early_stopping_metric == "val_loss"
         s = -val["loss"] if watch_loss else val.get(self.setup.metric, float("nan"))
         return s if math.isfinite(s) else -math.inf
+
+    def margin(self, state: TrainState) -> float:
+        """How far below the best epoch so far a later epoch may score and still be kept: one
+        standard error of the validation score (0 when watching the loss)."""
+        if self.config.early_stopping_metric == "val_loss" or not state.history:
+            return 0.0
+        best = max(state.history, key=self.score).get(self.setup.metric, math.nan)
+        return selection.noise(self.setup.metric, best, len(self.setup.val_set))
 
     def progress(self, state: TrainState, logs: list, epoch: int) -> Progress:
         latest = state.history[-1] if state.history else state.base_val
@@ -207,12 +215,15 @@ class Run:
                 for k, v in val.items()
                 if isinstance(v, float) and math.isfinite(v)
             ]
+            earlier = [self.score(h) for h in state.history[:-1]]
             if not self.judged:  # validation cannot choose: the last epoch is the model
                 state.best_val, state.best_epoch = val, epoch + 1
-            elif state.best_val is None or self.score(val) > self.score(state.best_val):
-                state.best_val, state.best_epoch, state.bad_epochs = val, epoch + 1, 0
+            elif selection.keeps_later(self.score(val), earlier, self.margin(state)):
+                state.best_val, state.best_epoch = val, epoch + 1
                 state.best_state = self.trainee.state()
-            else:
+            if self.judged and self.score(val) > max(earlier, default=-math.inf):
+                state.bad_epochs = 0
+            elif self.judged:
                 state.bad_epochs += 1
                 patience = self.config.early_stopping_patience
                 state.stopped_early = (

@@ -228,9 +228,44 @@ def test_an_epoch_below_the_base_by_less_than_the_noise_keeps_the_training(
     monkeypatch.setattr(train, "validate", slightly_worse)
     result = fit(tmp_path, tiny_model, MANY, epochs=3, trials=1, validation_fraction=0.5)
     m = result.metrics
-    assert m["judged"] is True and result.best_epoch == 2 == m["kept"]["epoch"]
+    # epoch 3 is a hair below epoch 2, within the noise: the later, more trained one is kept
+    assert m["judged"] is True and result.best_epoch == 3 == m["kept"]["epoch"]
     assert m["improved"] is False and "not a clear loss, so the training was kept" in m["note"]
     assert torch.count_nonzero(weights(result)["weight"]) > 0  # the trained weights
+
+
+def scripted_validation(monkeypatch, scores: list[float]):
+    """Validation reports these Spearman values: the base's, then each epoch's."""
+    real = train.validate
+    calls = []
+
+    def scripted(*args, **kwargs):
+        out = real(*args, **kwargs)
+        calls.append(1)
+        return {**out, "spearman": scores[len(calls) - 1]}
+
+    monkeypatch.setattr(train, "validate", scripted)
+
+
+@pytest.mark.parametrize(
+    "scores, kept",
+    [
+        ([0.30, 0.60, 0.59, 0.58], 3),  # each later epoch within a standard error: the last
+        ([0.30, 0.60, 0.59, 0.40], 2),  # the last clearly worse: the later one within noise
+        ([0.30, 0.90, 0.50, 0.45], 1),  # later epochs far below the best: the best
+        ([0.30, 0.50, 0.70, 0.69], 3),  # a new best, then one within noise of it
+    ],
+)
+def test_a_later_epoch_is_kept_unless_validation_clearly_prefers_an_earlier_one(
+    tmp_path, tiny_model, monkeypatch, scores, kept
+):
+    scripted_validation(monkeypatch, scores)
+    result = fit(
+        tmp_path, tiny_model, MANY, epochs=3, trials=1, validation_fraction=0.5,
+        early_stopping_patience=0,
+    )  # fmt: skip
+    assert result.best_epoch == kept == result.metrics["kept"]["epoch"]
+    assert result.metrics["fine_tuned"]["spearman"] == scores[kept]
 
 
 def test_a_validation_split_too_small_to_judge_keeps_the_final_weights_and_says_why(
