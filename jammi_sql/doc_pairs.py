@@ -26,10 +26,10 @@ import pyarrow as pa
 
 from . import progress
 from .context import Context
-from .errors import DataError, InvalidArgumentError
+from .errors import ArtifactError, DataError, InvalidArgumentError
 from .hard_negatives import _check_output
 from .infer import _encoder, check_chunking
-from .models import BUNDLED_ID
+from .models import BUNDLED_ID, missing_model_files
 from .sources import add_source, get_source, quote_ident, relation, require_columns
 
 DEFAULT_CHUNK_TOKENS = 128
@@ -107,7 +107,7 @@ def generate_questions(
 ) -> str:
     """Questions by ``model_id`` for each distinct text, as (question, text) pairs in a new
     source (default ``<source>_questions``); returns a one-line summary."""
-    from .generator import Generator, generation_kind
+    from .generator import generation_kind, load_generator
 
     catalog = ctx.catalog
     src = get_source(catalog, source_name)
@@ -133,6 +133,13 @@ def generate_questions(
             "text-generation model folder (a doc2query T5, or a causal language model) with "
             "register_model('name', '/path') and pass its id"
         )
+    missing = missing_model_files(ref.folder)
+    if missing:  # register_model checked; files went missing since (a tokenizer-less folder
+        # would load an empty tokenizer in transformers and write noise)
+        raise ArtifactError(
+            f"model '{ref.model_id}' in {ref.folder} has no {' and no '.join(missing)} any "
+            "more; restore the files, or register the complete folder again"
+        )
     t = quote_ident(text)
     texts = [
         r[0]
@@ -150,7 +157,7 @@ def generate_questions(
             task.advance(n)
             progress.check()
 
-        written = Generator(ref.folder).questions(
+        written = load_generator(ref.folder).questions(
             texts, per_document, max_new_tokens, prompt, seed, on_batch=advance
         )
     anchors = [q for qs in written for q in qs]

@@ -13,13 +13,15 @@ Prediction" (2019), arXiv:1904.08375.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
 from .encoder import pick_device
-from .errors import InvalidArgumentError
+from .errors import ArtifactError, InvalidArgumentError
 
 # Architectures that generate text: encoder-decoders and decoder-only language models.
 GENERATING = ("ForConditionalGeneration", "ForCausalLM", "LMHeadModel", "Seq2SeqLM")
@@ -28,6 +30,8 @@ MAX_INPUT_TOKENS = 512
 BATCH = 16  # documents per generate() call
 # Sampling as doc2query-T5 does when several questions per document are asked for.
 TOP_K, TOP_P = 10, 0.95
+_LOADED: dict[str, Generator] = {}  # folder -> its generator (see load_generator)
+_LOCK = threading.Lock()
 
 
 def generation_kind(folder: Path) -> str | None:
@@ -37,6 +41,16 @@ def generation_kind(folder: Path) -> str | None:
     if not any(a.endswith(GENERATING) for a in architectures):
         return None
     return "seq2seq" if config.get("is_encoder_decoder") else "causal"
+
+
+def load_generator(folder: Path) -> Generator:
+    """The generator of a model folder, loaded once per process and shared by every call."""
+    key = str(Path(folder).resolve())
+    with _LOCK:
+        generator = _LOADED.get(key)
+        if generator is None:
+            generator = _LOADED[key] = Generator(Path(folder))
+        return generator
 
 
 class Generator:
@@ -55,9 +69,17 @@ class Generator:
             )
         self.kind, self.device = kind, device or pick_device()
         hf_logging.disable_progress_bar()  # no "Loading weights" bars in query output
-        self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
         loader = AutoModelForSeq2SeqLM if kind == "seq2seq" else AutoModelForCausalLM
-        self.model = loader.from_pretrained(str(folder)).to(self.device).eval()
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
+            self.model = loader.from_pretrained(str(folder)).to(self.device).eval()
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as e:
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ArtifactError(
+                f"cannot load the text-generation model in {folder} ({reason[:200]}); the folder "
+                "needs config.json, its weights (model.safetensors or pytorch_model.bin) and its "
+                "tokenizer files, as save_pretrained writes them: register a complete folder"
+            ) from e
         if self.tokenizer.pad_token is None:  # GPT-style tokenizers have none
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.tokenizer.padding_side = "left" if kind == "causal" else "right"

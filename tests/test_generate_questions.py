@@ -141,3 +141,41 @@ def test_a_model_that_writes_nothing_is_a_clear_error(docs, monkeypatch):
     with pytest.raises(JammiError, match="wrote no question"):
         docs.generate_questions("notes", "body", "t5")
     assert catalog_snapshot(docs) == before
+
+
+def test_the_model_loads_once_for_every_call(docs, monkeypatch):
+    from jammi_sql import generator
+
+    monkeypatch.setattr(generator, "_LOADED", {})
+    built = []
+    original = Generator.__init__
+
+    def counting(self, *args, **kwargs):
+        built.append(args[0])
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Generator, "__init__", counting)
+    docs.generate_questions("notes", "body", "t5", output="one")
+    docs.generate_questions("notes", "body", "t5", output="two")
+    assert len(built) == 1
+
+
+def test_a_folder_that_lost_its_tokenizer_is_a_clear_error(docs, generators, tmp_path):
+    broken = tmp_path / "broken"  # register_model checks the files; they go missing later
+    shutil.copytree(generators["seq2seq"], broken)
+    docs.register_model("broken", str(broken))
+    for f in broken.iterdir():
+        if f.name.startswith(("vocab", "tokenizer", "special_tokens")):
+            f.unlink()
+    before = catalog_snapshot(docs)
+    with pytest.raises(JammiError, match="tokenizer"):
+        docs.sql("SELECT generate_questions('notes', 'body', 'broken')").fetchall()
+    assert catalog_snapshot(docs) == before
+
+
+def test_corrupt_weights_are_a_clear_error(generators, tmp_path):
+    broken = tmp_path / "corrupt"
+    shutil.copytree(generators["seq2seq"], broken)
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(JammiError, match="cannot load the text-generation model"):
+        Generator(broken)
