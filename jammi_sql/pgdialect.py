@@ -149,6 +149,64 @@ REWRITES = [
         "(SELECT *, 0::BIGINT AS collnamespace FROM pg_catalog.pg_collation) AS pg_collation",
     ),
     (re.compile(r"\s+COLLATE\s+pg_catalog\.default", re.I), ""),
+    (
+        re.compile(r"\bgenerate_subscripts\s*\(\s*([\w.]+)\s*,([^)]*)\)", re.I),
+        r"unnest(generate_series(1, len(\1) + 0 * (\2)))",
+    ),  # 1-D: the dimension is 1  # fmt: skip
+]
+# Catalog tables DuckDB lacks or fills differently, as PostgreSQL clients join them for keys
+# and indexes (SQLAlchemy's reflection, JDBC's getPrimaryKeys): pg_index holds one row per
+# primary-key or unique constraint (its oid is the constraint's, which conindid names) and
+# per CREATE INDEX; attnums are pg_attribute's (1-based; DuckDB's conkey is 0-based);
+# indoption is int2vector's text ("0 0"), as clients read it.
+_PG_CONSTRAINT = (
+    "SELECT c.* REPLACE (CASE WHEN c.contype IN ('p', 'u') THEN c.oid ELSE 0 END AS conindid, "
+    "coalesce(d.constraint_name, c.conname) AS conname) FROM pg_catalog.pg_constraint c "
+    "LEFT JOIN duckdb_constraints() d ON c.oid = d.table_oid * 1000000 + d.constraint_index"
+)
+_INDEX_COLUMNS = (
+    "false AS indnullsnotdistinct, false AS indisexclusion, true AS indimmediate, "
+    "false AS indisclustered, true AS indisvalid, false AS indcheckxmin, true AS indisready, "
+    "true AS indislive, false AS indisreplident, NULL::VARCHAR AS indexprs, "
+    "NULL::VARCHAR AS indpred"
+)
+_PG_INDEX = (
+    "SELECT oid AS indexrelid, conrelid AS indrelid, len(conkey)::SMALLINT AS indnatts, "
+    "len(conkey)::SMALLINT AS indnkeyatts, true AS indisunique, contype = 'p' AS indisprimary, "
+    "list_transform(conkey, lambda k: (k + 1)::SMALLINT) AS indkey, "
+    "list_transform(conkey, lambda k: 0::BIGINT) AS indcollation, "
+    "list_transform(conkey, lambda k: 0::BIGINT) AS indclass, "
+    f"array_to_string(list_transform(conkey, lambda k: 0), ' ') AS indoption, {_INDEX_COLUMNS} "
+    "FROM pg_catalog.pg_constraint WHERE contype IN ('p', 'u') UNION ALL BY NAME "
+    "SELECT i.index_oid AS indexrelid, i.table_oid AS indrelid, "
+    "len(i.expressions::VARCHAR[])::SMALLINT AS indnatts, "
+    "len(i.expressions::VARCHAR[])::SMALLINT AS indnkeyatts, i.is_unique AS indisunique, "
+    "i.is_primary AS indisprimary, list_transform(i.expressions::VARCHAR[], "
+    "lambda e: coalesce(a.cols[trim(e, '\"')], 0)::SMALLINT) AS indkey, "
+    "list_transform(i.expressions::VARCHAR[], lambda e: 0::BIGINT) AS indcollation, "
+    "list_transform(i.expressions::VARCHAR[], lambda e: 0::BIGINT) AS indclass, "
+    "array_to_string(list_transform(i.expressions::VARCHAR[], lambda e: 0), ' ') AS indoption, "
+    f"{_INDEX_COLUMNS} "
+    "FROM duckdb_indexes() i LEFT JOIN (SELECT attrelid, map_from_entries(list((attname, "
+    "attnum))) AS cols FROM pg_catalog.pg_attribute GROUP BY attrelid) a "
+    "ON a.attrelid = i.table_oid"
+)
+_PG_OPCLASS = "SELECT 0::BIGINT AS oid, ''::VARCHAR AS opcname, true AS opcdefault WHERE false"
+_CLAUSE = r"(?:ON|JOIN|WHERE|LEFT|RIGHT|INNER|FULL|CROSS|GROUP|ORDER|LIMIT|UNION|USING)\b"
+
+
+def _table(name: str, body: str) -> tuple[re.Pattern, Any]:
+    """``pg_catalog.NAME`` as a subquery, under the alias the query gave it, else NAME."""
+    pattern = re.compile(
+        rf"\bpg_catalog\.{name}\b(?!\.)(\s+(?:AS\s+)?(?!{_CLAUSE})([A-Za-z_]\w*))?", re.I
+    )
+    return pattern, lambda m: f"({body}) AS {m.group(2) or name}"
+
+
+REWRITES += [
+    _table("pg_index", _PG_INDEX),
+    _table("pg_constraint", _PG_CONSTRAINT),
+    _table("pg_opclass", _PG_OPCLASS),
 ]
 # functions DuckDB's pg_catalog lacks, as TEMP macros on every session's cursor
 PG_MACROS = (
@@ -156,6 +214,10 @@ PG_MACROS = (
     "CREATE OR REPLACE TEMP MACRO pg_get_userbyid(id) AS current_user;"
     "CREATE OR REPLACE TEMP MACRO pg_get_serial_sequence(t, c) AS NULL::VARCHAR;"
     "CREATE OR REPLACE TEMP MACRO pg_collation_is_visible(id) AS true;"
+    "CREATE OR REPLACE TEMP MACRO pg_get_indexdef(i) AS "
+    "(SELECT any_value(sql) FROM duckdb_indexes() WHERE index_oid = i), "
+    "(i, k, pretty) AS (SELECT any_value(trim((expressions::VARCHAR[])[k], '\"')) "
+    "FROM duckdb_indexes() WHERE index_oid = i);"
     "CREATE OR REPLACE TEMP MACRO pg_type_name(t, m) AS "  # format_type, in PostgreSQL's words
     "CASE pg_catalog.format_type(t, m) WHEN 'int4' THEN 'integer' WHEN 'int8' THEN 'bigint' "
     "WHEN 'int2' THEN 'smallint' WHEN 'float4' THEN 'real' WHEN 'float8' THEN 'double precision' "

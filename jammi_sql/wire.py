@@ -50,6 +50,7 @@ _SAVEPOINT = re.compile(r"^\s*(SAVEPOINT|RELEASE)\b", re.IGNORECASE)
 _ROLLBACK_TO = re.compile(r"^\s*ROLLBACK\s+TO\b", re.IGNORECASE)
 _ISOLATION = re.compile(r"^\s*SHOW\s+TRANSACTION\s+ISOLATION\s+LEVEL\s*;?\s*$", re.IGNORECASE)
 _PG_SESSION_FUNCTIONS = re.compile(r"\b(current_setting|set_config|pg_backend_pid)\s*\(", re.I)
+_DEALLOCATE = re.compile(r'^\s*DEALLOCATE\s+(?:PREPARE\s+)?(\w+|"[^"]+")\s*;?\s*$', re.I)
 _VERSION = re.compile(r"^\s*SELECT\s+(pg_catalog\.)?version\(\)\s*;?\s*$", re.IGNORECASE)
 
 
@@ -120,6 +121,9 @@ class JammiSession(Session):
             return StaticStatement(sql, None, [])
         if _ROLLBACK_TO.match(sql):
             return StaticStatement(sql, None, [], self._rollback_all)
+        deallocate = _DEALLOCATE.match(sql)
+        if deallocate:  # psycopg sends DEALLOCATE ALL when its prepared statements go stale
+            return StaticStatement(sql, None, [], lambda: self._deallocate(deallocate.group(1)))
         if _ISOLATION.match(sql):  # DuckDB's MVCC: snapshot isolation
             column = ResultColumn("transaction_isolation", TEXT)
             return StaticStatement(sql, [column], [("repeatable read",)])
@@ -150,6 +154,14 @@ class JammiSession(Session):
         self.cursor.execute("ROLLBACK")
         self.cursor.execute("BEGIN")
         self._connection.tx_status = b"T"
+
+    def _deallocate(self, name: str) -> None:
+        statements = self._connection.statements
+        if name.upper() == "ALL":
+            for key in [k for k in statements if k]:  # the unnamed one is the current one
+                del statements[key]
+        else:
+            statements.pop(name.strip('"'), None)
 
     def _pg_session_function(self, sql: str) -> bool:
         """pg_backend_pid(), set_config(), or current_setting() of PostgreSQL's settings

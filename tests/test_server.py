@@ -475,6 +475,36 @@ def test_sqlalchemy_reflects_the_jammi_tables_and_queries_them(served):
         engine.dispose()
 
 
+@pytest.mark.filterwarnings("ignore:Did not recognize type")  # DuckDB's LIST columns
+def test_sqlalchemy_autoloads_keys_and_indexes(served, db):
+    """Table(..., autoload_with=...), as BI tools built on SQLAlchemy reflect a table."""
+    sa = pytest.importorskip("sqlalchemy")
+    db.con.execute(
+        "CREATE TABLE papers (id INTEGER PRIMARY KEY, doi VARCHAR UNIQUE, year INTEGER);"
+        "CREATE TABLE cites (src INTEGER REFERENCES papers(id), dst INTEGER, "
+        "PRIMARY KEY (src, dst)); CREATE INDEX papers_year ON papers (year)"
+    )
+    engine = sa.create_engine(f"postgresql+psycopg://jammi@127.0.0.1:{served.port}/anything")
+    try:
+        with engine.connect() as conn:
+            meta = sa.MetaData()
+            papers = sa.Table("papers", meta, autoload_with=conn)
+            cites = sa.Table("cites", meta, autoload_with=conn)
+            jobs = sa.Table("jobs", meta, schema="jammi", autoload_with=conn)
+    finally:
+        engine.dispose()
+    assert [c.name for c in papers.primary_key] == ["id"]
+    assert [c.name for c in cites.primary_key] == ["src", "dst"]
+    assert {(i.name, tuple(c.name for c in i.columns), i.unique) for i in papers.indexes} == {
+        ("papers_year", ("year",), False)
+    }
+    uniques = [c for c in papers.constraints if isinstance(c, sa.UniqueConstraint)]
+    assert [[c.name for c in u.columns] for u in uniques] == [["doi"]]
+    (fk,) = cites.foreign_keys
+    assert (fk.parent.name, fk.column.table.name, fk.column.name) == ("src", "papers", "id")
+    assert "job_id" in jobs.c and "progress" in jobs.c
+
+
 def test_the_real_command_serves_with_a_password_and_stops_cleanly_on_sigterm(tmp_path, tiny_model):
     import socket
 
