@@ -28,7 +28,7 @@ from pg_mimic.middleware import (
 )
 from pg_mimic.results import encode_row, format_code_for
 
-from . import progress, psql_describe
+from . import progress, psql_describe, wire_copy
 from .errors import user_message
 from .pgdialect import (
     TEXT,
@@ -353,6 +353,12 @@ class JammiConnection(Connection):
             raise PgError("25P02", "current transaction is aborted, commands ignored")
         if not sql.strip():
             self.stream.write(messages.make_empty_query_response())
+            return
+        copy = wire_copy.parse(sql)
+        if copy is not None:  # psql's \copy, drivers' cursor.copy()
+            run = wire_copy.copy_in if copy.into else wire_copy.copy_out
+            count = await run(self, copy)
+            self.stream.write(messages.make_command_complete(f"COPY {count}"))
             return
         statement = await self.session.prepare(sql, [])
         portal = statement.bind([])

@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "jammi_sql"
 ORDER = ["surface", "state", "engine", "artifacts", "leaf"]
 LAYERS = {
     "surface": {"__init__", "functions", "database", "job_handle", "cli", "demo", "display"}
-    | {"server", "relation", "arguments", "udfs", "wire", "pgdialect", "psql_describe"}
+    | {"server", "relation", "arguments", "udfs", "wire", "pgdialect", "psql_describe", "wire_copy"}
     | {"registry", "data_functions"},
     "state": {"context", "catalog", "jobs", "models", "sources", "embeddings", "evaluation"}
     | {"infer", "progress", "checks", "hard_negatives", "doc_pairs"},

@@ -293,6 +293,68 @@ def test_readonly_refuses_writes_ddl_and_file_access(readonly_server, tmp_path, 
     assert not (tmp_path / "out.csv").exists()
 
 
+def test_readonly_copies_out_but_not_in(readonly_server):
+    with psycopg.connect(dsn(readonly_server), autocommit=True) as conn:
+        with conn.cursor().copy("COPY notes TO STDOUT") as copy:
+            assert list(copy.rows()) == [("the cat plays",)]
+        with pytest.raises(psycopg.Error, match="--readonly"):
+            with conn.cursor().copy("COPY notes FROM STDIN") as copy:
+                copy.write_row(("more",))
+        assert conn.execute("SELECT count(*) FROM notes").fetchone() == (1,)
+
+
+@needs_psql
+def test_psql_copies_csv_and_text_in_and_out(served, db, tmp_path):
+    db.con.execute("CREATE TABLE t (id INTEGER, body VARCHAR, score DOUBLE)")
+    (tmp_path / "in.csv").write_text(
+        'id,body,score\n1,"hello, world",0.5\n2,"a ""quoted"" word",\n3,,1.5\n4,"",2\n'
+    )
+    (tmp_path / "in.txt").write_text("10\ttab\\there\t\\N\n11\tback\\\\slash\t3\n")
+    done = psql(
+        served,
+        "\\copy t from 'in.csv' with (format csv, header)",
+        "\\copy t from 'in.txt'",
+        "\\copy (SELECT * FROM t ORDER BY id) to 'out.csv' csv header",
+        "\\copy t (id, body) to 'out.txt'",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = db.con.execute("SELECT * FROM t ORDER BY id").fetchall()
+    assert rows == [
+        (1, "hello, world", 0.5),
+        (2, 'a "quoted" word', None),
+        (3, None, 1.5),  # CSV: unquoted empty is NULL, quoted empty is ''
+        (4, "", 2.0),
+        (10, "tab\there", None),  # text format: backslash escapes, \N is NULL
+        (11, "back\\slash", 3.0),
+    ]
+    out_csv = (tmp_path / "out.csv").read_text().splitlines()
+    assert out_csv[:3] == ["id,body,score", '1,"hello, world",0.5', '2,"a ""quoted"" word",']
+    assert out_csv[3:5] == ["3,,1.5", '4,"",2.0']
+    out_txt = (tmp_path / "out.txt").read_text().splitlines()
+    assert out_txt[2:] == ["3\t\\N", "4\t", "10\ttab\\there", "11\tback\\\\slash"]
+
+
+def test_psycopg_copies_rows_and_bad_copies_change_nothing(served, db):
+    db.con.execute("CREATE TABLE t (id INTEGER, body VARCHAR)")
+    with psycopg.connect(dsn(served), autocommit=True) as conn:
+        with conn.cursor().copy("COPY t (id, body) FROM STDIN") as copy:
+            copy.write_row((1, "tab\tand\nnewline"))
+            copy.write_row((2, None))
+        with conn.cursor().copy("COPY (SELECT * FROM t ORDER BY id) TO STDOUT") as copy:
+            assert list(copy.rows()) == [("1", "tab\tand\nnewline"), ("2", None)]
+        with pytest.raises(psycopg.Error, match="binary format is not supported"):
+            with conn.cursor().copy("COPY t TO STDOUT (FORMAT binary)") as copy:
+                list(copy.rows())
+        with pytest.raises(psycopg.Error, match="jammi: bad COPY data: line 2"):
+            with conn.cursor().copy("COPY t FROM STDIN") as copy:
+                copy.write(b"3\tfine\n4\ttoo\tmany\n")
+        with pytest.raises(psycopg.Error):  # a value that is no INTEGER: DuckDB's cast error
+            with conn.cursor().copy("COPY t FROM STDIN (FORMAT csv)") as copy:
+                copy.write(b"5,ok\nsix,bad\n")
+        assert conn.execute("SELECT count(*) FROM t").fetchone() == (2,)  # nothing half-done
+
+
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
 def test_tls_when_a_certificate_is_given(db, tmp_path):
     from jammi_sql.server import tls_context
