@@ -136,7 +136,7 @@ def pg_error(exc: BaseException, readonly: bool = False) -> PgError:
 
 # PostgreSQL spellings in what drivers and psql send, and DuckDB's equivalents
 REWRITES = [
-    (re.compile(r"::\s*(regtype|regclass|regproc|regnamespace)\b", re.I), ""),
+    (re.compile(r"::\s*(?:pg_catalog\.)?(regtype|regclass|regproc|regnamespace)\b", re.I), ""),
     (re.compile(r"\bAS\s+(REGTYPE|REGCLASS|REGPROC|REGNAMESPACE)\b", re.I), "AS VARCHAR"),
     (re.compile(r"\bAS\s+OID\)", re.I), "AS UINTEGER)"),
     (re.compile(r"OPERATOR\(pg_catalog\.(~|!~|~\*)\)"), r"\1"),

@@ -1,11 +1,13 @@
 """psql's ``\\d NAME``, answered from DuckDB's own catalog.
 
 psql describes a relation with queries on PostgreSQL's catalog (pg_class columns, pg_attribute,
-pg_policy, pg_statistic_ext, pg_publication, pg_inherits) that DuckDB's pg_catalog does not
-fully have. Here those few queries, recognised by their text, get the answer PostgreSQL would
-give for a plain table or view: its columns with DuckDB's own type names, NOT NULL, defaults
-and comments, and no indexes, rules, triggers, policies, statistics, publications or
-inheritance (DuckDB has none of those to show). Every other query goes to DuckDB as before.
+pg_index, pg_policy, pg_statistic_ext, pg_publication, pg_inherits) that DuckDB's pg_catalog
+does not fully have. Here those few queries, recognised by their text, get the answer PostgreSQL
+would give for a table or view: its columns with DuckDB's own type names, NOT NULL, defaults
+and comments; its primary key, unique constraints and indexes; the foreign keys it has and
+those that reference it (its check constraints DuckDB answers itself); and no rules, triggers,
+policies, statistics, publications or inheritance (DuckDB has none of those to show). Every
+other query goes to DuckDB as before.
 
 The queries are psql's (``describe.c``); their select lists are read item by item, so the
 plain and the verbose (``\\d+``) forms of one query both get one value per item.
@@ -26,6 +28,15 @@ _RELATION = re.compile(
 _COLUMNS = re.compile(
     r"^\s*SELECT a\.attname,.*FROM pg_catalog\.pg_attribute a\s+WHERE a\.attrelid = '(\d+)'", re.S
 )
+_INDEXES = re.compile(
+    r"^\s*SELECT c2\.relname, i\.indisprimary\b.*WHERE c\.oid = '(\d+)' AND c\.oid = i\.indrelid",
+    re.S,
+)
+_REFERENCED_BY = re.compile(
+    r"^\s*SELECT conname, conrelid::pg_catalog\.regclass AS ontable.*"
+    r"WHERE confrelid IN \(SELECT pg_catalog\.pg_partition_ancestors\('(\d+)'\)",
+    re.S,
+)
 _VIEW_DEF = re.compile(r"^\s*SELECT pg_catalog\.pg_get_viewdef\('(\d+)'::pg_catalog\.oid", re.S)
 # footers about things DuckDB has none of: an empty answer is PostgreSQL's for such a table
 _NOTHING = re.compile(
@@ -36,10 +47,12 @@ _NOTHING = re.compile(
 
 # what each item of psql's select lists is, for a DuckDB table or view (first match wins)
 RELATION_ITEMS = [
-    ("relchecks", INT4, lambda r: 0),
+    ("relchecks", INT4, lambda r: r["checks"]),
     ("relkind", TEXT, lambda r: r["kind"]),
     ("relhasoids", BOOL, lambda r: False),
-    ("relhas", BOOL, lambda r: False),  # relhasindex, relhasrules, relhastriggers
+    ("relhasindex", BOOL, lambda r: r["indexed"]),
+    ("relhastriggers", BOOL, lambda r: r["keyed"]),  # psql then asks for foreign keys
+    ("relhas", BOOL, lambda r: False),  # relhasrules
     ("rowsecurity", BOOL, lambda r: False),  # relrowsecurity, relforcerowsecurity
     ("relispartition", BOOL, lambda r: False),
     ("reltablespace", INT4, lambda r: 0),
@@ -62,13 +75,34 @@ COLUMN_ITEMS = [
     ("attstattarget", INT4, lambda c: None),  # the default target
     ("col_description", TEXT, lambda c: c["comment"]),
 ]
+INDEX_ITEMS = [
+    ("relname", TEXT, lambda i: i["name"]),
+    ("indisprimary", BOOL, lambda i: i["primary"]),
+    ("indisunique", BOOL, lambda i: i["unique"]),
+    ("indisclustered", BOOL, lambda i: False),
+    ("indisvalid", BOOL, lambda i: True),
+    ("pg_get_indexdef", TEXT, lambda i: i["definition"]),
+    ("pg_get_constraintdef", TEXT, lambda i: i["constraint"]),
+    ("contype", TEXT, lambda i: i["contype"]),
+    ("condeferrable", BOOL, lambda i: False),
+    ("condeferred", BOOL, lambda i: False),
+    ("indisreplident", BOOL, lambda i: False),
+    ("reltablespace", INT4, lambda i: 0),
+]
+REFERENCE_ITEMS = [
+    ("conname", TEXT, lambda f: f["name"]),
+    ("ontable", TEXT, lambda f: f["table"]),
+    ("condef", TEXT, lambda f: f["definition"]),
+]
 
 
 def answer(cursor: Any, sql: str) -> StaticStatement | None:
     """The answer to one of psql's describe queries, or None for any other statement."""
     if "pg_catalog" not in sql:
         return None
-    for pattern, build in ((_RELATION, _relation), (_COLUMNS, _columns), (_VIEW_DEF, _view)):
+    queries = ((_RELATION, _relation), (_COLUMNS, _columns), (_VIEW_DEF, _view),
+               (_INDEXES, _indexes), (_REFERENCED_BY, _referenced_by))  # fmt: skip
+    for pattern, build in queries:
         found = pattern.match(sql)
         if found:
             return build(cursor, sql, int(found.group(1)))
@@ -83,8 +117,58 @@ def _relation(cursor: Any, sql: str, oid: int) -> StaticStatement:
         "SELECT 'v', temporary FROM duckdb_views() WHERE view_oid = $1",
         [oid],
     ).fetchall()
-    rows = [{"kind": kind, "temporary": temp} for kind, temp in found[:1]]
+    counts = cursor.execute(
+        "SELECT count(*) FILTER (constraint_type IN ('PRIMARY KEY', 'UNIQUE')) + (SELECT count(*) "
+        "FROM duckdb_indexes() WHERE table_oid = $1), count(*) FILTER (constraint_type = 'CHECK'), "
+        "count(*) FILTER (constraint_type = 'FOREIGN KEY') + (SELECT count(*) FROM "
+        "duckdb_constraints() r JOIN duckdb_tables() t ON r.referenced_table = t.table_name AND "
+        "r.schema_name = t.schema_name AND r.database_name = t.database_name "
+        "WHERE t.table_oid = $1) FROM duckdb_constraints() WHERE table_oid = $1",
+        [oid],
+    ).fetchone()
+    rows = [
+        {
+            "kind": kind,
+            "temporary": temp,
+            "indexed": counts[0] > 0,
+            "checks": counts[1],
+            "keyed": counts[2] > 0,
+        }  # fmt: skip
+        for kind, temp in found[:1]
+    ]
     return _static(sql, RELATION_ITEMS, rows)
+
+
+def _indexes(cursor: Any, sql: str, oid: int) -> StaticStatement:
+    """Primary key and unique constraints (each is an index in PostgreSQL), then indexes."""
+    found = cursor.execute(
+        "SELECT constraint_name, constraint_type = 'PRIMARY KEY', true, "
+        "'CREATE UNIQUE INDEX ' || constraint_name || ' ON ' || table_name || ' USING art (' || "
+        "array_to_string(constraint_column_names, ', ') || ')', constraint_text, "
+        "CASE constraint_type WHEN 'PRIMARY KEY' THEN 'p' ELSE 'u' END "
+        "FROM duckdb_constraints() WHERE table_oid = $1 "
+        "AND constraint_type IN ('PRIMARY KEY', 'UNIQUE') UNION ALL "
+        "SELECT index_name, is_primary, is_unique, 'CREATE ' || CASE WHEN is_unique THEN "
+        "'UNIQUE ' ELSE '' END || 'INDEX ' || index_name || ' ON ' || table_name || ' USING art ("
+        "' || array_to_string(list_transform(expressions::VARCHAR[], lambda e: trim(e, '\"')), "
+        "', ') || ')', NULL, NULL FROM duckdb_indexes() WHERE table_oid = $1 ORDER BY 2 DESC, 1",
+        [oid],
+    ).fetchall()
+    keys = ("name", "primary", "unique", "definition", "constraint", "contype")
+    return _static(sql, INDEX_ITEMS, [dict(zip(keys, r, strict=True)) for r in found])
+
+
+def _referenced_by(cursor: Any, sql: str, oid: int) -> StaticStatement:
+    """Foreign keys of other tables that reference this one."""
+    found = cursor.execute(
+        "SELECT r.constraint_name, r.table_name, r.constraint_text FROM duckdb_constraints() r "
+        "JOIN duckdb_tables() t ON r.referenced_table = t.table_name AND "
+        "r.schema_name = t.schema_name AND r.database_name = t.database_name "
+        "WHERE t.table_oid = $1 AND r.constraint_type = 'FOREIGN KEY' ORDER BY 1",
+        [oid],
+    ).fetchall()
+    keys = ("name", "table", "definition")
+    return _static(sql, REFERENCE_ITEMS, [dict(zip(keys, r, strict=True)) for r in found])
 
 
 def _columns(cursor: Any, sql: str, oid: int) -> StaticStatement:

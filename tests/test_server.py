@@ -129,6 +129,28 @@ def test_psql_describes_a_table_and_a_view(served, db):
     assert "Did not find any relation named" in missing.stderr
 
 
+@needs_psql
+def test_psql_describes_keys_indexes_checks_and_references(served, db):
+    db.con.execute(
+        "CREATE TABLE papers (id INTEGER PRIMARY KEY, doi VARCHAR UNIQUE, year INTEGER "
+        "CHECK (year > 1900)); CREATE INDEX papers_year ON papers (year);"
+        "CREATE TABLE cites (src INTEGER REFERENCES papers(id), dst INTEGER)"
+    )
+    args = [PSQL, dsn(served), "-X", "-v", "ON_ERROR_STOP=1", "-c", r"\d papers", "-c", r"\d cites"]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=60)  # footers: no -t
+    assert done.returncode == 0, done.stderr
+    out = [line.strip() for line in done.stdout.splitlines()]
+    assert out[out.index("Indexes:") + 1 : out.index("Indexes:") + 4] == [
+        '"papers_id_pkey" PRIMARY KEY, art (id)',
+        '"papers_doi_key" UNIQUE CONSTRAINT, art (doi)',
+        '"papers_year" art (year)',
+    ]
+    assert '"papers_year_check" CHECK(("year" > 1900))' in out
+    reference = 'CONSTRAINT "cites_src_id_fkey" FOREIGN KEY (src) REFERENCES papers(id)'
+    assert f'TABLE "cites" {reference}' in out  # papers: Referenced by
+    assert '"cites_src_id_fkey" FOREIGN KEY (src) REFERENCES papers(id)' in out  # cites
+
+
 def test_psycopg_sends_parameters_and_reads_typed_columns(served, db):
     with psycopg.connect(dsn(served), autocommit=True) as conn:
         cur = conn.execute("SELECT embed(%s, %s) AS v", ("tiny", "a dog runs"))
