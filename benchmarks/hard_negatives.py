@@ -19,7 +19,9 @@ embedding the corpus again). ``--corpus-sample N`` keeps every document that is 
 positive or relevant to a held-out query plus random others up to N (seed 0), for a quicker run
 on a small machine; ``--no-st-train`` skips the peer's training (its mining still runs). ``--scale 10000,100000`` instead times
 mining alone against synthetic corpora of that many random 384-d vectors (1,000 anchors) and
-reports each run's peak memory (a fresh process per size).
+reports each run's peak memory (a fresh process per size). ``--doc-pairs`` adds ours trained
+without any labelled pair: ``pairs_from_documents`` of the corpus's title -> abstract (every
+document, the held-out queries' relevant ones included: no query is seen), for each shape.
 
     python benchmarks/hard_negatives.py                      # head shape + the peer
     python benchmarks/hard_negatives.py --shapes head,full --no-peer
@@ -43,6 +45,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import common  # noqa: E402
 from quality import SciFact  # noqa: E402
 
 import jammi_sql  # noqa: E402
@@ -73,11 +76,13 @@ def setup(db, task: SciFact) -> float:
     return time.monotonic() - t0
 
 
-def ours(db, task: SciFact, shape: str, mined: bool) -> tuple[float, float]:
+def ours(db, task: SciFact, shape: str, mined: bool | str) -> tuple[float, float]:
     method, extra = SHAPES[shape]
-    name = f"sf-{shape}-{'mined' if mined else 'pairs'}"
+    name = f"sf-{shape}-{'pairs' if not mined else 'mined' if mined is True else mined}"
     config = {"max_seq_length": task.max_seq_length, "model_name": name, **extra}
-    if mined:
+    if mined == "titles":
+        source, columns = "papers_pairs", ["anchor", "positive"]
+    elif mined:
         source, columns = "pairs_hard_negatives", ["anchor", "positive", "negative"]
         config["embedding_loss"] = "multiple_negatives_ranking"
     else:
@@ -189,10 +194,21 @@ def quality(args) -> None:
         print(f"  corpus embedded in {embed_s:.1f} s (once, reused); mining {mine_s:.1f} s: "
               f"{summary}", flush=True)  # fmt: skip
         rows.append(("ours mining (reads corpus)", float("nan"), mine_s))
+        if args.doc_pairs:
+            corpus = common.scifact_corpus()
+            titles = {d["_id"]: (d["title"], d["text"]) for d in corpus}
+            kept = [titles[i] for i in task.doc_ids]
+            db.con.register("t", pa.table({"title": [a for a, _ in kept],
+                                           "abstract": [b for _, b in kept]}))  # fmt: skip
+            db.con.execute("CREATE TABLE papers AS SELECT * FROM t")
+            db.add_source("papers", "papers")
+            print(f"  {db.pairs_from_documents('papers', 'abstract', title='title')}", flush=True)
+        runs = (False, True, "titles") if args.doc_pairs else (False, True)
         for shape in args.shapes.split(","):
-            for mined in (False, True):
+            for mined in runs:
                 score, seconds = ours(db, task, shape, mined)
-                label = f"ours {shape} {'+ mined' if mined else 'in-batch'}"
+                how = {False: "in-batch", True: "+ mined", "titles": "titles only"}[mined]
+                label = f"ours {shape} {how}"
                 print(f"  {label:24s} {score:.4f} in {seconds:.0f} s", flush=True)
                 rows.append((label, score, seconds))
         db.close()
@@ -262,6 +278,7 @@ def main() -> None:
     ap.add_argument("--no-peer", dest="peer", action="store_false")
     ap.add_argument("--no-st-train", dest="st_train", action="store_false")
     ap.add_argument("--corpus-sample", type=int, default=0, help="documents kept (0: all)")
+    ap.add_argument("--doc-pairs", action="store_true", help="also: title -> abstract, no labels")
     ap.add_argument("--scale", default="", help="corpus sizes to time mining at, e.g. 10000,100000")
     ap.add_argument("--scale-one", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
