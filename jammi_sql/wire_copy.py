@@ -21,7 +21,7 @@ import pyarrow.csv as pacsv
 from pg_mimic import PgError, messages
 from pg_mimic.results import encode_row
 
-from .pgdialect import READ_ONLY
+from .pgdialect import READ_ONLY, pg_error
 
 _COPY = re.compile(
     r"^\s*COPY\s+(?P<source>\(.*\)|[\w.\"]+(?:\s*\([^()]*\))?)\s+"
@@ -228,8 +228,6 @@ async def copy_in(connection: Any, copy: Copy) -> int:
             cursor.execute(sql)
         finally:
             cursor.unregister(STAGED)
-
-    from .pgdialect import pg_error
 
     try:
         await session.run(insert)
