@@ -130,8 +130,7 @@ def parse(sql: str) -> Copy | None:
 
 def _unquote(token: str) -> str:
     if token[:2] in ("E'", "e'"):
-        body = token[2:-1].replace("''", "'")
-        return re.sub(r"\\(.)", lambda m: _TEXT_ESCAPES.get(m.group(1), m.group(1)), body)
+        return _unescape(token[2:-1].replace("''", "'"))  # E'\t': the text format's escapes
     if token.startswith("'"):
         return token[1:-1].replace("''", "'")
     return token
