@@ -363,12 +363,15 @@ class JammiConnection(Connection):
         statement = await self.session.prepare(sql, [])
         portal = statement.bind([])
         columns = await (portal.start() if isinstance(portal, DuckPortal) else statement.describe())
-        rows, _ = await portal.execute(0)
         if columns is not None:
             self.stream.write(messages.make_row_description(_specs(columns)))
+        sent = 0
+        async for rows in wire_copy.batches(portal):  # a large result never sits whole in memory
             for row in rows:
                 self.stream.write(messages.make_data_row(encode_row(row, columns)))
-        count = portal.count if isinstance(portal, DuckPortal) and portal.count else len(rows)
+            sent += len(rows)
+            await self.stream.drain()
+        count = portal.count if isinstance(portal, DuckPortal) and portal.count else sent
         self.stream.write(messages.make_command_complete(command_tag(sql, count)))
 
     async def _handle_bind(self, parsed: Any) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import re
 import struct
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +34,7 @@ _VALUED = {"delimiter", "null", "quote", "escape", "encoding", "format"}
 _BOOLEANS = {"true": True, "on": True, "1": True, "false": False, "off": False, "0": False}
 _TEXT_ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
 STAGED = "jammi_copy_in"
-SEND_EVERY = 1000  # rows written before the server waits for the socket to take them
+SEND_ROWS = 2048  # rows read, sent and drained to the socket at a time
 
 
 @dataclass
@@ -154,19 +155,29 @@ async def copy_out(connection: Any, copy: Copy) -> int:
     columns = await portal.start()
     if columns is None:
         raise PgError("42601", "jammi: COPY (query) TO STDOUT needs a query that returns rows")
-    rows, _ = await portal.execute(0)
     line = _csv_line if copy.format == "csv" else _text_line
     stream = connection.stream
     stream.write(_response(b"H", len(columns)))
     if copy.header:
         stream.write(_data(line([c.name for c in columns], copy)))
-    for n, row in enumerate(rows, 1):
-        values = [None if v is None else v.decode("utf-8") for v in encode_row(row, columns)]
-        stream.write(_data(line(values, copy)))
-        if n % SEND_EVERY == 0:
-            await stream.drain()
+    sent = 0
+    async for rows in batches(portal):  # a batch at a time: a large table never sits whole
+        for row in rows:
+            values = [None if v is None else v.decode("utf-8") for v in encode_row(row, columns)]
+            stream.write(_data(line(values, copy)))
+        sent += len(rows)
+        await stream.drain()
     stream.write(messages.COPY_DONE + struct.pack("!i", 4))
-    return len(rows)
+    return sent
+
+
+async def batches(portal: Any) -> AsyncIterator[list[tuple]]:
+    """A portal's rows, ``SEND_ROWS`` at a time, so a large result never sits whole in memory
+    (the simple query protocol sends its rows this way too)."""
+    more = True
+    while more:
+        rows, more = await portal.execute(SEND_ROWS)
+        yield rows
 
 
 def _text_line(values: list[str | None], copy: Copy) -> str:

@@ -22,7 +22,7 @@ import psycopg
 import pytest
 
 import jammi_sql
-from jammi_sql import psql_describe
+from jammi_sql import psql_describe, wire_copy
 from jammi_sql.errors import InvalidArgumentError
 from jammi_sql.server import Server
 
@@ -375,6 +375,18 @@ def test_psycopg_copies_rows_and_bad_copies_change_nothing(served, db):
             with conn.cursor().copy("COPY t FROM STDIN (FORMAT csv)") as copy:
                 copy.write(b"5,ok\nsix,bad\n")
         assert conn.execute("SELECT count(*) FROM t").fetchone() == (2,)  # nothing half-done
+
+
+def test_large_results_and_copies_arrive_whole_in_order(served):
+    # sent a batch at a time (wire_copy.SEND_ROWS): every batch, none twice, the right count
+    n = 3 * wire_copy.SEND_ROWS + 5
+    query = f"SELECT i, 'row ' || i AS body FROM range({n}) t(i) ORDER BY i"
+    with psycopg.connect(dsn(served), autocommit=True, cursor_factory=psycopg.ClientCursor) as conn:
+        cursor = conn.execute(query)  # the simple query protocol, as psql sends it
+        assert cursor.fetchall() == [(i, f"row {i}") for i in range(n)]
+        assert cursor.rowcount == n
+        with conn.cursor().copy(f"COPY ({query}) TO STDOUT") as copy:
+            assert list(copy.rows()) == [(str(i), f"row {i}") for i in range(n)]
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
