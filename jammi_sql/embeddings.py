@@ -3,12 +3,16 @@
 ``generate_text_embeddings`` writes ``jammi.emb_<source>__<model>`` with one row per
 (key, column): the key, the column name, the text, an md5 of the text and the embedding.
 A second run embeds only rows whose key is new or whose text changed, and deletes rows
-whose key is gone; the whole update is one transaction.
+whose key is gone. Rows gather in a staging table (``jammi._building_emb_...``), committed
+batch by batch so memory stays flat; one transaction at the end swaps them in, so the update
+is all or nothing.
 """
 
 from __future__ import annotations
 
 import re
+import threading
+from contextlib import contextmanager
 
 import numpy as np
 import pyarrow as pa
@@ -23,6 +27,7 @@ from .models import canonical_id
 from .sources import get_source, quote_ident, quote_literal, relation, require_columns
 
 BATCH = 4096  # source rows read, embedded and appended at a time (bounds memory)
+PAGE = 16 * BATCH  # source rows read by one query (a read is short-lived: see _stream)
 
 
 def table_name(source: str, model_id: str) -> str:
@@ -41,6 +46,29 @@ def _current_rows_sql(rel: str, columns: list[str], key: str) -> str:
         + " UNION ALL ".join(parts)
         + ")"
     )
+
+
+def staging_name(table: str) -> str:
+    """Where a run of ``generate_text_embeddings`` gathers its rows before they go live."""
+    schema, bare = table.split(".", 1)
+    return f"{schema}._building_{bare}"
+
+
+_BUILDS: dict[tuple, threading.Lock] = {}
+_BUILDS_LOCK = threading.Lock()
+
+
+@contextmanager
+def _building(catalog: Catalog, table: str):
+    """One build of a table of a database at a time in this process (DuckDB lets only one
+    process write a database file)."""
+    path = catalog.query(
+        "SELECT path FROM duckdb_databases() WHERE database_name = current_database()"
+    )[0][0]
+    with _BUILDS_LOCK:
+        lock = _BUILDS.setdefault((path or id(catalog), table), threading.Lock())
+    with lock:
+        yield
 
 
 def _check_key(catalog: Catalog, source_name: str, rel: str, key: str) -> None:
@@ -116,9 +144,9 @@ def generate_text_embeddings(
 ) -> Embedded:
     """Embed new or changed texts of ``columns``; returns how many rows were written.
 
-    The new rows stream from the source in batches (embedded, then appended), so no step
-    holds every row at once; the whole update is still one transaction (1M short rows peaked
-    at about 1 GB RSS with the tiny test model, 100k at 0.66 GB: benchmarks/embed_memory.py).
+    The new rows stream from the source in batches, each embedded and committed to a staging
+    table, so no step holds every row at once; one transaction at the end makes them the
+    table (or merges them into it), so the update is still all or nothing.
     """
     catalog = ctx.catalog
     source, rel = _validate(ctx, source_name, columns, key)
@@ -141,9 +169,19 @@ def generate_text_embeddings(
         chunk_tokens=chunk_tokens,
         chunk_overlap=overlap,
     )
-    existing = catalog.get_embedding_table(source_name, ref.model_id)
+    with _building(catalog, name):  # one build of a table at a time (they share a staging table)
+        written, truncated, total = _build(ctx, source, rel, wanted)
+    if truncated:
+        progress.warn(truncation_warning(truncated, total, ref.model_id, ctx))
+    return Embedded.of(written, truncated)
+
+
+def _build(ctx: Context, source: Source, rel: str, wanted: EmbeddingTable) -> tuple[int, int, int]:
+    """Embed what is new or changed into ``wanted``'s table: (written, truncated, rows to do)."""
+    catalog, name, dims = ctx.catalog, wanted.table_name, wanted.dimensions
+    existing = catalog.get_embedding_table(wanted.source, wanted.model_id)
     _check_same_build(existing, wanted)
-    current = _current_rows_sql(rel, columns, key)
+    current = _current_rows_sql(rel, wanted.columns, wanted.key)
     table_exists = existing is not None and bool(
         catalog.query(
             "SELECT 1 FROM duckdb_tables() WHERE schema_name = 'jammi' AND table_name = ?",
@@ -157,32 +195,45 @@ def generate_text_embeddings(
             "ON c.key = e.key AND c.column_name = e.column_name AND c.text_hash = e.text_hash"
         )
     total = catalog.query(f"SELECT count(*) FROM ({new_rows})")[0][0]
-    chunk_column = "chunk INTEGER NOT NULL, " if chunk_tokens is not None else ""
-    with progress.start(f"embedding {source_name} with {ref.model_id}", total) as task:
-        with catalog.transaction() as tx:
-            tx.execute(
-                f"CREATE TABLE IF NOT EXISTS {name} (key {source.column_type(key)} NOT NULL, "
-                f"column_name VARCHAR NOT NULL, {chunk_column}text VARCHAR NOT NULL, "
-                f"text_hash VARCHAR NOT NULL, embedding FLOAT[{dims}] NOT NULL)"
-            )
-            if table_exists:  # drop rows whose key is gone or whose text changed
-                tx.execute(
-                    f"DELETE FROM {name} e WHERE NOT EXISTS (SELECT 1 FROM ({current}) c WHERE c.key = e.key "
-                    "AND c.column_name = e.column_name AND c.text_hash = e.text_hash)"
-                )
+    chunk_column = "chunk INTEGER NOT NULL, " if wanted.chunk_tokens is not None else ""
+    schema = (
+        f"(key {source.column_type(wanted.key)} NOT NULL, column_name VARCHAR NOT NULL, {chunk_column}"
+        f"text VARCHAR NOT NULL, text_hash VARCHAR NOT NULL, embedding FLOAT[{dims}] NOT NULL)"
+    )
+    staging = staging_name(name)
+    title = f"embedding {wanted.source} with {wanted.model_id}"
+    with progress.start(title, total) as task:
+        # New rows go to a staging table, each batch committed as it comes (an open transaction
+        # would hold every appended row in memory until its commit); one transaction at the end
+        # swaps them in, so a reader never sees half an update and a failure leaves nothing.
+        catalog.execute(f"DROP TABLE IF EXISTS {staging}")  # a killed run's leftovers
+        catalog.execute(f"CREATE TABLE {staging} {schema}")
+        try:
             written, truncated, rows_done = 0, 0, 0
             for batch in _stream(catalog, new_rows):
-                docs = _embed_batch(ctx, ref.model_id, batch, wanted, task)
-                _append(tx, name, batch, docs, wanted)
+                docs = _embed_batch(ctx, wanted.model_id, batch, wanted, task)
+                _append(catalog, staging, batch, docs, wanted)
                 written, truncated = written + len(docs.texts), truncated + docs.truncated
                 rows_done += batch.num_rows
                 task.update(rows_done)
-            wanted.row_count = tx.query(f"SELECT count(*) FROM {name}")[0][0]
-            wanted.truncated = truncated
-            tx.put_embedding_table(wanted)
-    if truncated:
-        progress.warn(truncation_warning(truncated, total, ref.model_id, ctx))
-    return Embedded.of(written, truncated)
+            with catalog.transaction() as tx:
+                if table_exists:  # drop rows whose key is gone or whose text changed
+                    tx.execute(
+                        f"DELETE FROM {name} e WHERE NOT EXISTS (SELECT 1 FROM ({current}) c WHERE c.key = e.key "
+                        "AND c.column_name = e.column_name AND c.text_hash = e.text_hash)"
+                    )
+                    tx.execute(f"INSERT INTO {name} SELECT * FROM {staging}")
+                    tx.execute(f"DROP TABLE {staging}")
+                else:  # a fresh build: the staging table becomes the table (no copy)
+                    tx.execute(f"DROP TABLE IF EXISTS {name}")
+                    tx.execute(f"ALTER TABLE {staging} RENAME TO {name.split('.', 1)[1]}")
+                wanted.row_count = tx.query(f"SELECT count(*) FROM {name}")[0][0]
+                wanted.truncated = truncated
+                tx.put_embedding_table(wanted)
+        except BaseException:
+            catalog.execute(f"DROP TABLE IF EXISTS {staging}")
+            raise
+    return written, truncated, total
 
 
 def truncation_warning(truncated: int, total: int, model_id: str, ctx: Context) -> str:
@@ -196,11 +247,27 @@ def truncation_warning(truncated: int, total: int, model_id: str, ctx: Context) 
 
 
 def _stream(catalog: Catalog, sql: str):
-    """The query's rows in arrow batches, read on a cursor of their own (the writes go
-    through the catalog's), so they are never all in memory at once."""
+    """The query's rows in arrow batches, in order of (key, column_name), read on a cursor of
+    their own (the writes go through the catalog's), so they are never all in memory at once.
+
+    Read a page at a time: a read left open for the whole run would keep DuckDB from freeing
+    the version data of every batch committed meanwhile (about 120 bytes a row)."""
     reader = catalog.con.cursor()
     try:
-        yield from reader.sql(sql).to_arrow_reader(BATCH)
+        after: list = []
+        while True:
+            where = "WHERE (key, column_name) > (?, ?)" if after else ""
+            page = reader.sql(
+                f"SELECT * FROM ({sql}) {where} ORDER BY key, column_name LIMIT {PAGE}",
+                params=after or None,
+            )
+            read, last = 0, None
+            for batch in page.to_arrow_reader(BATCH):
+                read, last = read + batch.num_rows, batch
+                yield batch
+            if read < PAGE or last is None:
+                return
+            after = [last.column("key")[-1].as_py(), last.column("column_name")[-1].as_py()]
     finally:
         reader.close()
 
@@ -212,7 +279,7 @@ def _embed_batch(ctx: Context, model_id: str, batch, wanted: EmbeddingTable, tas
     )
 
 
-def _append(tx: Catalog, name: str, batch, docs: Documents, wanted: EmbeddingTable) -> None:
+def _append(catalog: Catalog, name: str, batch, docs: Documents, wanted: EmbeddingTable) -> None:
     owner = pa.array(docs.owner)
     columns = {
         "key": batch.column("key").take(owner),
@@ -228,12 +295,15 @@ def _append(tx: Catalog, name: str, batch, docs: Documents, wanted: EmbeddingTab
         )
     flat = pa.array(docs.vectors.reshape(-1).astype(np.float32, copy=False))
     columns["embedding"] = pa.FixedSizeListArray.from_arrays(flat, wanted.dimensions)
-    tx.con.register("jammi_new_embeddings", pa.table(columns))
     names = "key, column_name, " + ("chunk, " if wanted.chunk_tokens is not None else "")
-    tx.execute(
-        f"INSERT INTO {name} SELECT {names}text, text_hash, embedding FROM jammi_new_embeddings"
-    )
-    tx.con.unregister("jammi_new_embeddings")
+    with catalog.lock:  # one statement, committed on its own
+        catalog.con.register("jammi_new_embeddings", pa.table(columns))
+        try:
+            catalog.con.execute(
+                f"INSERT INTO {name} SELECT {names}text, text_hash, embedding FROM jammi_new_embeddings"
+            )
+        finally:
+            catalog.con.unregister("jammi_new_embeddings")
 
 
 def embedding_table_for(ctx: Context, source_name: str, model_id: str) -> str:

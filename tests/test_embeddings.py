@@ -170,3 +170,58 @@ def test_chunking_settings_must_fit_the_model_and_match_the_table(long_docs):
     long_docs.generate_text_embeddings("long_docs", "tiny", ["body"], "id")
     with pytest.raises(Exception, match="was built with key 'id' and columns"):
         long_docs.generate_text_embeddings("long_docs", "tiny", ["body"], "id", chunk_tokens=20)
+
+
+def test_batches_are_committed_to_staging_and_go_live_in_one_step(db):
+    """Each batch is committed as it is embedded (memory stays flat: an open transaction would
+    hold every row until its end), yet readers see no table until the whole run is in."""
+    import threading
+    import time
+
+    from jammi_sql.embeddings import BATCH
+
+    rows = 6 * BATCH
+    db.sql(f"CREATE TABLE many AS SELECT i AS id, 'text ' || i AS body FROM range({rows}) t(i)")
+    db.sql("SELECT add_source('many', 'many')").fetchall()
+    seen: dict = {}
+
+    def watch() -> None:
+        reader = db.con.cursor()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            staged = reader.execute(
+                "SELECT estimated_size FROM duckdb_tables() "
+                "WHERE schema_name = 'jammi' AND table_name = '_building_emb_many__tiny'"
+            ).fetchall()
+            if staged and staged[0][0] > 0:
+                seen["staged"] = reader.execute(
+                    "SELECT count(*) FROM jammi._building_emb_many__tiny"
+                ).fetchall()[0][0]
+                seen["live"] = reader.execute(
+                    "SELECT count(*) FROM jammi.embedding_tables"
+                ).fetchall()[0][0]
+                return
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    assert db.generate_text_embeddings("many", "tiny", ["body"], "id") == rows
+    watcher.join()
+    assert 0 < seen["staged"] < rows and seen["live"] == 0
+    tables = db.sql("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'jammi'")
+    names = {name for (name,) in tables.fetchall()}
+    assert "emb_many__tiny" in names and not any(n.startswith("_building_") for n in names)
+    assert db.sql("SELECT count(*) FROM jammi.emb_many__tiny").fetchall() == [(rows,)]
+
+
+def test_a_killed_runs_staging_table_is_cleared_by_the_next_run(docs):
+    docs.sql(
+        "CREATE TABLE jammi._building_emb_docs__tiny AS SELECT 99 AS key, 'junk' AS column_name"
+    ).fetchall()
+    assert docs.generate_text_embeddings("docs", "tiny", ["body"], "id") == 3
+    keys = docs.sql("SELECT key FROM jammi.emb_docs__tiny ORDER BY key").fetchall()
+    assert keys == [(1,), (2,), (3,)]
+    left = docs.sql(
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name LIKE '\\_building\\_%' ESCAPE '\\'"
+    )
+    assert left.fetchall() == [(0,)]
