@@ -6,7 +6,8 @@ embeds it, then prints its own peak RSS (to the end of the call, and after closi
 database, when DuckDB checkpoints the file), the time and the rate. The model is the tiny
 random BERT of the tests (hidden 32, 2 layers; ``--model bundled`` for all-MiniLM-L6-v2):
 the row counts are what matter here, and the embedding table of a 384-d model at 1M rows
-is 1.5 GB on disk.
+is 1.5 GB on disk; ``--model wide``, a random 2-layer BERT of hidden 384, writes rows of the
+bundled model's width at a fraction of its cost.
 
     .venv/bin/python benchmarks/embed_memory.py [--sizes 10000 100000 1000000] [--model tiny]
         [--memory-limit 500MB]
@@ -38,12 +39,13 @@ def one_run(rows: int, model: str, work: Path, memory_limit: str | None) -> dict
     db = jammi_sql.connect(str(work / "bench.duckdb"), precision="fp32")
     if memory_limit:
         db.con.execute(f"SET memory_limit = '{memory_limit}'")
-    if model == "tiny":
+    if model in ("tiny", "wide"):
         sys.path.insert(0, str(HERE.parent / "tests"))
         from conftest import build_tiny_bert
 
-        db.register_model("tiny", build_tiny_bert(work / "tiny-bert"))
-    model_id = "tiny" if model == "tiny" else "all-MiniLM-L6-v2"
+        hidden = 384 if model == "wide" else 32
+        db.register_model("tiny", build_tiny_bert(work / "tiny-bert", hidden=hidden))
+    model_id = "all-MiniLM-L6-v2" if model == "bundled" else "tiny"
     db.con.execute(
         "CREATE TABLE texts AS SELECT i AS id, 'short text number ' || i || ' about '"
         " || (['cats', 'solar energy', 'databases', 'piano'])[1 + i % 4] AS body FROM range(?) r(i)",
@@ -70,7 +72,7 @@ def one_run(rows: int, model: str, work: Path, memory_limit: str | None) -> dict
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
-    parser.add_argument("--model", choices=["tiny", "bundled"], default="tiny")
+    parser.add_argument("--model", choices=["tiny", "wide", "bundled"], default="tiny")
     parser.add_argument(
         "--memory-limit", help="DuckDB's memory_limit for the run, e.g. 500MB (default: DuckDB's)"
     )
@@ -80,7 +82,11 @@ def main() -> None:
     if args.child is not None:
         print(json.dumps(one_run(args.child, args.model, Path(args.work), args.memory_limit)))
         return
-    model = "tiny random BERT (hidden 32)" if args.model == "tiny" else "all-MiniLM-L6-v2"
+    model = {
+        "tiny": "tiny random BERT (hidden 32)",
+        "wide": "random 2-layer BERT of hidden 384 (the bundled model's width)",
+        "bundled": "all-MiniLM-L6-v2",
+    }[args.model]
     limit = f"memory_limit {args.memory_limit}" if args.memory_limit else "DuckDB's memory_limit"
     print(f"generate_text_embeddings, short rows, model: {model}, database on disk, {limit}")
     print(
