@@ -210,7 +210,7 @@ def _build(ctx: Context, source: Source, rel: str, wanted: EmbeddingTable) -> tu
         catalog.execute(f"CREATE TABLE {staging} {schema}")
         try:
             written, truncated, rows_done = 0, 0, 0
-            for batch in _stream(catalog, new_rows):
+            for batch in _stream(catalog, new_rows, source.column_type(wanted.key)):
                 docs = _embed_batch(ctx, wanted.model_id, batch, wanted, task)
                 _append(catalog, staging, batch, docs, wanted)
                 written, truncated = written + len(docs.texts), truncated + docs.truncated
@@ -246,28 +246,34 @@ def truncation_warning(truncated: int, total: int, model_id: str, ctx: Context) 
     )
 
 
-def _stream(catalog: Catalog, sql: str):
+def _stream(catalog: Catalog, sql: str, key_type: str):
     """The query's rows in arrow batches, in order of (key, column_name), read on a cursor of
     their own (the writes go through the catalog's), so they are never all in memory at once.
 
     Read a page at a time: a read left open for the whole run would keep DuckDB from freeing
-    the version data of every batch committed meanwhile (about 120 bytes a row)."""
+    the version data of every batch committed meanwhile (about 120 bytes a row). A page starts
+    after the last (key, column_name) read, the key passed as text and cast back to its type."""
     reader = catalog.con.cursor()
+    after = f"WHERE (key, column_name) > (CAST(? AS {key_type}), ?)"
     try:
-        after: list = []
+        last: list = []
         while True:
-            where = "WHERE (key, column_name) > (?, ?)" if after else ""
             page = reader.sql(
-                f"SELECT * FROM ({sql}) {where} ORDER BY key, column_name LIMIT {PAGE}",
-                params=after or None,
+                f"SELECT *, key::VARCHAR AS key_text FROM ({sql}) {after if last else ''} "
+                f"ORDER BY key, column_name LIMIT {PAGE}",
+                params=last or None,
             )
-            read, last = 0, None
+            read = 0
             for batch in page.to_arrow_reader(BATCH):
-                read, last = read + batch.num_rows, batch
-                yield batch
-            if read < PAGE or last is None:
+                if batch.num_rows:
+                    read += batch.num_rows
+                    last = [
+                        batch.column("key_text")[-1].as_py(),
+                        batch.column("column_name")[-1].as_py(),
+                    ]
+                    yield batch
+            if read < PAGE:
                 return
-            after = [last.column("key")[-1].as_py(), last.column("column_name")[-1].as_py()]
     finally:
         reader.close()
 

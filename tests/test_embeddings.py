@@ -225,3 +225,32 @@ def test_a_killed_runs_staging_table_is_cleared_by_the_next_run(docs):
         "SELECT count(*) FROM duckdb_tables() WHERE table_name LIKE '\\_building\\_%' ESCAPE '\\'"
     )
     assert left.fetchall() == [(0,)]
+
+
+@pytest.mark.parametrize(
+    "key_type", ["INTEGER", "VARCHAR", "UUID", "DATE", "DECIMAL(10, 2)", "TIMESTAMPTZ"]
+)
+def test_paged_reads_embed_every_row_once_whatever_the_key_type(db, monkeypatch, key_type):
+    from jammi_sql import embeddings
+
+    monkeypatch.setattr(embeddings, "PAGE", 4)  # pages of 4 rows, batches of 2: many pages
+    monkeypatch.setattr(embeddings, "BATCH", 2)
+    keys = {
+        "INTEGER": "i",
+        "VARCHAR": "'k' || i",
+        "UUID": "('00000000-0000-0000-0000-' || lpad(i::VARCHAR, 12, '0'))::UUID",
+        "DATE": "DATE '2020-01-01' + i::INTEGER",
+        "DECIMAL(10, 2)": "(i / 4)::DECIMAL(10, 2)",
+        "TIMESTAMPTZ": "TIMESTAMPTZ '2020-01-01 00:00:00+00' + to_seconds(i)",
+    }
+    db.sql(
+        f"CREATE TABLE keyed AS SELECT ({keys[key_type]})::{key_type} AS id, "
+        "'title ' || i AS title, 'body ' || i AS body FROM range(11) t(i)"
+    )
+    db.sql("SELECT add_source('keyed', 'keyed')").fetchall()
+    assert db.generate_text_embeddings("keyed", "tiny", ["title", "body"], "id") == 22
+    rows = db.sql("SELECT key::VARCHAR, column_name, text FROM jammi.emb_keyed__tiny").fetchall()
+    assert len(set(rows)) == 22
+    db.sql("UPDATE keyed SET body = 'changed' WHERE title = 'title 7'")
+    assert db.generate_text_embeddings("keyed", "tiny", ["title", "body"], "id") == 1
+    assert db.sql("SELECT count(*) FROM jammi.emb_keyed__tiny").fetchall() == [(22,)]
