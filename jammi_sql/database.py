@@ -32,10 +32,12 @@ def install(
     """Install jammi's schema, functions and macros into a connection you already have
     (a read-only connection gets the catalog read-only). ``dimensions`` is ignored (older
     code passed it): embed returns each model's own width. ``precision``: see connect()."""
+    from .embeddings import clear_leftovers
     from .functions import install_functions
 
     with translated():
         ctx = Context(con, home, precision=precision)
+        clear_leftovers(ctx)  # staging tables of a build a killed process left
         install_functions(con, ctx)
     progress.catch_ctrl_c()
     return ctx

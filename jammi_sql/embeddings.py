@@ -59,16 +59,39 @@ _BUILDS_LOCK = threading.Lock()
 
 
 @contextmanager
-def _building(catalog: Catalog, table: str):
+def _building(catalog: Catalog, table: str, wait: bool = True):
     """One build of a table of a database at a time in this process (DuckDB lets only one
-    process write a database file)."""
+    process write a database file). With ``wait=False`` it yields whether the lock was free."""
     path = catalog.query(
         "SELECT path FROM duckdb_databases() WHERE database_name = current_database()"
     )[0][0]
     with _BUILDS_LOCK:
         lock = _BUILDS.setdefault((path or id(catalog), table), threading.Lock())
-    with lock:
-        yield
+    got = lock.acquire(blocking=wait)
+    try:
+        yield got
+    finally:
+        if got:
+            lock.release()
+
+
+def clear_leftovers(ctx: Context) -> list[str]:
+    """Drop staging tables that a run killed mid-build left behind (on connect, so they never
+    linger until that table is built again); a build live in this process keeps its own."""
+    if ctx.read_only:
+        return []
+    found = ctx.catalog.query(
+        "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'jammi' "
+        "AND starts_with(table_name, '_building_emb_')"
+    )
+    dropped = []
+    for (bare,) in found:
+        table = f"jammi.{bare.removeprefix('_building_')}"
+        with _building(ctx.catalog, table, wait=False) as free:
+            if free:  # no build of that table is running here (DuckDB: no other process writes)
+                ctx.catalog.execute(f"DROP TABLE IF EXISTS {staging_name(table)}")
+                dropped.append(bare)
+    return dropped
 
 
 def _check_key(catalog: Catalog, source_name: str, rel: str, key: str) -> None:

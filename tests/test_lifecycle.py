@@ -252,26 +252,54 @@ def test_a_process_killed_during_generate_text_embeddings_leaves_nothing_half_wr
     path = tmp_path / "w.duckdb"
     make_db(path, tiny_model)
     child = _child(f"""
+        import threading, time
         import jammi_sql
         db = jammi_sql.connect({str(path)!r})
         db.execute("CREATE TABLE docs AS SELECT i AS id, 'the cat plays ' || i AS text "
                    "FROM range(300000) r(i)")
         db.add_source("docs", "docs")
-        print("go", flush=True)
+
+        def watch():  # says when committed batches sit in the staging table: kill then
+            reader = db.con.cursor()
+            while True:
+                staged = reader.execute("SELECT estimated_size FROM duckdb_tables() "
+                                        "WHERE table_name = '_building_emb_docs__tiny'").fetchall()
+                if staged and staged[0][0] > 0:
+                    print("staged", flush=True)
+                    return
+                time.sleep(0.01)
+
+        threading.Thread(target=watch, daemon=True).start()
         db.generate_text_embeddings("docs", "tiny", "text", "id")  # one column may be a str
         print("done", flush=True)
     """)
     try:
-        assert child.stdout.readline().strip() == "go"
-        time.sleep(4)
-        child.kill()
+        assert child.stdout.readline().strip() == "staged"
+        child.kill()  # SIGKILL mid-build, with batches committed to the staging table
     finally:
         child.wait(timeout=30)
+    staged = "SELECT count(*) FROM duckdb_tables() WHERE starts_with(table_name, '_building_')"
+    con = duckdb.connect(str(path))
+    assert con.execute(staged).fetchall() == [(1,)]  # what the killed run left
+    con.close()
     db = jammi_sql.connect(str(path))
-    tables = db.sql("SELECT row_count FROM jammi.embedding_tables").fetchall()
+    assert db.sql("SELECT count(*) FROM jammi.embedding_tables").fetchall() == [(0,)]
     exists = db.sql("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'emb_docs__tiny'")
-    if tables:  # it finished before the kill: then all of it is there
-        assert tables == [(300000,)] and exists.fetchall() == [(1,)]
-    else:
-        assert exists.fetchall() == [(0,)]
+    assert exists.fetchall() == [(0,)]
+    assert db.sql(staged).fetchall() == [(0,)]  # dropped on open
+    db.close()
+
+
+def test_opening_a_database_drops_staging_tables_a_killed_build_left(tiny_model, tmp_path):
+    path = tmp_path / "w.duckdb"
+    make_db(path, tiny_model)
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE jammi._building_emb_docs__tiny AS SELECT 1 AS key")
+    con.execute("CREATE TABLE jammi._building_notes AS SELECT 1 AS x")  # not ours: kept
+    con.close()
+    db = jammi_sql.connect(str(path))
+    names = db.sql("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'jammi'")
+    assert {n for (n,) in names.fetchall()} & {"_building_emb_docs__tiny", "_building_notes"} == {
+        "_building_notes"
+    }
     db.close()
