@@ -95,9 +95,14 @@ class _Setup:
         queries = None
         if query_side:  # the anchors: a text id is a query or a document, never both
             queries = np.unique(np.concatenate([self.train_ids[:, 0], self.val_ids[:, 0]]))
+        # The most padded tokens one forward with gradients sees: each column of a (mini-)batch
+        # padded to that column's longest text.
+        rows = self.config.mini_batch_size or self.config.batch_size
+        batch_tokens = rows * int(text_len[self.train_ids].max(axis=0, initial=0).sum())
         self.trainee = Trainee(
-            self.encoder, self.adapter_type, self.config, token_ids, should_stop, queries
-        )
+            self.encoder, self.adapter_type, self.config, token_ids, should_stop, queries,
+            batch_tokens,
+        )  # fmt: skip
         dims = [*self.config.matryoshka_dims, self.encoder.dimensions]
         self.loss_fn = L.build(
             self.loss_name, self.config.temperature, dims if len(set(dims)) > 1 else None

@@ -11,6 +11,7 @@ tokenized once, embedded once per batch, and recognised as the same text by in-b
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -29,10 +30,37 @@ RETRIEVAL_METRICS = ("ndcg_at_10", "mrr_at_10", "recall_at_1", "recall_at_10", "
 # A training batch is embedded in length-sorted micro-batches of at most this many padded
 # tokens, so short queries are not padded to the length of long documents.
 TRAIN_TOKEN_BUDGET = 8192
-# Above this many tokens in the longest text, the encoder shapes recompute activations in the
-# backward pass (gradient checkpointing): a batch of 32 SciFact pairs at 256 tokens otherwise
-# holds 7-9 GB of activations; with it, about a third, at about 1.4x the time.
-CHECKPOINT_ABOVE_TOKENS = 128
+# The encoder shapes keep a batch's activations for the backward pass unless they would take
+# more than 1/MEMORY_SHARE of the free memory; then they recompute them there (gradient
+# checkpointing). Measured on 32 SciFact pairs at 256 tokens (MiniLM-L6, 2 CPU cores): peak RSS
+# 5.1 GB and 9 s a step kept, 2.0 GB and 16 s recomputed.
+MEMORY_SHARE = 3
+
+
+def activation_bytes(hf_config, tokens: int, longest: int) -> int:
+    """What a BERT-like encoder keeps for the backward pass over ``tokens`` padded tokens in
+    fp32: per layer and token about ten hidden-size values, two intermediate-size ones and
+    three attention rows of ``longest`` (scores, probabilities, dropout)."""
+    hidden = hf_config.hidden_size
+    inner = getattr(hf_config, "intermediate_size", 4 * hidden)
+    heads = getattr(hf_config, "num_attention_heads", 12)
+    per_token = 10 * hidden + 2 * inner + 3 * heads * longest
+    return hf_config.num_hidden_layers * tokens * per_token * 4
+
+
+def free_memory(device: torch.device) -> int:
+    """Bytes free for activations: on the GPU, or physical memory not in use."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # no such figure here: assume little
+        return 4 << 30
+
+
+def needs_recompute(hf_config, batch_tokens: int, longest: int, device: torch.device) -> bool:
+    """Whether a training batch's activations should be recomputed instead of kept."""
+    return activation_bytes(hf_config, batch_tokens, longest) * MEMORY_SHARE > free_memory(device)
 
 
 class Cancelled(Exception):
@@ -51,10 +79,12 @@ class Trainee:
         token_ids,
         should_stop,
         queries: np.ndarray | None = None,
+        batch_tokens: int = 0,
     ):
-        """``queries``: ids of the texts a query-side head applies to (``applies_to`` 'query')."""
+        """``queries``: ids of the texts a query-side head applies to (``applies_to`` 'query');
+        ``batch_tokens``: padded tokens of the largest batch that trains with gradients."""
         self.encoder, self.adapter_type, self.token_ids = encoder, adapter_type, token_ids
-        self.query_mask = None
+        self.query_mask, self.recompute = None, False
         if queries is not None:
             self.query_mask = torch.zeros(len(token_ids), dtype=torch.bool, device=encoder.device)
             self.query_mask[torch.from_numpy(queries).to(encoder.device)] = True
@@ -79,7 +109,13 @@ class Trainee:
                     config.rank_pattern,
                 )
             self.trainable = transformer
-            if max((len(t) for t in token_ids), default=0) > CHECKPOINT_ABOVE_TOKENS:
+            self.recompute = needs_recompute(
+                transformer.config,
+                batch_tokens,
+                max(map(len, token_ids), default=0),
+                encoder.device,
+            )
+            if self.recompute:
                 transformer.config.use_cache = False
                 kwargs = {"use_reentrant": False}  # the frozen base's inputs need no grad
                 if hasattr(transformer, "activation_checkpointing_enable"):  # transformers >= 5

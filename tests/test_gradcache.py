@@ -109,3 +109,47 @@ def test_a_run_with_mini_batches_ends_with_the_weights_of_a_plain_run(tmp_path, 
     after = weights(plain)
     moved = [k for k in after if k in before and not torch.allclose(before[k], after[k])]
     assert moved  # the step did change the weights, so equal weights say something
+
+
+def test_recomputed_activations_end_with_the_weights_of_kept_ones(
+    tmp_path, tiny_model, monkeypatch
+):
+    """When a batch's activations would not fit in a third of the free memory they are
+    recomputed in the backward pass: slower, never different (dropout masks replayed)."""
+    from jammi_sql import trainee as T
+
+    seen = []
+    real = T.needs_recompute
+
+    def spy(*args):
+        seen.append(real(*args))
+        return seen[-1]
+
+    monkeypatch.setattr(T, "needs_recompute", spy)
+    cfg = dict(kind="pairs", shape="adapters", epochs=1, batch_size=12, validation_fraction=0.0)
+    kept = fit(tmp_path, tiny_model, PAIRS, name="kept", **cfg)
+    monkeypatch.setattr(T, "free_memory", lambda device: 1 << 20)  # 1 MiB free
+    recomputed = fit(tmp_path, tiny_model, PAIRS, name="recomputed", **cfg)
+    assert seen == [False, True]
+    assert_same_weights(weights(kept), weights(recomputed))
+
+
+def test_activation_estimate_grows_with_the_batch_and_its_longest_text(tiny_model, monkeypatch):
+    from transformers import AutoConfig
+
+    from jammi_sql import trainee as T
+    from jammi_sql.trainee import activation_bytes, needs_recompute
+
+    config = AutoConfig.from_pretrained(str(tiny_model))
+    small, more_rows, longer = (
+        activation_bytes(config, t, n) for t, n in [(64, 8), (128, 8), (128, 16)]
+    )
+    assert 0 < small < more_rows < longer
+    # MiniLM-L6's shape, 32 pairs at 256 + 60 tokens: about 3.9 GB (5.1 GB peak RSS measured)
+    config.update(
+        dict(hidden_size=384, intermediate_size=1536, num_attention_heads=12, num_hidden_layers=6)
+    )
+    assert 3.5e9 < activation_bytes(config, 32 * 316, 256) < 4.5e9
+    for free, recompute in [(24e9, False), (8e9, True)]:  # kept below a third of free memory
+        monkeypatch.setattr(T, "free_memory", lambda device, free=free: free)
+        assert needs_recompute(config, 32 * 316, 256, CPU) is recompute
