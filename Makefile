@@ -45,6 +45,7 @@ bench: install
 	$(PY) benchmarks/embed_throughput.py
 	$(PY) benchmarks/eval_speed.py
 	$(PY) benchmarks/finetune_speed.py
+	$(PY) benchmarks/train_step.py
 	$(PY) benchmarks/quality.py
 	$(PY) benchmarks/server_load.py
 

@@ -32,8 +32,8 @@ RETRIEVAL_METRICS = ("ndcg_at_10", "mrr_at_10", "recall_at_1", "recall_at_10", "
 TRAIN_TOKEN_BUDGET = 8192
 # The encoder shapes keep a batch's activations for the backward pass unless they would take
 # more than 1/MEMORY_SHARE of the free memory; then they recompute them there (gradient
-# checkpointing). Measured on 32 SciFact pairs at 256 tokens (MiniLM-L6, 2 CPU cores): peak RSS
-# 5.1 GB and 9 s a step kept, 2.0 GB and 16 s recomputed.
+# checkpointing). benchmarks/train_step.py, 32 SciFact pairs at 256 tokens (MiniLM-L6, 2 CPU
+# cores): kept, 5.3-5.5 GB peak RSS and 11.6 s a step; recomputed, 2.0-2.1 GB and 14-18 s.
 MEMORY_SHARE = 3
 
 
