@@ -43,3 +43,19 @@ def scifact_qrels() -> dict[str, set[str]]:
 def read_jsonl(path: Path) -> list[dict]:
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def add_peer_lora(model) -> None:
+    """The peer's adapters, as every benchmark compares them: peft LoRA on query/value, rank 8,
+    alpha 16, dropout 0.05 (our encoder adapters' defaults), added to a SentenceTransformer."""
+    from peft import LoraConfig, TaskType
+
+    model.add_adapter(
+        LoraConfig(
+            task_type=TaskType.FEATURE_EXTRACTION,
+            r=8,
+            lora_alpha=16,
+            lora_dropout=0.05,
+            target_modules=["query", "value"],
+        )
+    )

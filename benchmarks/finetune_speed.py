@@ -32,6 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+import common  # noqa: E402
+
 from jammi_sql.config import FineTuneConfig  # noqa: E402
 from jammi_sql.data import make_training_set  # noqa: E402
 from jammi_sql.models import bundled_model_folder  # noqa: E402
@@ -98,17 +100,7 @@ def theirs(shape: str, rows, args) -> float:
         model = SentenceTransformer(str(bundled_model_folder()), device="cpu")
         model.max_seq_length = args.max_seq_length
         if shape != "full":
-            from peft import LoraConfig, TaskType
-
-            model.add_adapter(
-                LoraConfig(
-                    task_type=TaskType.FEATURE_EXTRACTION,
-                    r=8,
-                    lora_alpha=16,
-                    lora_dropout=0.05,
-                    target_modules=["query", "value"],
-                )
-            )
+            common.add_peer_lora(model)
         training_args = SentenceTransformerTrainingArguments(
             output_dir=tmp,
             num_train_epochs=args.epochs,

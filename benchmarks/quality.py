@@ -164,17 +164,7 @@ def peer(task, name: str, device) -> tuple[float, float, dict]:
         model = SentenceTransformer(str(bundled_model_folder()), device=str(device))
         model.max_seq_length = task.max_seq_length
         if name == "st-peft-lora":
-            from peft import LoraConfig, TaskType
-
-            model.add_adapter(
-                LoraConfig(
-                    task_type=TaskType.FEATURE_EXTRACTION,
-                    r=8,
-                    lora_alpha=16,
-                    lora_dropout=0.05,
-                    target_modules=["query", "value"],
-                )  # fmt: skip
-            )
+            common.add_peer_lora(model)
         loss = (
             losses.CoSENTLoss
             if task.kind == "scored_pairs"

@@ -68,7 +68,6 @@ def ours(data: list[tuple[str, str]], recompute: bool, steps: int) -> list[float
 
 
 def peer(data: list[tuple[str, str]], steps: int) -> list[float]:
-    from peft import LoraConfig, TaskType
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer import losses
 
@@ -76,15 +75,7 @@ def peer(data: list[tuple[str, str]], steps: int) -> list[float]:
 
     model = SentenceTransformer(str(bundled_model_folder()), device="cpu")
     model.max_seq_length = MAX_LEN
-    model.add_adapter(
-        LoraConfig(
-            task_type=TaskType.FEATURE_EXTRACTION,
-            r=8,
-            lora_alpha=16,
-            lora_dropout=0.05,
-            target_modules=["query", "value"],
-        )  # fmt: skip
-    )
+    common.add_peer_lora(model)
     model.train()
     loss_fn = losses.MultipleNegativesRankingLoss(model)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
