@@ -41,6 +41,7 @@ class TrainState:
     best_val: dict | None = None  # validation of the best trained epoch
     best_state: dict | None = None  # weights of the best epoch; None: the base's own
     history: list[dict] = field(default_factory=list)  # validation after each epoch
+    refit: dict | None = None  # once started: the winner trained again on every row (config refit)
 
     def next_trial(self) -> None:
         """Start the next trial from the base model, keeping the results of the others."""

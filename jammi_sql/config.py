@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .defaults import BY_SHAPE, HEAD_TRIALS, SHAPE_DEFAULTS
+from .defaults import BY_SHAPE, REFIT_BELOW_ROWS, SHAPE_DEFAULTS
 from .errors import InvalidArgumentError
 
 DEFAULT_METHOD = "lora"
@@ -86,6 +86,13 @@ class FineTuneConfig:
     max_seq_length: int = _opt(512, "max tokens per text (never more than the model's own limit)")
     gradient_accumulation_steps: int = _opt(1, "micro-batches per optimizer step")
     validation_fraction: float = _opt(0.1, "holdout fraction for early stopping and metrics")
+    refit: bool | None = _opt(
+        None,
+        "once validation has chosen the trial and epoch, train that setting again on every row "
+        "(the validation rows too) for that many epochs; NULL = on for sets of fewer than "
+        f"{REFIT_BELOW_ROWS:,} rows, where the tenth held out costs quality and training again "
+        "costs little",
+    )
     early_stopping_patience: int = _opt(
         3,
         "epochs without validation improvement before stopping; the kept epoch's weights are restored",
@@ -237,6 +244,8 @@ class FineTuneConfig:
             as_int("mini_batch_size", 1)
         if not isinstance(self.use_rslora, bool):
             raise bad("use_rslora", "true or false")
+        if self.refit is not None and not isinstance(self.refit, bool):
+            raise bad("refit", "true, false or NULL (by the set's size)")
         if self.lr_schedule not in SCHEDULES:
             raise bad("lr_schedule", "one of " + ", ".join(SCHEDULES))
         if self.embedding_loss not in LOSSES:
@@ -297,6 +306,11 @@ class FineTuneConfig:
             )
 
 
+def refits(config: FineTuneConfig, rows: int) -> bool:
+    """Whether a job trains its chosen setting again on every row (``refit``; NULL: by size)."""
+    return config.refit if config.refit is not None else rows < REFIT_BELOW_ROWS
+
+
 def adapter_type_for(method: str, config: FineTuneConfig) -> str:
     """'full', 'encoder_adapters' (LoRA with target_modules) or 'projection_head'."""
     method = normalize_method(method)
@@ -348,24 +362,6 @@ def check_for_shape(
             f"config lora_rank = {config.lora_rank} is above the model's dimension ({dimensions}); "
             f"use at most {dimensions} (a head of rank {dimensions} is full rank)"
         )
-
-
-def trial_configs(
-    config: FineTuneConfig, user_set: set[str], dimensions: int, loss: str = ""
-) -> list[FineTuneConfig]:
-    """The settings a head's trials use: the resolved config, then ``HEAD_TRIALS`` variations of
-    the keys the user left unset; duplicates dropped, ``config.trials`` kept."""
-    out: list[FineTuneConfig] = []
-    for change in HEAD_TRIALS.get(loss, HEAD_TRIALS["default"]):
-        change = {k: v for k, v in change.items() if k not in user_set}
-        if "lora_rank" in change:
-            change["lora_rank"] = min(change["lora_rank"], dimensions)
-        candidate = config.replace(**change)
-        if candidate not in out:
-            out.append(candidate)
-        if len(out) == config.trials:
-            break
-    return out
 
 
 def normalize_task(task: str) -> str:

@@ -25,8 +25,9 @@ from . import checkpoint, selection
 from . import losses as L
 from .artifacts import CHECKPOINT_FILE
 from .checkpoint import TrainState
-from .config import BY_SHAPE, FineTuneConfig, adapter_type_for, resolve, trial_configs
+from .config import BY_SHAPE, FineTuneConfig, adapter_type_for, refits, resolve
 from .data import TrainingSet, resolve_loss, split
+from .defaults import trial_configs
 from .encoder import Encoder, pick_device
 from .trainee import Cancelled, Trainee, distractors, index_texts, validate
 from .trial import Progress, Run
@@ -72,6 +73,7 @@ class _Setup:
 
         # ---- data: split, distinct texts, tokens, distractors for retrieval validation
         self.train_set, self.val_set = split(data, config.validation_fraction, config.seed)
+        self.n_train, self.n_val = len(self.train_set), len(self.val_set)
         torch.manual_seed(config.seed)
         self.encoder = Encoder.from_folder(base_folder, device)
         self.config = resolve(config, self.adapter_type, self.encoder.dimensions, data.kind)
@@ -80,7 +82,7 @@ class _Setup:
             [self.train_set, self.val_set], self.encoder.spec, query_side
         )
         token_ids = self.encoder.tokenize(texts, config.max_seq_length)
-        text_len = np.array([len(t) for t in token_ids])
+        self.text_len = text_len = np.array([len(t) for t in token_ids])
         self.train_scores, self.val_scores = self.train_set.scores(), self.val_set.scores()
         self.extra_docs = None
         if self.kind != "scored_pairs":
@@ -113,9 +115,21 @@ class _Setup:
             return [self.config]
         return trial_configs(self.config, self.user_set, self.encoder.dimensions, self.loss_name)
 
-    def steps(self, config: FineTuneConfig) -> int:
-        batches = math.ceil(len(self.train_set) / config.batch_size)
-        return config.epochs * math.ceil(batches / config.gradient_accumulation_steps)
+    def steps(
+        self, config: FineTuneConfig, rows: int | None = None, epochs: int | None = None
+    ) -> int:
+        batches = math.ceil((rows or len(self.train_set)) / config.batch_size)
+        return (epochs or config.epochs) * math.ceil(batches / config.gradient_accumulation_steps)
+
+    def use_every_row(self) -> None:
+        """Train on the validation rows too (a refit); there is nothing left to validate on."""
+        self.train_set = TrainingSet(self.kind, self.train_set.rows + self.val_set.rows)
+        self.train_ids = np.concatenate([self.train_ids, self.val_ids])
+        if self.train_scores is not None:
+            self.train_scores = np.concatenate([self.train_scores, self.val_scores])
+        if self.row_len is not None:
+            self.row_len = self.text_len[self.train_ids].max(axis=1)
+        self.val_set = TrainingSet(self.kind, [])
 
     def validate(self) -> dict | None:
         if not len(self.val_set):
@@ -160,12 +174,14 @@ def run_training(
         state.base_val = setup.validate()  # epoch 0: what fine-tuning is judged against
     reason = selection.cannot_judge(len(setup.val_set), state.base_val, setup.metric)
     trials = setup.trials()[: 1 if reason else None]  # nothing to choose between: one setting
+    refit = reason is None and refits(setup.config, len(data))
     started = time.monotonic()
 
     # ---- trials, each: a fresh head, then epochs of train, validate, keep the best, checkpoint
     while state.trial < len(trials):
         run = Run(setup, trials[state.trial], state.trial, judged=reason is None)
         run.steps_after = sum(setup.steps(c) for c in trials[state.trial + 1 :])
+        run.steps_after += setup.steps(trials[0], len(data)) if refit else 0  # at most
         if saved is not None and (state.step or state.batch or state.epoch):
             checkpoint.restore(saved, setup.trainee, run.optimizer, run.scheduler)
 
@@ -187,8 +203,12 @@ def run_training(
         saved = None
         run.save(state)
 
-    # ---- the winner's weights become the artifact (the base's own if it clearly did better)
-    selection.settle(state, setup.metric, len(setup.val_set), judged=reason is None)
+    # ---- the winner's weights become the artifact (the base's own if it clearly did better),
+    # ---- or, on a small set, the winner's setting trained again on every row
+    if state.refit is None:
+        selection.settle(state, setup.metric, setup.n_val, judged=reason is None)
+    if refit and state.winner["epoch"] > 0:
+        _refit(setup, state, trials[state.winner["trial"]], saved, work_dir, on_progress)
     return _finish(setup, state, trials, reason, output_dir, base_model_id or str(base_folder),
                    base_folder, time.monotonic() - started)  # fmt: skip
 
@@ -203,15 +223,22 @@ def _finish(setup: _Setup, state: TrainState, trials: list, reason: str | None, 
     setup.trainee.load_state(weights if weights is not None else setup.trainee.initial)
     setup.trainee.train(False)
     setup.trainee.save(output_dir, best, base_model_id, base_folder)
-    metrics = selection.summary(state, setup.metric, setup.kind, reason, len(setup.val_set))
+    metrics = selection.summary(state, setup.metric, setup.kind, reason, setup.n_val)
+    if state.refit:
+        metrics["refit"] = state.refit
+        metrics["kept"]["why"] += (
+            f"; then that setting trained again on all {state.refit['rows']} rows (the validation "
+            f"rows too) for {state.refit['epochs']} epochs (refit): the validation figures are "
+            "those of the run that chose it"
+        )
     metrics.update(
         loss=setup.loss_name,
         adapter_type=setup.adapter_type,
         dimensions=setup.encoder.dimensions,
         settings={k: getattr(best, k) for k in BY_SHAPE},
         early_stopping_metric=best.early_stopping_metric,
-        n_train=len(setup.train_set),
-        n_validation=len(setup.val_set),
+        n_train=setup.n_train,
+        n_validation=setup.n_val,
         train_seconds=round(seconds, 2),
     )
     kept = state.trials[winner["trial"]]
@@ -225,6 +252,32 @@ def _finish(setup: _Setup, state: TrainState, trials: list, reason: str | None, 
         stopped_early=kept["stopped_early"],
         metrics=metrics,
     )
+
+
+def _refit(setup: _Setup, state: TrainState, config: FineTuneConfig, saved: dict | None,
+           work_dir: Path, on_progress: Callable[[Progress], None]) -> None:  # fmt: skip
+    """Train the winning setting again from the base, on every row, for the epochs validation
+    kept (the same schedule, stopped there); ``state.refit`` marks the phase, so a killed job
+    resumes inside it to the same weights."""
+    winner = state.winner
+    if state.refit is None:
+        rows = setup.n_train + setup.n_val
+        state.refit = {"trial": winner["trial"] + 1, "epochs": winner["epoch"], "rows": rows}
+    setup.use_every_row()
+    torch.manual_seed(config.seed)
+    if setup.adapter_type != "projection_head":  # a head starts afresh in Run
+        setup.trainee.load_state(setup.trainee.initial)
+    run = Run(setup, config, winner["trial"], judged=False)
+    run.planned = setup.steps(config, epochs=state.refit["epochs"])
+    if saved is not None and (state.step or state.batch or state.epoch):
+        checkpoint.restore(saved, setup.trainee, run.optimizer, run.scheduler)
+    run.attach(work_dir, on_progress)
+    while state.epoch < state.refit["epochs"]:
+        run.train_epoch(state)
+        run.end_epoch(state)
+        run.save(state)
+        run.report(state, [], state.epoch)
+    winner["weights"] = setup.trainee.state()
 
 
 def _trial_logs(result: dict, metric: str) -> list[tuple[int, int, str, float]]:

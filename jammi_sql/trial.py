@@ -2,7 +2,7 @@
 the epochs that train it (forward, backward, clip, step, log, checkpoint, validate).
 
 A run of an encoder shape is one trial; a projection head may run several on the same cached
-vectors (see :func:`jammi_sql.config.trial_configs`). Reports only through ``on_progress``.
+vectors (see :func:`jammi_sql.defaults.trial_configs`). Reports only through ``on_progress``.
 """
 
 from __future__ import annotations
@@ -91,6 +91,7 @@ class Run:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, _schedule(config.lr_schedule, warmup, self.total_steps)
         )
+        self.planned = self.total_steps  # steps this run will take (a refit stops early)
         self.checkpoint_every = max(1, round(self.total_steps / CHECKPOINTS))
         self.log_every = max(1, min(10, self.total_steps // 20))
         self.bad_batches, self.window, self.train_loss = 0, [], None
@@ -118,7 +119,7 @@ class Run:
         return Progress(
             epoch=epoch,
             step=state.steps_before + state.step,
-            total_steps=state.steps_before + self.total_steps + self.steps_after,
+            total_steps=state.steps_before + self.planned + self.steps_after,
             train_loss=self.train_loss,
             val_loss=latest["loss"] if latest else None,
             best_val_loss=min(seen) if seen else None,

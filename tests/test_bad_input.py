@@ -96,6 +96,7 @@ MISTAKES = [
     (f"SELECT {FT}, config := '{{\"epochs\": 2')", "config is not valid JSON"),
     (f"SELECT {FT}, config := {{'epochs': -1}})", "epochs"),
     (f"SELECT {FT}, config := {{'learning_rate': 'fast'}})", "learning_rate"),
+    (f"SELECT {FT}, config := {{'refit': 'yes'}})", "refit = 'yes' is invalid"),
     (f"SELECT {FT}, config := {{'model_name': {LONG}}})", "at most 200 characters"),
     (f"SELECT {FT}, config := {{'model_name': '../up'}})", "model_name"),
     (

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -310,6 +312,47 @@ def test_a_resumed_head_with_trials_ends_where_an_uninterrupted_one_does(tmp_pat
     )  # fmt: skip
     assert resumed.metrics["kept"] == straight.metrics["kept"]
     assert_same_weights(weights(straight), weights(resumed))
+
+
+@pytest.mark.parametrize("shape", ["head", "adapters"])
+def test_a_small_set_trains_the_chosen_setting_again_on_every_row(tmp_path, tiny_model, shape):
+    cfg = dict(epochs=2, batch_size=8, trials=1, validation_fraction=0.5, shape=shape)
+    chosen = fit(tmp_path, tiny_model, MANY, name="chosen", refit=False, **cfg)
+    seen = []
+    refit = fit(tmp_path, tiny_model, MANY, name="refit", progress=seen.append, **cfg)
+    m, epochs = refit.metrics, chosen.best_epoch
+    assert "refit" not in chosen.metrics and m["kept"]["epoch"] == epochs > 0
+    assert m["refit"] == {"trial": 1, "epochs": epochs, "rows": 120}
+    assert "trained again on all 120 rows (the validation rows too)" in m["kept"]["why"]
+    assert m["fine_tuned"] == chosen.metrics["fine_tuned"]  # validation of the run that chose
+    # the steps of the run that chose, then `epochs` epochs over all 120 rows; progress ends at 1
+    first = math.ceil(m["n_train"] / 8) * 2
+    assert (seen[-1].step, seen[-1].total_steps) == (first + 15 * epochs,) * 2
+    assert not all(torch.equal(a, b) for a, b in zip(
+        weights(chosen).values(), weights(refit).values(), strict=True
+    ))  # fmt: skip
+
+    def in_the_refit() -> bool:
+        return bool(progress) and progress[-1].step >= first + 4
+
+    progress = []
+    with pytest.raises(Cancelled):
+        fit(tmp_path, tiny_model, MANY, name="resumed", progress=progress.append,
+            stop=in_the_refit, **cfg)  # fmt: skip
+    saved = torch.load(tmp_path / "resumed-work" / train.CHECKPOINT_FILE, weights_only=True)
+    assert saved["run"]["refit"] == m["refit"] and saved["run"]["step"] > 0  # inside the refit
+    method, extra = SHAPES[shape]
+    config = FineTuneConfig(
+        warmup_steps=0, learning_rate=1e-2, **extra,
+        **{k: v for k, v in cfg.items() if k != "shape"},
+    )  # fmt: skip
+    resumed = run_training(
+        tiny_model, make_training_set("scored_pairs", MANY), config, method,
+        work_dir=tmp_path / "resumed-work", output_dir=tmp_path / "resumed-model",
+        on_progress=lambda p: None, should_stop=lambda: False, device=CPU, resume=True,
+    )  # fmt: skip
+    assert resumed.metrics["refit"] == m["refit"]
+    assert_same_weights(weights(refit), weights(resumed))
 
 
 def test_split_is_deterministic_and_keeps_an_anchor_on_one_side():
