@@ -90,8 +90,8 @@ class FineTuneConfig:
         None,
         "once validation has chosen the trial and epoch, train that setting again on every row "
         "(the validation rows too) for that many epochs; NULL = on for sets of fewer than "
-        f"{REFIT_BELOW_ROWS:,} rows, where the tenth held out costs quality and training again "
-        "costs little",
+        f"{REFIT_BELOW_ROWS:,} rows, where the tenth held out costs quality (it can up to double "
+        "the training time)",
     )
     early_stopping_patience: int = _opt(
         3,

@@ -49,8 +49,9 @@ BY_SHAPE = tuple(SHAPE_DEFAULTS["full"])
 # Below this many rows a job, once validation has chosen its setting and epoch, trains that
 # setting again on every row, the validation rows too (config ``refit``). On SciFact's 735
 # training pairs the tenth held out for validation cost query/value adapters 0.013 NDCG@10
-# held out (+0.002 trained on every row, -0.011 on nine tenths); a set this small trains again
-# in minutes, while on large sets a tenth more rows is worth little and would double the time.
+# held out (+0.002 trained on every row, -0.011 on nine tenths). Training again can up to double
+# a job's time (adapters on SciFact: 625 s to 1,561 s on a 2-core CPU); on large sets a tenth
+# more rows is worth little for that price.
 REFIT_BELOW_ROWS = 5000
 # What each further trial of a head changes, relative to the first (the defaults above); a key
 # the user set is never changed. A trial is seconds on cached vectors, so trying is cheap. With
