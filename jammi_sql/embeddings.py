@@ -75,23 +75,20 @@ def _building(catalog: Catalog, table: str, wait: bool = True):
             lock.release()
 
 
-def clear_leftovers(ctx: Context) -> list[str]:
+def clear_leftovers(ctx: Context) -> None:
     """Drop staging tables that a run killed mid-build left behind (on connect, so they never
     linger until that table is built again); a build live in this process keeps its own."""
     if ctx.read_only:
-        return []
+        return
     found = ctx.catalog.query(
         "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'jammi' "
         "AND starts_with(table_name, '_building_emb_')"
     )
-    dropped = []
     for (bare,) in found:
         table = f"jammi.{bare.removeprefix('_building_')}"
         with _building(ctx.catalog, table, wait=False) as free:
             if free:  # no build of that table is running here (DuckDB: no other process writes)
                 ctx.catalog.execute(f"DROP TABLE IF EXISTS {staging_name(table)}")
-                dropped.append(bare)
-    return dropped
 
 
 def _check_key(catalog: Catalog, source_name: str, rel: str, key: str) -> None:

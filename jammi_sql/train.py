@@ -239,6 +239,8 @@ def _finish(setup: _Setup, state: TrainState, trials: list, reason: str | None, 
         early_stopping_metric=best.early_stopping_metric,
         n_train=setup.n_train,
         n_validation=setup.n_val,
+        device=str(setup.encoder.device),
+        activations="recomputed" if setup.trainee.recompute else "kept",  # trainee.py says when
         train_seconds=round(seconds, 2),
     )
     kept = state.trials[winner["trial"]]

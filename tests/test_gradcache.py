@@ -132,6 +132,8 @@ def test_recomputed_activations_end_with_the_weights_of_kept_ones(
     recomputed = fit(tmp_path, tiny_model, PAIRS, name="recomputed", **cfg)
     assert seen == [False, True]
     assert_same_weights(weights(kept), weights(recomputed))
+    assert [r.metrics["activations"] for r in (kept, recomputed)] == ["kept", "recomputed"]
+    assert kept.metrics["device"] == "cpu"  # the job's metrics say where and how it trained
 
 
 def test_activation_estimate_grows_with_the_batch_and_its_longest_text(tiny_model, monkeypatch):
