@@ -11,7 +11,6 @@ tokenized once, embedded once per batch, and recognised as the same text by in-b
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,7 @@ from .encoder import Encoder, length_sorted_batches
 from .evaluate import retrieval_metrics, similarity_metrics
 from .head import ProjectionHead
 from .lora import inject_lora, lora_state_dict
+from .memory import free_memory
 
 RETRIEVAL_METRICS = ("ndcg_at_10", "mrr_at_10", "recall_at_1", "recall_at_10", "map_at_100")
 # A training batch is embedded in length-sorted micro-batches of at most this many padded
@@ -46,16 +46,6 @@ def activation_bytes(hf_config, tokens: int, longest: int) -> int:
     heads = getattr(hf_config, "num_attention_heads", 12)
     per_token = 10 * hidden + 2 * inner + 3 * heads * longest
     return hf_config.num_hidden_layers * tokens * per_token * 4
-
-
-def free_memory(device: torch.device) -> int:
-    """Bytes free for activations: on the GPU, or physical memory not in use."""
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):  # no such figure here: assume little
-        return 4 << 30
 
 
 def needs_recompute(hf_config, batch_tokens: int, longest: int, device: torch.device) -> bool:

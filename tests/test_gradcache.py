@@ -155,3 +155,26 @@ def test_activation_estimate_grows_with_the_batch_and_its_longest_text(tiny_mode
     for free, recompute in [(24e9, False), (8e9, True)]:  # kept below a third of free memory
         monkeypatch.setattr(T, "free_memory", lambda device, free=free: free)
         assert needs_recompute(config, 32 * 316, 256, CPU) is recompute
+
+
+def test_free_memory_counts_reclaimable_cache_and_stays_within_a_container_limit(
+    tmp_path, monkeypatch
+):
+    """Free memory is what the kernel can hand out now (MemAvailable, page cache included, not
+    MemFree), never more than a cgroup's memory.max leaves; a GPU reports its own."""
+    from jammi_sql import memory
+
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal: 24000000 kB\nMemFree: 1000000 kB\nMemAvailable: 20000000 kB\n")
+    cgroup = tmp_path / "cgroup"
+    cgroup.mkdir()
+    monkeypatch.setattr(memory, "MEMINFO", meminfo)
+    monkeypatch.setattr(memory, "CGROUP", cgroup)
+    assert memory.free_memory(CPU) == 20000000 * 1024  # no cgroup files: no limit
+    (cgroup / "memory.max").write_text("max\n")
+    (cgroup / "memory.current").write_text(str(3 << 30))
+    assert memory.free_memory(CPU) == 20000000 * 1024  # 'max': no limit
+    (cgroup / "memory.max").write_text(str(8 << 30))
+    assert memory.free_memory(CPU) == 5 << 30  # the container's 8 GiB, 3 GiB of it used
+    meminfo.unlink()  # not Linux: the OS's own figure, or half the physical memory
+    assert 0 < memory.free_memory(CPU) <= 5 << 30

@@ -22,7 +22,7 @@ LAYERS = {
     | {"infer", "progress", "checks", "hard_negatives", "doc_pairs"},
     "engine": {"encoder", "encoders", "lora", "head", "data", "train", "trainee", "evaluate"}
     | {"losses", "checkpoint", "selection", "trial", "gradcache", "mining", "precision"}
-    | {"generator"},
+    | {"generator", "memory"},
     "artifacts": {"artifacts"},
     "leaf": {"config", "errors", "defaults"},
 }
