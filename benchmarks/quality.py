@@ -22,7 +22,8 @@ training data and scores on the rest (STS-B: 1,000 training pairs whose sentence
 no other training pair; SciFact: 130 of the 647 training queries, and with ``--folds 5`` each
 of five such blocks in turn: one block of 130 queries moves NDCG@10 by about 0.02, so a
 single fold cannot rank settings that close). ``--set`` overrides
-config keys of our shapes (a JSON object).
+config keys of our shapes (a JSON object); its ``seed`` also seeds the peers (default 42), so
+``--set '{"seed": 1}'`` repeats a whole comparison with other initial draws and batch orders.
 """
 
 from __future__ import annotations
@@ -143,7 +144,7 @@ def ours(task, shape: str, device, overrides: dict) -> tuple[float, float, dict]
         return task.score(lambda t, q: encoder.encode(t, query=q)), seconds, result.metrics
 
 
-def peer(task, name: str, device) -> tuple[float, float, dict]:
+def peer(task, name: str, device, seed: int = 42) -> tuple[float, float, dict]:
     """sentence-transformers' trainer with our shape's epochs, batch size and learning rate."""
     from datasets import Dataset
     from sentence_transformers import (
@@ -173,7 +174,7 @@ def peer(task, name: str, device) -> tuple[float, float, dict]:
         args = SentenceTransformerTrainingArguments(
             output_dir=tmp, num_train_epochs=d["epochs"], per_device_train_batch_size=d["batch_size"],
             learning_rate=d["learning_rate"], warmup_steps=0.1, lr_scheduler_type="cosine",
-            weight_decay=d["weight_decay"], max_grad_norm=1.0, seed=42, save_strategy="no",
+            weight_decay=d["weight_decay"], max_grad_norm=1.0, seed=seed, save_strategy="no",
             report_to="none", logging_steps=10**6, use_cpu=device.type == "cpu", dataloader_num_workers=0,
             disable_tqdm=True,
         )  # fmt: skip
@@ -187,7 +188,10 @@ def peer(task, name: str, device) -> tuple[float, float, dict]:
         return (
             score,
             seconds,
-            {"settings": {k: d[k] for k in ("epochs", "batch_size", "learning_rate")}},
+            {
+                "settings": {k: d[k] for k in ("epochs", "batch_size", "learning_rate")}
+                | {"seed": seed}
+            },
         )
 
 
@@ -235,7 +239,9 @@ def main() -> None:
             score_every_epoch(task)
         for model in args.models.split(","):
             score, seconds, m = (
-                ours(task, model, device, overrides) if model in OURS else peer(task, model, device)
+                ours(task, model, device, overrides)
+                if model in OURS
+                else peer(task, model, device, overrides.get("seed", 42))
             )
             rows.append((f"{task.name}{fold or ''}", model, task.metric, base, score, seconds, m))
             kept = m.get("kept", {}).get("why", "")
