@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import jammi_sql
-from jammi_sql.demo import ARTICLES, HELD_OUT, MODEL, QUESTIONS
+from jammi_sql.demo import MODEL, TRAIN_PAIRS, add_held_out_sources
 
 SHAPES = [{}, {"target_modules": ["query", "value"]}, {"method": "full"}]
 
@@ -29,16 +29,8 @@ SHAPES = [{}, {"target_modules": ["query", "value"]}, {"method": "full"}]
 def main() -> None:
     configs = [json.loads(a) for a in sys.argv[1:]] or SHAPES
     db = jammi_sql.connect(str(Path(tempfile.mkdtemp(prefix="helpdesk-")) / "h.duckdb"))
-    db.sql(f"""SELECT add_source('train_pairs', $$
-        SELECT q.question, a.title || '. ' || a.body AS article
-        FROM read_csv('{QUESTIONS}') q JOIN read_csv('{ARTICLES}') a ON a.id = q.article_id
-        WHERE NOT ({HELD_OUT})$$, format := 'query')""").fetchall()
-    for name, sql in (
-        ("heldout_questions", f"SELECT id::VARCHAR AS query_id, question AS text FROM read_csv('{QUESTIONS}') WHERE {HELD_OUT}"),
-        ("corpus", f"SELECT id::VARCHAR AS doc_id, title || '. ' || body AS text FROM read_csv('{ARTICLES}')"),
-        ("qrels", f"SELECT id::VARCHAR AS query_id, article_id::VARCHAR AS doc_id, 1 AS score FROM read_csv('{QUESTIONS}')"),
-    ):  # fmt: skip
-        db.sql(f"SELECT add_source('{name}', $${sql}$$, format := 'query')").fetchall()
+    db.sql(f"SELECT add_source('train_pairs', $${TRAIN_PAIRS}$$, format := 'query')").fetchall()
+    add_held_out_sources(db)  # heldout_questions, corpus, qrels: as the demo scores them
 
     def ndcg(model: str) -> float:
         sql = f"SELECT evaluate_retrieval('{model}', 'heldout_questions', 'corpus', 'qrels')"

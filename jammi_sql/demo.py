@@ -22,6 +22,10 @@ TUNED = "helpdesk-minilm"
 HELD_OUT = "article_id % 4 = 0"  # questions about these articles are never trained on
 PLAIN = "the VPN is unavailable for everyone on my team"
 JARGON = "KS-503 for everyone on my team"  # a held-out question (article 92)
+TRAIN_PAIRS = f"""
+        SELECT q.question, a.title || '. ' || a.body AS article
+        FROM read_csv('{QUESTIONS}') q JOIN read_csv('{ARTICLES}') a ON a.id = q.article_id
+        WHERE NOT ({HELD_OUT})"""
 
 
 def show(db, sql: str) -> list[tuple]:
@@ -111,10 +115,7 @@ def fine_tune(db) -> str:
     )
     show(
         db,
-        f"""SELECT add_source('train_pairs', $$
-        SELECT q.question, a.title || '. ' || a.body AS article
-        FROM read_csv('{QUESTIONS}') q JOIN read_csv('{ARTICLES}') a ON a.id = q.article_id
-        WHERE NOT ({HELD_OUT})$$, format := 'query') AS added""",
+        f"SELECT add_source('train_pairs', $${TRAIN_PAIRS}$$, format := 'query') AS added",
     )
     job_id = show(
         db,
@@ -138,16 +139,21 @@ def fine_tune(db) -> str:
     return job_id
 
 
-def compare(db, job_id: str) -> None:
-    from .display import job_summary
-
-    print("\n5. Base vs fine-tuned on the held-out questions: articles the job never saw.")
+def add_held_out_sources(db) -> None:
+    """Sources heldout_questions, corpus and qrels: what evaluate_retrieval scores on."""
     for name, sql in (
         ("heldout_questions", f"SELECT id::VARCHAR AS query_id, question AS text FROM read_csv('{QUESTIONS}') WHERE {HELD_OUT}"),
         ("corpus", f"SELECT id::VARCHAR AS doc_id, title || '. ' || body AS text FROM read_csv('{ARTICLES}')"),
         ("qrels", f"SELECT id::VARCHAR AS query_id, article_id::VARCHAR AS doc_id, 1 AS score FROM read_csv('{QUESTIONS}')"),
     ):  # fmt: skip
         db.sql(f"SELECT add_source('{name}', $${sql}$$, format := 'query')").fetchall()
+
+
+def compare(db, job_id: str) -> None:
+    from .display import job_summary
+
+    print("\n5. Base vs fine-tuned on the held-out questions: articles the job never saw.")
+    add_held_out_sources(db)
     show(
         db,
         f"""WITH r AS (SELECT m.model, evaluate_retrieval(m.model, 'heldout_questions', 'corpus', 'qrels') AS e
