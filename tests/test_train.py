@@ -93,10 +93,10 @@ def weights(result) -> dict[str, torch.Tensor]:
     return artifacts.load(result.output_dir).tensors
 
 
-def assert_same_weights(a: dict, b: dict, exact: bool = False) -> None:
+def assert_same_weights(a: dict, b: dict, exact: bool = False, atol: float = 1e-6) -> None:
     assert a.keys() == b.keys()
     for k in a:
-        assert torch.equal(a[k], b[k]) if exact else torch.allclose(a[k], b[k], atol=1e-6), k
+        assert torch.equal(a[k], b[k]) if exact else torch.allclose(a[k], b[k], atol=atol), k
 
 
 @pytest.mark.parametrize("shape", ["head", "adapters"])
