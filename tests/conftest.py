@@ -12,6 +12,15 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):  # `make test` runs one worker per core:
+    # each gets its share of the cores, so torch's threads do not oversubscribe them (and the
+    # processes a test starts inherit the same share)
+    _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    _share = max(1, (_cores or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ.setdefault("OMP_NUM_THREADS", str(_share))
+    import torch
+
+    torch.set_num_threads(_share)
 
 WORDS = (
     "the a an of to in on and or is are was be it this that with for as at by from cat dog "
