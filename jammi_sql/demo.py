@@ -21,7 +21,8 @@ MODEL = "all-MiniLM-L6-v2"
 TUNED = "helpdesk-minilm"
 HELD_OUT = "article_id % 4 = 0"  # questions about these articles are never trained on
 PLAIN = "the VPN is unavailable for everyone on my team"
-JARGON = "KS-503 for everyone on my team"  # a held-out question (article 92)
+JARGON = "KS-503 for everyone on my team"  # a held-out question
+ANSWER = 92  # the article that answers PLAIN and JARGON
 TRAIN_PAIRS = f"""
         SELECT q.question, a.title || '. ' || a.body AS article
         FROM read_csv('{QUESTIONS}') q JOIN read_csv('{ARTICLES}') a ON a.id = q.article_id
@@ -94,18 +95,23 @@ def embed_and_search(db) -> None:
 
     print("\n3. Search in plain words works; the company's own words do not: the base model has")
     print("   never seen error 'KS-503' (KS: Kestrel, the VPN client; 503: unavailable). The right")
-    print("   answer is article 92, whose questions are held out from the fine-tuning below.")
+    print(
+        f"   answer is article {ANSWER}, whose questions are held out from the fine-tuning below;"
+    )
+    print(f"   each search shows the top three and the rank of article {ANSWER} among all 283.")
     for question in (PLAIN, JARGON):
         _search(db, MODEL, question)
 
 
 def _search(db, model: str, question: str) -> None:
+    """The top three articles for ``question``, and where the right one ranks among all."""
     show(
         db,
-        f"""SELECT s.key AS id, round(max(s.score), 3) AS score, any_value(a.title) AS title
-                 FROM semantic_search('articles', '{model}', '{question}', k := 6) s
-                 JOIN read_csv('{ARTICLES}') a ON a.id = s.key
-                 GROUP BY s.key ORDER BY score DESC LIMIT 3""",
+        f"""WITH hits AS (SELECT key AS id, max(score) AS score
+                       FROM semantic_search('articles', '{model}', '{question}', k := 1000) GROUP BY key)
+            SELECT rank() OVER (ORDER BY h.score DESC) AS rank, h.id, round(h.score, 3) AS score, a.title
+            FROM hits h JOIN read_csv('{ARTICLES}') a ON a.id = h.id
+            QUALIFY rank <= 3 OR h.id = {ANSWER} ORDER BY rank""",
     )
 
 
@@ -167,7 +173,7 @@ def compare(db, job_id: str) -> None:
                    NULL FROM r""",
     )
     print(
-        "\n6. The same company-speak search with the fine-tuned model (article 92 is the answer):"
+        f"\n6. The same company-speak search with the fine-tuned model (article {ANSWER} is the answer):"
     )
     db.sql(
         f"SELECT generate_text_embeddings('articles', '{TUNED}', ['title', 'body'], 'id')"
