@@ -38,16 +38,13 @@ def _meminfo_available() -> int | None:
 
 
 def _sysconf_available() -> int:
-    try:
-        page = os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return 4 << 30  # nothing to go by: assume little
-    for name, share in (("SC_AVPHYS_PAGES", 1), ("SC_PHYS_PAGES", 2)):  # macOS: total only
+    """Free pages, else half of all pages (macOS reports only the total), else 4 GiB."""
+    for name, share in (("SC_AVPHYS_PAGES", 1), ("SC_PHYS_PAGES", 2)):
         try:
-            return os.sysconf(name) * page // share
+            return os.sysconf(name) * os.sysconf("SC_PAGE_SIZE") // share
         except (ValueError, OSError, AttributeError):
             continue
-    return 4 << 30
+    return 4 << 30  # nothing to go by: assume little
 
 
 def _cgroup_room() -> int | None:
@@ -57,6 +54,6 @@ def _cgroup_room() -> int | None:
         used = int((CGROUP / "memory.current").read_text().strip())
     except (OSError, ValueError):
         return None
-    if limit == "max" or not limit.isdigit():
+    if not limit.isdigit():  # "max": no limit
         return None
     return max(0, int(limit) - used)
