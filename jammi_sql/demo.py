@@ -98,7 +98,9 @@ def embed_and_search(db) -> None:
     print(
         f"   answer is article {ANSWER}, whose questions are held out from the fine-tuning below;"
     )
-    print(f"   each search shows the top three and the rank of article {ANSWER} among all 283.")
+    print(
+        f"   each search shows the top three and where article {ANSWER} ranks among all articles."
+    )
     for question in (PLAIN, JARGON):
         _search(db, MODEL, question)
 
