@@ -196,10 +196,20 @@ class JobRunner:
     def delete(self, job_id: str) -> str:
         """Remove an ended job's rows and work files; the model it produced stays."""
         job = self.get(job_id)
-        if job.status in UNFINISHED or job_id in _LIVE:
+        if job.status in UNFINISHED:
             raise JobStateError(
                 f"job '{job_id}' is {job.status}; stop it first with cancel_job('{job_id}'), "
                 "then delete_job"
+            )
+        # A job cancelled while queued is still in the queue, and the worker skips it; any
+        # other job that has ended may still be winding down for a moment.
+        deadline = time.monotonic() + 5
+        while job_id in _LIVE and job_id not in self._cancelled and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if job_id in _LIVE and job_id not in self._cancelled:
+            raise JobStateError(
+                f"job '{job_id}' is {job.status} but its worker is still winding down; "
+                "call delete_job again in a moment"
             )
         self.catalog.delete_job(job_id)
         artifacts.remove_job_files(self.home, job_id)

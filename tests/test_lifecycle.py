@@ -202,6 +202,22 @@ def test_cancel_then_delete_job(tiny_model, tmp_path):
     db.close()
 
 
+def test_a_job_cancelled_while_queued_can_be_deleted_at_once(tiny_model, tmp_path):
+    path = tmp_path / "w.duckdb"
+    make_db(path, tiny_model)
+    db = jammi_sql.connect(str(path))
+    columns = ["text_a", "text_b", "score"]
+    running = db.fine_tune("pairs", "tiny", columns, method="full", epochs=200, warmup_steps=0)
+    queued = db.fine_tune("pairs", "tiny", columns, method="full", epochs=200, warmup_steps=0)
+    assert queued.status == "queued"
+    assert queued.cancel() == "cancelled"
+    assert db.delete_job(queued.job_id).endswith("deleted")  # no wait: the worker skips it
+    running.cancel()
+    assert db.delete_job(running.job_id).endswith("deleted")
+    assert db.sql("SELECT count(*) FROM jammi.jobs").fetchall() == [(0,)]
+    db.close()
+
+
 def _child(code: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(code)],
