@@ -294,9 +294,11 @@ def remove_job_files(home: Path, job_id: str, *, keep_checkpoint: bool = False) 
     )
 
 
-def remove_model_folder(home: Path, folder: Path) -> None:
-    """Delete a fine-tuned model's folder, but only one inside ``<home>/models``."""
+def remove_model_folder(home: Path, folder: Path) -> bool:
+    """Delete a fine-tuned model's folder, but only one inside ``<home>/models``; whether it did."""
     models = (Path(home) / "models").resolve()
     folder = Path(folder).resolve()
-    if folder.parent == models:
-        shutil.rmtree(folder, ignore_errors=True)
+    if folder.parent != models or not folder.is_dir():
+        return False
+    shutil.rmtree(folder, ignore_errors=True)
+    return True

@@ -86,10 +86,17 @@ class Context:
         self.precision = check_precision(precision)
         self.read_only = read_only or is_read_only(con)
         self.home, self._temporary_home = home_folder(con, home, create=not self.read_only)
+        # An in-memory catalog dies with the connection; so do its files: on close, or when
+        # this context is collected or the interpreter exits without a close.
+        self._remove_home = (
+            weakref.finalize(self, shutil.rmtree, str(self.home), True)
+            if self._temporary_home
+            else None
+        )
         self.catalog = Catalog.open(con, read_only=self.read_only)
         if not self.read_only:  # before the user's first query: jobs a dead process left behind
             self.catalog.mark_interrupted()
-        self.models = ModelRegistry(self.catalog)
+        self.models = ModelRegistry(self.catalog, self.home)
         self._jobs = None
         self.suffix = ""  # appended to this connection's UDF names (see functions.install)
 
@@ -114,7 +121,7 @@ class Context:
             from .jobs import JobRunner
 
             catalog = self.catalog.cursor()  # the runner's thread gets a cursor of its own
-            self._jobs = JobRunner(catalog, ModelRegistry(catalog), self.home)
+            self._jobs = JobRunner(catalog, ModelRegistry(catalog, self.home), self.home)
             # At interpreter exit, before threads are joined (imports still work then): stop
             # unfinished jobs cleanly, so they show as interrupted, never queued or failed.
             try:
@@ -131,8 +138,8 @@ class Context:
 
     def close(self) -> None:
         self.stop_jobs()
-        if self._temporary_home:  # an in-memory catalog dies with the connection; so do its files
-            shutil.rmtree(self.home, ignore_errors=True)
+        if self._remove_home is not None:
+            self._remove_home()
 
 
 def _stop_at_exit(ref: weakref.ReferenceType) -> None:

@@ -40,6 +40,9 @@ def install(
         clear_leftovers(ctx)  # staging tables of a build a killed process left
         install_functions(con, ctx)
     progress.catch_ctrl_c()
+    # At interpreter exit: stop jobs and close the connection, whoever opened it (a connection
+    # left open with Python UDFs installed makes DuckDB's bindings print leak warnings).
+    atexit.register(_close_context_quietly, weakref.ref(ctx))
     return ctx
 
 
@@ -350,6 +353,16 @@ def _names(columns: Any) -> list[str]:
     if isinstance(columns, str):
         return [columns]
     return list(columns or [])
+
+
+def _close_context_quietly(ref: weakref.ReferenceType) -> None:
+    ctx = ref()
+    if ctx is not None:
+        try:
+            ctx.close()
+            ctx.con.close()
+        except Exception:
+            pass
 
 
 def _close_quietly(ref: weakref.ReferenceType) -> None:

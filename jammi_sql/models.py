@@ -122,8 +122,9 @@ def hidden_size(folder: Path) -> int | None:
 class ModelRegistry:
     """Resolves model ids against the catalog into folders."""
 
-    def __init__(self, catalog):
+    def __init__(self, catalog, home: Path | None = None):
         self.catalog = catalog
+        self.home = home  # the database's folder: fine-tuned models are under <home>/models
         self._noted: dict[str, str | None] = {}  # model id -> precision written
 
     def known_ids(self) -> list[str]:
@@ -133,7 +134,7 @@ class ModelRegistry:
         model_id = canonical_id(check_id(model_id))
         record = self.catalog.get_model(model_id)
         if record is not None and record.kind == "fine_tuned":
-            path = Path(record.artifact_path or "")
+            path = fine_tuned_folder(record, self.home)
             if not path.is_dir():
                 raise NotFoundError(
                     f"the files of fine-tuned model '{model_id}' are missing at {path}; "
@@ -241,6 +242,19 @@ class ModelRegistry:
         return record
 
 
+def fine_tuned_folder(record: ModelRecord, home: Path | None) -> Path:
+    """A fine-tuned model's folder: ``<home>/models/<id>`` when it is there, so a database
+    moved or copied together with its folder uses its own copy; else the path recorded when
+    the job published it."""
+    if home is not None and record.origin == "job":
+        from .artifacts import model_dir
+
+        local = model_dir(home, record.model_id)
+        if local.is_dir():
+            return local
+    return Path(record.artifact_path or "")
+
+
 def remove_model(catalog, model_id: str, home: Path) -> str:
     """Unregister a model; a fine-tuned model's folder is deleted, a registered folder is not.
 
@@ -270,8 +284,15 @@ def remove_model(catalog, model_id: str, home: Path) -> str:
     if record.kind == "fine_tuned" and record.artifact_path:
         from .artifacts import remove_model_folder
 
-        remove_model_folder(home, Path(record.artifact_path))
-        return f"model '{model_id}' removed, with its files"
+        folder = fine_tuned_folder(record, home)
+        if remove_model_folder(home, folder):
+            return f"model '{model_id}' removed, with its files"
+        if not folder.exists():
+            return f"model '{model_id}' removed (its files were already gone from {folder})"
+        return (
+            f"model '{model_id}' removed; its files at {folder} are outside this database's "
+            f"folder ({home}), so another database may use them: they were left in place"
+        )
     return f"model '{model_id}' unregistered (its folder {record.artifact_path} is untouched)"
 
 

@@ -3,6 +3,8 @@ refuse, naming it, while something depends on what they would remove."""
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 import jammi_sql
@@ -63,3 +65,36 @@ def test_delete_job_keeps_the_model_it_produced(trained):
     assert count(trained, "SELECT count(*) FROM jammi.jobs") == 0
     assert count(trained, "SELECT count(*) FROM jammi.job_metrics") == 0
     assert len(trained.sql("SELECT embed('ft', 'the cat')").fetchall()[0][0]) == 32
+
+
+def fine_tuned_file_database(tiny_model, path) -> list[float]:
+    """A database file at ``path`` with model 'ft' fine-tuned from 'tiny'; its 'ft' vector."""
+    db = jammi_sql.connect(str(path))
+    db.register_model("tiny", str(tiny_model))
+    db.execute("CREATE TABLE pairs AS SELECT 'the cat ' || i AS a, 'a dog ' || i AS b FROM range(8) r(i)")
+    db.add_source("pairs", "pairs")
+    db.fine_tune("pairs", "tiny", ["a", "b"], epochs=1, warmup_steps=0, model_name="ft").wait(120)
+    vector = db.sql("SELECT embed('ft', 'the cat')").fetchall()[0][0]
+    db.close()
+    return vector
+
+
+def test_a_database_moved_with_its_folder_keeps_its_fine_tuned_models(tiny_model, tmp_path):
+    (tmp_path / "a").mkdir()
+    vector = fine_tuned_file_database(tiny_model, tmp_path / "a" / "work.duckdb")
+    shutil.move(tmp_path / "a", tmp_path / "b")  # the file and work.duckdb.jammi/ beside it
+    db = jammi_sql.connect(str(tmp_path / "b" / "work.duckdb"))
+    assert db.sql("SELECT embed('ft', 'the cat')").fetchall()[0][0] == vector
+    db.close()
+
+
+def test_remove_model_in_a_copied_database_leaves_the_original_files(tiny_model, tmp_path):
+    (tmp_path / "a").mkdir(), (tmp_path / "c").mkdir()
+    vector = fine_tuned_file_database(tiny_model, tmp_path / "a" / "work.duckdb")
+    shutil.copy(tmp_path / "a" / "work.duckdb", tmp_path / "c" / "copy.duckdb")  # not its folder
+    copy = jammi_sql.connect(str(tmp_path / "c" / "copy.duckdb"))
+    assert "left in place" in copy.remove_model("ft")
+    copy.close()
+    original = jammi_sql.connect(str(tmp_path / "a" / "work.duckdb"))
+    assert original.sql("SELECT embed('ft', 'the cat')").fetchall()[0][0] == vector
+    original.close()

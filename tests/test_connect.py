@@ -1,5 +1,7 @@
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import jammi_sql
 from jammi_sql.catalog import sql_dir
@@ -69,3 +71,19 @@ def test_importing_jammi_sql_does_not_import_torch():
     code = "import sys, jammi_sql; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_install_into_an_in_memory_connection_leaves_no_folder_and_no_warnings(tmp_path):
+    code = (
+        "import duckdb, jammi_sql\n"
+        "con = duckdb.connect()\n"
+        "ctx = jammi_sql.install(con)\n"
+        "con.sql(\"SELECT count(*) FROM jammi.models\").fetchall()\n"
+        "print(ctx.home)\n"  # no con.close(): the script just ends
+    )
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().startswith(str(tmp_path))
+    assert not Path(out.stdout.strip()).exists()
+    assert "leaked" not in out.stderr
