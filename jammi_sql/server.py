@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import ipaddress
 import logging
 import os
@@ -295,6 +296,7 @@ def main(argv: list[str]) -> int:
         password = read_password(args.password_file)
         check_exposure(args.host, password)
         tls = tls_context(args.tls_cert, args.tls_key)
+        check_port(args.host, args.port)  # before the database file is created
         db = jammi_sql.connect(
             args.db, home=args.home, read_only=args.readonly, precision=args.precision
         )
@@ -313,10 +315,33 @@ def main(argv: list[str]) -> int:
         )
         return asyncio.run(_serve(server, password is not None, tls is not None))
     except OSError as exc:
-        print(f"Error: cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
+        print(f"Error: {_cannot_listen(args.host, args.port, exc)}", file=sys.stderr)
         return 1
     finally:
         db.close()  # unfinished jobs are marked interrupted; resume_job continues them
+
+
+def _cannot_listen(host: str, port: int, exc: OSError) -> str:
+    why = exc.strerror or str(exc)
+    fix = (
+        "another program (another jammi-sql serve?) holds that port: stop it, or choose "
+        "another port with --port"
+        if exc.errno == errno.EADDRINUSE
+        else "check --host and --port"
+    )
+    return f"jammi: cannot listen on {host}:{port}: {why}; {fix}"
+
+
+def check_port(host: str, port: int) -> None:
+    """Raise ``InvalidArgumentError`` when ``host:port`` cannot be listened on right now."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        for family, kind, proto, _, address in infos[:1]:
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio does
+                probe.bind(address)
+    except OSError as exc:
+        raise InvalidArgumentError(_cannot_listen(host, port, exc)) from None
 
 
 async def _serve(server: Server, password: bool, tls: bool) -> int:

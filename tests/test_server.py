@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -273,6 +274,20 @@ def test_listening_beyond_loopback_needs_a_password(db):
     finally:
         if env_before is not None:
             os.environ["JAMMI_SERVER_PASSWORD"] = env_before
+
+
+def test_a_port_already_in_use_is_a_jammi_error_and_creates_no_database(tmp_path, capsys):
+    from jammi_sql.cli import main
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        assert main(["serve", str(tmp_path / "w.duckdb"), "--port", str(port)]) == 2
+    error = capsys.readouterr().err
+    assert f"jammi: cannot listen on 127.0.0.1:{port}" in error
+    assert "choose another port with --port" in error
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.fixture
