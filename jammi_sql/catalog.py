@@ -228,12 +228,16 @@ class Catalog:
     def remove_source(self, name: str, tables: list[EmbeddingTable] | None = None) -> None:
         """Unregister a source and drop the embedding tables given, all or nothing."""
         with self.transaction() as tx:
-            for table in tables or []:
-                tx.execute(f"DROP TABLE IF EXISTS {table.table_name}")
-                tx.execute(
-                    "DELETE FROM jammi.embedding_tables WHERE table_name = ?", [table.table_name]
-                )
+            tx.drop_embedding_tables(tables or [])
             tx.execute("DELETE FROM jammi.sources WHERE name = ?", [name])
+
+    def drop_embedding_tables(self, tables: list[EmbeddingTable]) -> None:
+        """Drop materialized embedding tables and their catalog rows (inside a transaction)."""
+        for table in tables:
+            self.execute(f"DROP TABLE IF EXISTS {table.table_name}")
+            self.execute(
+                "DELETE FROM jammi.embedding_tables WHERE table_name = ?", [table.table_name]
+            )
 
     # ---- models -------------------------------------------------------------------
     def get_model(self, model_id: str) -> ModelRecord | None:

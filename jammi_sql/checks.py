@@ -79,9 +79,11 @@ def check_not_text_scores(catalog: Catalog, src: Source, columns: list[str], los
     """A third column of text that holds scores must not train a triplet loss silently."""
     third = columns[2]
     c = quote_ident(third)
-    total, numbers = catalog.query(
-        f"SELECT count({c}), count(TRY_CAST({c} AS DOUBLE)) FROM {relation(src)}"
+    rows, total, numbers = catalog.query(
+        f"SELECT count(*), count({c}), count(TRY_CAST({c} AS DOUBLE)) FROM {relation(src)}"
     )[0]
+    if rows == 0:  # a header-only file reads as text; check_rows says what is wrong: no rows
+        return
     if loss == "cosent" or third.lower() in SCORE_NAMES or (total and numbers == total):
         raise DataError(
             f"column '{third}' of source '{src.name}' is text (VARCHAR); as a third column text is "

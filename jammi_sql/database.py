@@ -155,6 +155,13 @@ class Database:
         self._writes("remove_source")
         return remove_source(self.ctx.catalog, name, cascade)
 
+    def remove_embeddings(self, source: str, model: str) -> str:
+        """Drop the embedding table built from ``source`` with ``model``; returns its name."""
+        from .embeddings import remove_embeddings
+
+        self._writes("remove_embeddings")
+        return remove_embeddings(self.ctx, source, model)
+
     def register_model(self, model_id: str, path: str | os.PathLike):
         self._writes("register_model")
         record = self.ctx.models.register(model_id, str(path))
@@ -208,15 +215,19 @@ class Database:
         return self._encode(model, text, query=True, dims=dims)
 
     def _encode(self, model: str, text: str | list[str], query: bool, dims: int | None):
-        from .infer import embed_texts
+        from .infer import check_dims, embed_texts, model_dimensions
 
         single = isinstance(text, str)
+        texts = [text] if single else list(text) if isinstance(text, (list, tuple)) else None
+        if texts is None or not all(isinstance(t, str) for t in texts):
+            raise InvalidArgumentError(
+                f"encode_text needs a text or a list of texts, got {type(text).__name__}"
+                + ("" if texts is None else " items that are not all text")
+            )
         with progress.call(self.ctx):
-            vectors = embed_texts(self.ctx, model, [text] if single else list(text), query=query)
-        if dims is not None:
-            if isinstance(dims, bool) or not isinstance(dims, int) or dims < 1:
-                raise InvalidArgumentError(f"dims must be a whole number >= 1, got {dims!r}")
-            vectors = vectors[:, :dims]
+            if dims is not None:  # before embedding anything
+                check_dims(dims, model_dimensions(self.ctx, model))
+            vectors = embed_texts(self.ctx, model, texts, query=query)[:, :dims]
         return vectors[0] if single else vectors
 
     def generate_text_embeddings(

@@ -147,10 +147,33 @@ def _check_same_build(existing: EmbeddingTable | None, wanted: EmbeddingTable) -
         how = f"key '{existing.key}' and columns {existing.columns}"
         if existing.chunk_tokens is not None:
             how += f", chunk_tokens := {existing.chunk_tokens}, chunk_overlap := {existing.chunk_overlap}"
+        elif wanted.chunk_tokens is not None:
+            how += ", without chunking"
         raise InvalidArgumentError(
-            f"{wanted.table_name} was built with {how}; use the same, or DROP TABLE "
-            f"{wanted.table_name} and DELETE its row from jammi.embedding_tables"
+            f"{wanted.table_name} was built with {how}; use the same, or drop it first with "
+            f"remove_embeddings('{existing.source}', '{existing.model_id}') and build it again"
         )
+
+
+def remove_embeddings(ctx: Context, source: str, model_id: str) -> str:
+    """Drop the table ``generate_text_embeddings`` built from ``source`` with ``model_id``,
+    and its row in jammi.embedding_tables; the source and the model stay. Returns its name."""
+    if not source or not model_id:
+        raise InvalidArgumentError(
+            "remove_embeddings needs a source and a model, e.g. "
+            "remove_embeddings('docs', 'all-MiniLM-L6-v2')"
+        )
+    table = ctx.catalog.get_embedding_table(source, canonical_id(model_id))
+    if table is None:
+        built = [t.model_id for t in ctx.catalog.embedding_tables(source=source)]
+        raise NotFoundError(
+            f"no embeddings of source '{source}' with model '{model_id}' were built; "
+            + (f"built from it: with {', '.join(built)}" if built else "none were built from it")
+            + " (see jammi.embedding_tables)"
+        )
+    with ctx.catalog.transaction() as tx:
+        tx.drop_embedding_tables([table])
+    return table.table_name
 
 
 def generate_text_embeddings(

@@ -12,7 +12,7 @@ from .config import DEFAULT_K, DEFAULT_SIMILARITY_COLUMNS
 from .context import Context
 from .embeddings import generate_text_embeddings
 from .errors import DataError, InvalidArgumentError
-from .infer import embed_texts, model_dimensions
+from .infer import check_dims, embed_texts, model_dimensions
 from .sources import get_source, is_numeric, quote_ident, relation, require_columns
 
 
@@ -120,7 +120,7 @@ def evaluate_retrieval(
     ref = ctx.models.resolve(model)
     documents = ctx.models.document_model(ref.model_id)  # a query-side head: its base's corpus
     if dims is not None:  # checked before the corpus is embedded: an error writes nothing
-        _dims(dims, model_dimensions(ctx, ref.model_id))
+        check_dims(dims, model_dimensions(ctx, ref.model_id))
     generate_text_embeddings(ctx, corpus, documents, ["text"], "doc_id")
     table = ctx.catalog.get_embedding_table(corpus, documents)
     c = ctx.catalog.arrow(f"SELECT key::VARCHAR AS id, embedding FROM {table.table_name}")
@@ -134,14 +134,6 @@ def evaluate_retrieval(
     if per_query:
         _write_per_query(ctx, per_query, result.per_query)
     return {**result.metrics, "skipped_queries": result.skipped_queries}
-
-
-def _dims(dims: object, width: int) -> int:
-    if isinstance(dims, bool) or not isinstance(dims, int) or not 1 <= dims <= width:
-        raise InvalidArgumentError(
-            f"dims := {dims!r} must be a whole number from 1 to the model's width ({width})"
-        )
-    return dims
 
 
 def _write_per_query(ctx: Context, table: str, rows: list[tuple]) -> None:

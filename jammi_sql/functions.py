@@ -68,6 +68,15 @@ def remove_source(ctx: Context, name, cascade):
     return f"source '{name}' removed" + (f", with {', '.join(dropped)}" if dropped else "")
 
 
+@sql_function("remove_embeddings", [Param("source", V), Param("model", V)], V, **WRITES)
+def remove_embeddings(ctx: Context, source, model):
+    """Drops the embedding table `generate_text_embeddings` built from a source with a model
+    (`evaluate_retrieval` builds one for its corpus too); the source and the model stay."""
+    from .embeddings import remove_embeddings as remove
+
+    return f"{remove(ctx, source, model)} dropped"
+
+
 @sql_function("register_model", [Param("model_id", V), Param("path", V)], V, **WRITES)
 def register_model(ctx: Context, model_id, path):
     """Registers a local Hugging Face model folder under an id."""
@@ -214,6 +223,11 @@ def _text(param: str) -> str:
 
 
 _CUT = f"[1:CASE WHEN dims IS NULL THEN 2147483647 ELSE {count_arg('dims')} END]"
+_CUT_STORED = (  # the stored side also checks dims against the model's width
+    f"[1:CASE WHEN dims IS NULL THEN 2147483647 WHEN ({count_arg('dims')}) > len(embedding) "
+    "THEN error('jammi: dims := ' || dims || ' must be a whole number from 1 to the model''s "
+    "width (' || len(embedding) || ')') ELSE dims::BIGINT END]"
+)
 table_macro(
     "semantic_search",
     [Param("source", V), Param("model", V), Param("query", V), Param("k", BIG, DEFAULT_K)]
@@ -223,7 +237,7 @@ table_macro(
     "query: each key at most once per column, scored by its best chunk, with that chunk's text. "
     "`dims`: compare the first dims dimensions only (a model trained with matryoshka_dims).",
     "SELECT key, column_name, arg_max(text, score) AS text, max(score) AS score FROM ("
-    f"SELECT key, column_name, text, list_cosine_similarity((embedding::FLOAT[]){_CUT}, "
+    f"SELECT key, column_name, text, list_cosine_similarity((embedding::FLOAT[]){_CUT_STORED}, "
     f"jammi_query_vector({_text('model')}, {_text('query')}){_CUT}) AS score FROM query_table("
     f"jammi_embedding_table({_text('source')}, {_text('model')}))) GROUP BY key, column_name "
     "ORDER BY score DESC LIMIT " + count_arg("k"),

@@ -126,6 +126,17 @@ def model_dimensions(ctx: Context, model_id: str) -> int:
     return load(ref.folder, ref.adapter_folder, ctx.precision).dimensions
 
 
+def check_dims(dims: object, width: int) -> int:
+    """A Matryoshka cut ``dims``: a whole number from 1 to the model's width."""
+    if isinstance(dims, bool) or not isinstance(dims, int) or not 1 <= dims <= width:
+        from .errors import InvalidArgumentError
+
+        raise InvalidArgumentError(
+            f"dims := {dims!r} must be a whole number from 1 to the model's width ({width})"
+        )
+    return dims
+
+
 def embed_column(ctx: Context, models: pa.Array, texts: pa.Array, query: bool) -> pa.Array:
     """``embed(model, text)`` over one arrow batch: a FLOAT[] list per row, as wide as its
     model's embeddings; each model's rows are embedded together."""

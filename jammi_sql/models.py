@@ -277,8 +277,9 @@ def remove_model(catalog, model_id: str, home: Path) -> str:
     ]
     if users:
         raise InUseError(
-            f"model '{model_id}' is used by {', '.join(users)}; remove those first (DROP TABLE "
-            "... and DELETE FROM jammi.embedding_tables, remove_model, cancel_job or delete_job)"
+            f"model '{model_id}' is used by {', '.join(users)}; remove those first "
+            "(remove_embeddings(source, model) for a table, remove_model, cancel_job or "
+            "delete_job)"
         )
     catalog.remove_model(model_id)
     if record.kind == "fine_tuned" and record.artifact_path:

@@ -45,6 +45,8 @@ def world(db, tmp_path):
     half.mkdir()
     (half / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": 32}))
     (tmp_path / "data.xyz").write_text("a,b\n1,2\n")
+    (tmp_path / "header.csv").write_text("text_a,text_b,score\n")  # a header and no rows
+    run(f"SELECT add_source('headeronly', '{tmp_path / 'header.csv'}')")
     db.half, db.tmp = str(half), str(tmp_path)
     return db
 
@@ -112,7 +114,11 @@ MISTAKES = [
         "CAST(third AS DOUBLE)",
     ),
     ("SELECT fine_tune('tiny_src', 'tiny', ['text_a', 'text_b', 'score'])", "too few to train"),
+    ("SELECT fine_tune('headeronly', 'tiny', ['text_a', 'text_b', 'score'])", "has 0 rows"),
     ("SELECT fine_tune('corpus', 'tiny', ['text', 'n'])", "not text"),
+    ("SELECT remove_embeddings('corpus', 'nope')", "built from it: with tiny"),
+    ("SELECT remove_embeddings('pairs', 'tiny')", "none were built from it"),
+    ("SELECT remove_embeddings(NULL, 'tiny')", "remove_embeddings needs a source and a model"),
     # jobs
     ("SELECT wait_job('nope')", "unknown job 'nope'"),
     ("SELECT wait_job(NULL)", "a job id is required"),

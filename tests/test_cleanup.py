@@ -71,7 +71,9 @@ def fine_tuned_file_database(tiny_model, path) -> list[float]:
     """A database file at ``path`` with model 'ft' fine-tuned from 'tiny'; its 'ft' vector."""
     db = jammi_sql.connect(str(path))
     db.register_model("tiny", str(tiny_model))
-    db.execute("CREATE TABLE pairs AS SELECT 'the cat ' || i AS a, 'a dog ' || i AS b FROM range(8) r(i)")
+    db.execute(
+        "CREATE TABLE pairs AS SELECT 'the cat ' || i AS a, 'a dog ' || i AS b FROM range(8) r(i)"
+    )
     db.add_source("pairs", "pairs")
     db.fine_tune("pairs", "tiny", ["a", "b"], epochs=1, warmup_steps=0, model_name="ft").wait(120)
     vector = db.sql("SELECT embed('ft', 'the cat')").fetchall()[0][0]
@@ -98,3 +100,26 @@ def test_remove_model_in_a_copied_database_leaves_the_original_files(tiny_model,
     original = jammi_sql.connect(str(tmp_path / "a" / "work.duckdb"))
     assert original.sql("SELECT embed('ft', 'the cat')").fetchall()[0][0] == vector
     original.close()
+
+
+def test_remove_embeddings_drops_one_table_and_then_the_model_can_go(trained):
+    with pytest.raises(jammi_sql.JammiError, match="remove_embeddings\\(source, model\\)"):
+        trained.remove_model("tiny")
+    trained.sql("SELECT remove_model('ft')").fetchall()
+    assert trained.sql("SELECT remove_embeddings('pairs', 'tiny')").fetchall() == [
+        ("jammi.emb_pairs__tiny dropped",)
+    ]
+    assert count(trained, "SELECT count(*) FROM jammi.embedding_tables") == 0
+    assert (
+        count(trained, "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'emb_pairs__tiny'")
+        == 0
+    )
+    assert count(trained, "SELECT count(*) FROM jammi.sources") == 1  # the source stays
+    assert "unregistered" in trained.remove_model("tiny")
+
+
+def test_rebuilding_with_other_chunking_names_the_difference_and_the_fix(trained):
+    with pytest.raises(jammi_sql.JammiError, match="without chunking; use the same, or drop"):
+        trained.generate_text_embeddings("pairs", "tiny", ["text_a"], "text_b", chunk_tokens=8)
+    trained.remove_embeddings("pairs", "tiny")
+    assert trained.generate_text_embeddings("pairs", "tiny", ["text_a"], "text_b", chunk_tokens=8)

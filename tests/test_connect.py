@@ -78,7 +78,7 @@ def test_install_into_an_in_memory_connection_leaves_no_folder_and_no_warnings(t
         "import duckdb, jammi_sql\n"
         "con = duckdb.connect()\n"
         "ctx = jammi_sql.install(con)\n"
-        "con.sql(\"SELECT count(*) FROM jammi.models\").fetchall()\n"
+        'con.sql("SELECT count(*) FROM jammi.models").fetchall()\n'
         "print(ctx.home)\n"  # no con.close(): the script just ends
     )
     env = {**os.environ, "TMPDIR": str(tmp_path)}

@@ -135,6 +135,14 @@ def test_search_and_evaluation_at_a_matryoshka_cut_use_the_first_dimensions(retr
         retrieval.evaluate_retrieval("tiny", "queries", "corpus", "qrels", dims=999)
     with pytest.raises(Exception, match="jammi: dims must be at least 1"):
         retrieval.search("corpus", "tiny", "sun", dims=0)
+    wider = "jammi: dims := 999 must be a whole number from 1 to the model's width \\(32\\)"
+    with pytest.raises(Exception, match=wider):
+        retrieval.search("corpus", "tiny", "sun", dims=999)
+    with pytest.raises(Exception, match=wider):
+        retrieval.encode_text("tiny", "sun", dims=999)
+    with pytest.raises(Exception, match="jammi: encode_text needs a text or a list of texts"):
+        retrieval.encode_text("tiny", None)
+    assert retrieval.encode_text("tiny", "sun", dims=cut).shape == (cut,)
     assert catalog_snapshot(retrieval) == before
 
 
