@@ -18,7 +18,13 @@ import time
 from typing import Any
 
 from .defaults import PRECISIONS
-from .display import format_table, format_value, input_complete, statement_complete  # noqa: F401
+from .display import (  # noqa: F401
+    ProgressBars,
+    format_table,
+    format_value,
+    input_complete,
+    statement_complete,
+)
 
 HISTORY_FILE = "~/.jammi_sql_history"
 SHELL_MAX_ROWS = 40  # the shell shows this many rows and counts the rest
@@ -31,43 +37,6 @@ running query, Ctrl-D leaves. Commands:
   .models   registered models         .sources  registered sources
   .job ID   one job, with base vs fine-tuned metrics when it succeeded
   .help     this text                 .quit     leave (also .exit)"""
-
-
-class _ProgressBars:
-    """Mirrors ``jammi_sql.progress.active()`` into rich bars on stderr: drawn once a task
-    exists, gone when the statement ends."""
-
-    def __init__(self, force: bool):
-        self.force, self.bars, self.ids = force, None, {}
-
-    def update(self) -> None:
-        from jammi_sql import progress
-
-        tasks = progress.active()
-        if self.bars is None and tasks:
-            from rich.console import Console
-            from rich.progress import MofNCompleteColumn, Progress, TextColumn
-
-            console = Console(stderr=True, force_terminal=self.force or None)
-            columns = [*Progress.get_default_columns(), MofNCompleteColumn()]
-            columns.append(TextColumn("{task.fields[rate]}"))  # rows done and the rate
-            self.bars = Progress(*columns, console=console, transient=True)
-            self.bars.start()
-        seen = set()
-        for task in tasks:
-            key = (task.description, task.started)
-            seen.add(key)
-            if key not in self.ids:
-                self.ids[key] = self.bars.add_task(
-                    task.description, total=task.total or None, rate=""
-                )
-            self.bars.update(self.ids[key], completed=task.done, rate=f"{task.rate:,.0f}/s")
-        for key in set(self.ids) - seen:
-            self.bars.remove_task(self.ids.pop(key))
-
-    def stop(self) -> None:
-        if self.bars is not None:
-            self.bars.stop()
 
 
 def _execute(db: Any, statement: Any, limit: int | None) -> tuple[list[str] | None, list, int]:
@@ -103,7 +72,7 @@ def run_statement(db: Any, statement: Any, *, limit: int | None = None, progress
             done.set()
 
     show = progress == "always" or (progress == "auto" and sys.stderr.isatty())
-    bars = _ProgressBars(force=progress == "always") if show else None
+    bars = ProgressBars(force=progress == "always") if show else None
     interrupted = False
     threading.Thread(target=work, name="jammi-sql query", daemon=True).start()
     try:

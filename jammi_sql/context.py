@@ -107,7 +107,8 @@ class Context:
 
             raise ReadOnlyError(
                 f"{what} writes, and this database was opened read-only; open it without "
-                "read_only (jammi-sql without --readonly) once no other process holds it"
+                "read_only (jammi-sql or jammi-sql serve without --readonly; restart a server) "
+                "once no other process holds it"
             )
 
     def unfinished_jobs(self) -> list[str]:

@@ -1,4 +1,4 @@
-"""Pure helpers for the shell and the demo: statement boundaries and result formatting."""
+"""Helpers for the shell and the demo: statement boundaries, result formatting, progress bars."""
 
 from __future__ import annotations
 
@@ -123,3 +123,53 @@ def job_summary(job: tuple, metrics: dict | None) -> list[str]:
 
 def _round(value: Any) -> Any:
     return round(value, 4) if isinstance(value, float) else value
+
+
+class ProgressBars:
+    """Mirrors ``jammi_sql.progress.active()`` into rich bars on stderr: drawn once a task
+    exists, gone when the statement ends."""
+
+    def __init__(self, force: bool):
+        self.force, self.bars, self.ids = force, None, {}
+
+    def update(self) -> None:
+        from jammi_sql import progress
+
+        tasks = progress.active()
+        if self.bars is None and tasks:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                Progress,
+                TaskProgressColumn,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+
+            console = Console(stderr=True, force_terminal=self.force or None)
+            columns = [TextColumn("{task.description}"), BarColumn(bar_width=15)]
+            columns += [
+                TaskProgressColumn(),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[count]}"),
+            ]
+            self.bars = Progress(*columns, console=console, transient=True)
+            self.bars.start()
+        seen = set()
+        for task in tasks:
+            key = (task.description, task.started)
+            seen.add(key)
+            if key not in self.ids:
+                # what is left of the width once the other columns (about 50 characters) are drawn
+                room = max(16, self.bars.console.width - 50 + (0 if task.counted else 18))
+                shown = task.description
+                shown = shown if len(shown) <= room else shown[: room - 1] + "…"
+                self.ids[key] = self.bars.add_task(shown, total=task.total or None, count="")
+            count = f"{task.done:,.0f}/{task.total:,} {task.rate:,.0f}/s" if task.counted else ""
+            self.bars.update(self.ids[key], completed=task.done, count=count)
+        for key in set(self.ids) - seen:
+            self.bars.remove_task(self.ids.pop(key))
+
+    def stop(self) -> None:
+        if self.bars is not None:
+            self.bars.stop()

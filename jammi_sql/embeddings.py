@@ -244,7 +244,7 @@ def _build(ctx: Context, source: Source, rel: str, wanted: EmbeddingTable) -> tu
         f"text VARCHAR NOT NULL, text_hash VARCHAR NOT NULL, embedding FLOAT[{dims}] NOT NULL)"
     )
     staging = staging_name(name)
-    title = f"embedding {wanted.source} with {wanted.model_id}"
+    title = f"embedding {wanted.source} with {wanted.model_id.rsplit('/', 1)[-1]}"
     with progress.start(title, total) as task:
         # New rows go to a staging table, each batch committed as it comes (an open transaction
         # would hold every appended row in memory until its commit); one transaction at the end

@@ -148,7 +148,9 @@ class JobRunner:
         done = self._done_event(job_id)
         deadline = None if timeout is None else time.monotonic() + max(timeout, 0)
         # Mirror the job's progress where a front end (the shell's progress bar) can see it.
-        with progress.start(f"training {job.model_id or job_id}", PROGRESS_STEPS) as task:
+        with progress.start(
+            f"training {job.model_id or job_id}", PROGRESS_STEPS, counted=False
+        ) as task:
             while not done.wait(
                 POLL_S if deadline is None else min(POLL_S, max(deadline - time.monotonic(), 0))
             ):

@@ -266,8 +266,11 @@ def remove_model(catalog, model_id: str, home: Path) -> str:
         raise InvalidArgumentError(f"'{model_id}' is the bundled model; it cannot be removed")
     record = catalog.get_model(model_id)
     if record is None:
-        known = ", ".join(m.model_id for m in catalog.models()) or "none yet"
-        raise NotFoundError(f"no model '{model_id}' is in jammi.models; known models: {known}")
+        known = ", ".join(m.model_id for m in catalog.models() if m.model_id != BUNDLED_ID)
+        raise NotFoundError(
+            f"no model '{model_id}' is in jammi.models; models that can be removed: "
+            f"{known or 'none yet (registered and fine-tuned models are listed there)'}"
+        )
     users = [t.table_name for t in catalog.embedding_tables(model_id=model_id)]
     users += [f"model '{m.model_id}'" for m in catalog.models() if m.base_model_id == model_id]
     users += [

@@ -13,6 +13,7 @@ interrupts a query also calls ``progress.cancel(thread)``; the call then raises
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import signal
 import threading
@@ -40,6 +41,7 @@ class Task:
     done: float = 0
     started: float = field(default_factory=time.monotonic)
     id: int = 0
+    counted: bool = True  # done/total count things (rows, texts); False: only the fraction
 
     @property
     def rate(self) -> float:
@@ -65,8 +67,8 @@ class Task:
         self.close()
 
 
-def start(description: str, total: int) -> Task:
-    task = Task(description, max(int(total), 0), id=next(_ids))
+def start(description: str, total: int, counted: bool = True) -> Task:
+    task = Task(description, max(int(total), 0), id=next(_ids), counted=counted)
     with _lock:
         _active[task.id] = task
     return task
@@ -75,7 +77,7 @@ def start(description: str, total: int) -> Task:
 def active() -> list[Task]:
     """A snapshot of the tasks running now, oldest first."""
     with _lock:
-        return [Task(t.description, t.total, t.done, t.started, t.id) for t in _active.values()]
+        return [dataclasses.replace(t) for t in _active.values()]
 
 
 def warn(message: str) -> None:

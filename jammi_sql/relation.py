@@ -100,6 +100,6 @@ def open_connection(path: str, read_only: bool = False) -> duckdb.DuckDBPyConnec
         raise LockedError(
             f"'{path}' is held by {holder}; DuckDB lets one process at a time open a database "
             "file for writing. Meanwhile: read it with jammi_sql.connect(path, read_only=True) "
-            "or jammi-sql --readonly once that process closes it, or copy the file and open "
-            "the copy"
+            "or jammi-sql --readonly (at once if that process opened it read-only, else once "
+            "it closes it), or copy the file and open the copy"
         ) from None

@@ -79,7 +79,10 @@ MISTAKES = [
     (f"SELECT register_model({LONG}, '{{half}}')", "of 100,000 characters is too long"),
     (f"SELECT register_model('m', {LONG})", "a model folder path of 100,000 characters"),
     # remove_model
-    ("SELECT remove_model('nope')", "no model 'nope' is in jammi.models"),
+    (
+        "SELECT remove_model('nope')",
+        "no model 'nope' is in jammi.models; models that can be removed: tiny",
+    ),
     ("SELECT remove_model('all-MiniLM-L6-v2')", "is the bundled model; it cannot be removed"),
     ("SELECT remove_model('tiny')", "model 'tiny' is used by jammi.emb_corpus__tiny"),
     ("SELECT remove_model(NULL)", "a model id is required"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import _thread
 import io
+import re
 import subprocess
 import sys
 import threading
@@ -163,6 +164,28 @@ def test_progress_bars_are_drawn_for_running_tasks_when_forced(db, capsys):
     assert "embedding test rows" in captured.err
     assert " 8\n" in captured.out
     assert progress.active() == []
+
+
+def test_bars_fit_80_columns_and_a_fraction_shows_no_counts(db, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+
+    def slow(counted: bool) -> int:
+        name = "embedding a_source_with_a_long_name with a/model-with-a-long-name-too"
+        with progress.start(name if counted else "training ft", 4, counted=counted) as task:
+            for _ in range(4):
+                time.sleep(0.1)
+                task.advance()
+        return 4
+
+    db.con.create_function("slow_task", slow, ["BOOLEAN"], "BIGINT", side_effects=True)
+    assert cli.run_sql(db, "SELECT slow_task(true) AS n", progress="always") == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if "embedding" in line]
+    drawn = [re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", line).strip("\r") for line in lines]
+    assert drawn and all(len(line.split("\r")[-1]) <= 80 for line in drawn)
+    assert "…" in drawn[-1] and "/4 " in drawn[-1]  # cut description, counts kept
+    assert cli.run_sql(db, "SELECT slow_task(false) AS n", progress="always") == 0
+    training = [line for line in capsys.readouterr().err.splitlines() if "training ft" in line]
+    assert training and "/s" not in training[-1] and "/4" not in training[-1]
 
 
 def test_the_shell_shows_40_rows_and_counts_the_rest(db, capsys):
