@@ -9,6 +9,7 @@ generate_text_embeddings, evaluate_*) after its current micro-batch, and what it
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
@@ -64,8 +65,11 @@ def run_statement(db: Any, statement: Any, *, limit: int | None = None, progress
     done = threading.Event()
 
     def work() -> None:
+        from jammi_sql.progress import watching
+
         try:
-            box["result"] = _execute(db, statement, limit)
+            with watching() if show else contextlib.nullcontext():
+                box["result"] = _execute(db, statement, limit)
         except BaseException as exc:  # handed to the main thread
             box["error"] = exc
         finally:

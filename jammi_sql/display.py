@@ -160,12 +160,13 @@ class ProgressBars:
             key = (task.description, task.started)
             seen.add(key)
             if key not in self.ids:
-                # what is left of the width once the other columns (about 50 characters) are drawn
-                room = max(16, self.bars.console.width - 50 + (0 if task.counted else 18))
+                # what is left of the width once the other columns (about 48 characters) are drawn
+                room = max(16, self.bars.console.width - 48 + (0 if task.counted else 18))
                 shown = task.description
                 shown = shown if len(shown) <= room else shown[: room - 1] + "…"
                 self.ids[key] = self.bars.add_task(shown, total=task.total or None, count="")
-            count = f"{task.done:,.0f}/{task.total:,} {task.rate:,.0f}/s" if task.counted else ""
+            of = f"/{task.total:,}" if task.total else " texts"  # a tally has no total
+            count = f"{task.done:,.0f}{of} {task.rate:,.0f}/s" if task.counted else ""
             self.bars.update(self.ids[key], completed=task.done, count=count)
         for key in set(self.ids) - seen:
             self.bars.remove_task(self.ids.pop(key))

@@ -150,6 +150,7 @@ def embed_column(ctx: Context, models: pa.Array, texts: pa.Array, query: bool) -
             pc.and_(valid, pc.equal(models, model)).to_numpy(zero_copy_only=False)
         )
         vectors = embed_texts(ctx, model, texts.take(pa.array(rows)).to_pylist(), query=query)
+        progress.tally(f"embedding with {model.rsplit('/', 1)[-1]}", len(rows))
         widths[rows] = vectors.shape[1]
         parts.append((rows, vectors))
     offsets = np.concatenate([[0], np.cumsum(widths)])

@@ -74,6 +74,37 @@ def start(description: str, total: int, counted: bool = True) -> Task:
     return task
 
 
+_tallies: dict[str, Task] | None = None  # description -> running count, while watched
+
+
+@contextmanager
+def watching() -> Iterator[None]:
+    """A front end shows bars while this is open: work whose total nobody knows ahead (``embed``
+    over a query's rows) is then counted with ``tally``; the counts end with it."""
+    global _tallies
+    with _lock:
+        _tallies = {}
+    try:
+        yield
+    finally:
+        with _lock:
+            for task in (_tallies or {}).values():
+                _active.pop(task.id, None)
+            _tallies = None
+
+
+def tally(description: str, n: int) -> None:
+    """Count ``n`` more done under ``description`` (no total), if a front end is watching."""
+    if _tallies is None:
+        return
+    with _lock:
+        if _tallies is None:
+            return
+        if description not in _tallies:
+            _tallies[description] = start(description, 0)
+        _tallies[description].done += n
+
+
 def active() -> list[Task]:
     """A snapshot of the tasks running now, oldest first."""
     with _lock:

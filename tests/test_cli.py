@@ -188,6 +188,19 @@ def test_bars_fit_80_columns_and_a_fraction_shows_no_counts(db, capsys, monkeypa
     assert training and "/s" not in training[-1] and "/4" not in training[-1]
 
 
+def test_embed_over_a_query_shows_a_running_count_of_texts(db, tiny_model, capsys):
+    db.register_model("tiny", tiny_model)
+    db.con.execute("CREATE TABLE t AS SELECT 'text number ' || i AS body FROM range(30000) r(i)")
+    sql = "SELECT count(embed('tiny', body)) AS n FROM t"
+    assert cli.run_sql(db, sql, progress="always") == 0
+    captured = capsys.readouterr()
+    assert "30000" in captured.out
+    assert "embedding with tiny" in captured.err and " texts " in captured.err
+    assert progress.active() == []  # the count ended with the statement
+    assert cli.run_sql(db, sql, progress="never") == 0
+    assert "embedding with" not in capsys.readouterr().err
+
+
 def test_the_shell_shows_40_rows_and_counts_the_rest(db, capsys):
     assert cli.run_sql(db, "SELECT * FROM range(100)", shell=True) == 0
     out = capsys.readouterr().out
