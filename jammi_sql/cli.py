@@ -155,7 +155,7 @@ def run_sql(db: Any, sql: str, *, fmt: str = "table", shell: bool = False, progr
                 print(f"({footer})")
             sys.stdout.flush()
     except KeyboardInterrupt:
-        print("Interrupted", file=sys.stderr)
+        print("Interrupted: the statement was cancelled (Ctrl-C)", file=sys.stderr)
         return 130
     except BrokenPipeError:  # the reader left (| head): stop quietly, as the Python docs advise
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -116,4 +116,5 @@ def user_message(exc: BaseException) -> str | None:
     """The ``jammi:`` part of an error that crossed DuckDB, or None if it is not ours."""
     text = str(exc)
     at = text.find(PREFIX)
-    return text[at:] if at >= 0 else None
+    # DuckDB appends where in the statement a table function failed ("LINE 1: ..." and carets)
+    return text[at:].split("\n\nLINE ", 1)[0] if at >= 0 else None

@@ -90,6 +90,9 @@ def test_jammi_errors_show_only_the_jammi_message(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("Error: jammi: ")
     assert "Python exception" not in err and "Traceback" not in err
+    assert run(tmp_path, "-c", "SELECT * FROM semantic_search('nope', 'tiny', 'x')") == 1
+    err = capsys.readouterr().err  # a table function's error: without DuckDB's LINE 1 and carets
+    assert err.startswith("Error: jammi: unknown source 'nope'") and "LINE 1" not in err
 
 
 def test_the_first_error_stops_the_script(tmp_path, capsys):
