@@ -34,6 +34,7 @@ FORMAT_VERSION = 1
 ADAPTER_FILE = "adapter.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 FULL_MARKER = "jammi_model.json"
+JOB_MARKER = "jammi_job.json"  # which job published a models/<id> folder
 CHECKPOINT_FILE = "checkpoint.pt"
 ADAPTER_TYPES = ("projection_head", "encoder_adapters", "full")
 REQUIRED_KEYS = {
@@ -282,8 +283,18 @@ def publish(home: Path, job_id: str, model_id: str) -> Path:
     """Move a finished job's output to ``models/<model_id>`` (replacing one there); returns it."""
     target = model_dir(home, model_id)
     target.parent.mkdir(parents=True, exist_ok=True)
-    _replace_dir(job_output_dir(home, job_id), target)
+    output = job_output_dir(home, job_id)
+    (output / JOB_MARKER).write_text(json.dumps({"job_id": job_id, "model_id": model_id}))
+    _replace_dir(output, target)
     return target
+
+
+def published_by(folder: Path) -> str | None:
+    """The id of the job that published a model folder (None if unknown)."""
+    try:
+        return json.loads((Path(folder) / JOB_MARKER).read_text()).get("job_id")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def remove_job_files(home: Path, job_id: str, *, keep_checkpoint: bool = False) -> None:
@@ -298,7 +309,7 @@ def remove_model_folder(home: Path, folder: Path) -> bool:
     """Delete a fine-tuned model's folder, but only one inside ``<home>/models``; whether it did."""
     models = (Path(home) / "models").resolve()
     folder = Path(folder).resolve()
-    if folder.parent != models or not folder.is_dir():
+    if folder == models or not folder.is_relative_to(models) or not folder.is_dir():
         return False
     shutil.rmtree(folder, ignore_errors=True)
     return True

@@ -10,6 +10,7 @@ import atexit
 import dataclasses
 import os
 import weakref
+from collections.abc import Iterable
 from typing import Any
 
 import duckdb
@@ -42,7 +43,7 @@ def install(
     progress.catch_ctrl_c()
     # At interpreter exit: stop jobs and close the connection, whoever opened it (a connection
     # left open with Python UDFs installed makes DuckDB's bindings print leak warnings).
-    atexit.register(_close_context_quietly, weakref.ref(ctx))
+    _close_at_exit(ctx)
     return ctx
 
 
@@ -68,10 +69,7 @@ class Database:
         self.ctx = install(self.con, home=home, precision=precision)
         self._closed = False
         self._own: duckdb.DuckDBPyConnection | None = None
-        ref = weakref.ref(self)
-        # Close at interpreter exit even if the caller forgot: a connection left open with
-        # Python UDFs installed makes DuckDB's bindings print leak warnings on exit.
-        atexit.register(_close_quietly, ref)
+        _close_at_exit(self)  # even if the caller forgot (see install)
 
     @property
     def read_only(self) -> bool:
@@ -218,10 +216,12 @@ class Database:
         from .infer import check_dims, embed_texts, model_dimensions
 
         single = isinstance(text, str)
-        texts = [text] if single else list(text) if isinstance(text, (list, tuple)) else None
+        many = isinstance(text, Iterable) and not isinstance(text, (bytes, dict))
+        texts = [text] if single else list(text) if many else None  # a list, Series, array...
         if texts is None or not all(isinstance(t, str) for t in texts):
             raise InvalidArgumentError(
-                f"encode_text needs a text or a list of texts, got {type(text).__name__}"
+                f"{'encode_text_query' if query else 'encode_text'} needs a text or a list of "
+                f"texts, got {type(text).__name__}"
                 + ("" if texts is None else " items that are not all text")
             )
         with progress.call(self.ctx):
@@ -366,20 +366,29 @@ def _names(columns: Any) -> list[str]:
     return list(columns or [])
 
 
-def _close_context_quietly(ref: weakref.ReferenceType) -> None:
-    ctx = ref()
-    if ctx is not None:
-        try:
-            ctx.close()
-            ctx.con.close()
-        except Exception:
-            pass
+_OPEN: weakref.WeakSet = weakref.WeakSet()  # Databases and Contexts to close at exit
 
 
-def _close_quietly(ref: weakref.ReferenceType) -> None:
-    db = ref()
-    if db is not None:
-        try:
-            db.close()
-        except Exception:
-            pass
+def _close_at_exit(opened: Database | Context) -> None:
+    """Close ``opened`` at interpreter exit unless it is gone by then (one hook for all)."""
+    if not _OPEN:
+        atexit.unregister(_close_all_quietly)
+        atexit.register(_close_all_quietly)
+    _OPEN.add(opened)
+
+
+def _close_all_quietly() -> None:
+    for opened in list(_OPEN):  # Databases first: they close their own context too
+        if isinstance(opened, Database):
+            _quietly(opened.close)
+    for opened in list(_OPEN):
+        if isinstance(opened, Context):
+            _quietly(opened.close)
+            _quietly(opened.con.close)
+
+
+def _quietly(close) -> None:
+    try:
+        close()
+    except Exception:
+        pass

@@ -165,6 +165,16 @@ def remove_embeddings(ctx: Context, source: str, model_id: str) -> str:
         )
     table = ctx.catalog.get_embedding_table(source, canonical_id(model_id))
     if table is None:
+        try:
+            documents = ctx.models.document_model(model_id)
+        except NotFoundError:  # an unknown model, or one whose files are gone: nothing to add
+            documents = canonical_id(model_id)
+        if documents != canonical_id(model_id):  # a query-side head embeds documents as its base
+            raise InvalidArgumentError(
+                f"'{model_id}' is a query-side head: the documents of '{source}' it searches are "
+                f"in the table of its base '{documents}', which that model uses too; to drop it: "
+                f"remove_embeddings('{source}', '{documents}')"
+            )
         built = [t.model_id for t in ctx.catalog.embedding_tables(source=source)]
         raise NotFoundError(
             f"no embeddings of source '{source}' with model '{model_id}' were built; "

@@ -243,16 +243,17 @@ class ModelRegistry:
 
 
 def fine_tuned_folder(record: ModelRecord, home: Path | None) -> Path:
-    """A fine-tuned model's folder: ``<home>/models/<id>`` when it is there, so a database
-    moved or copied together with its folder uses its own copy; else the path recorded when
-    the job published it."""
-    if home is not None and record.origin == "job":
-        from .artifacts import model_dir
+    """A fine-tuned model's folder: the path recorded when its job published it; when that is
+    gone (the database was moved together with its folder), ``<home>/models/<id>`` if the
+    same job published it there."""
+    recorded = Path(record.artifact_path or "")
+    if recorded.is_dir() or home is None or record.origin != "job":
+        return recorded
+    from .artifacts import model_dir, published_by
 
-        local = model_dir(home, record.model_id)
-        if local.is_dir():
-            return local
-    return Path(record.artifact_path or "")
+    local = model_dir(home, record.model_id)
+    same_job = record.job_id is not None and published_by(local) == record.job_id
+    return local if same_job else recorded
 
 
 def remove_model(catalog, model_id: str, home: Path) -> str:

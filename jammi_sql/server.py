@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import errno
 import ipaddress
 import logging
@@ -334,11 +335,18 @@ def _cannot_listen(host: str, port: int, exc: OSError) -> str:
 
 def check_port(host: str, port: int) -> None:
     """Raise ``InvalidArgumentError`` when ``host:port`` cannot be listened on right now."""
-    try:
+    if not 0 <= port <= 65535:
+        raise InvalidArgumentError(
+            f"--port {port} is not a port; use 0 to 65535 (default {DEFAULT_PORT})"
+        )
+    try:  # every address, as asyncio binds them, all held until each is bound
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        for family, kind, proto, _, address in infos[:1]:
-            with socket.socket(family, kind, proto) as probe:
-                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio does
+        with contextlib.ExitStack() as held:
+            for family, kind, proto, _, address in set(infos):
+                probe = held.enter_context(socket.socket(family, kind, proto))
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
                 probe.bind(address)
     except OSError as exc:
         raise InvalidArgumentError(_cannot_listen(host, port, exc)) from None

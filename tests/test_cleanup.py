@@ -123,3 +123,28 @@ def test_rebuilding_with_other_chunking_names_the_difference_and_the_fix(trained
         trained.generate_text_embeddings("pairs", "tiny", ["text_a"], "text_b", chunk_tokens=8)
     trained.remove_embeddings("pairs", "tiny")
     assert trained.generate_text_embeddings("pairs", "tiny", ["text_a"], "text_b", chunk_tokens=8)
+
+
+def test_a_model_of_the_same_name_from_another_database_is_never_picked_up(tiny_model, tmp_path):
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    fine_tuned_file_database(tiny_model, tmp_path / "a" / "work.duckdb")
+    fine_tuned_file_database(tiny_model, tmp_path / "b" / "other.duckdb")  # its own 'ft'
+    shutil.rmtree(tmp_path / "a" / "work.duckdb.jammi")  # a's files are gone
+    db = jammi_sql.connect(
+        str(tmp_path / "a" / "work.duckdb"), home=str(tmp_path / "b" / "other.duckdb.jammi")
+    )
+    with pytest.raises(
+        jammi_sql.JammiError, match="the files of fine-tuned model 'ft' are missing"
+    ):
+        db.sql("SELECT embed('ft', 'the cat')").fetchall()
+    db.close()
+
+
+def test_remove_model_deletes_a_model_named_with_a_slash(trained):
+    trained.fine_tune("pairs", "tiny", ["text_a", "text_b"], epochs=1, model_name="team/m").wait(
+        120
+    )
+    folder = trained.home / "models" / "team" / "m"
+    assert folder.is_dir()
+    assert "with its files" in trained.remove_model("team/m")
+    assert not folder.exists()

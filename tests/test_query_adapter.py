@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import jammi_sql
 from jammi_sql.encoder import Encoder
 
 W = ["cat", "dog", "car", "bike", "train", "plane", "piano", "guitar", "cell", "gene", "solar"]
@@ -76,6 +77,9 @@ def test_search_and_evaluation_reuse_the_base_corpus_and_training_helped(trained
     tables = db.sql("SELECT model_id FROM jammi.embedding_tables").fetchall()
     assert tables == [("tiny",)]  # no table of the fine-tuned model was written
     assert tuned["ndcg_at_10"] > base["ndcg_at_10"] + 0.05, (base, tuned)
+    with pytest.raises(jammi_sql.JammiError, match="remove_embeddings\\('docs', 'tiny'\\)"):
+        db.remove_embeddings("docs", "tiny-q")  # its documents are the base's table
+    assert db.sql("SELECT count(*) FROM jammi.embedding_tables").fetchall() == [(1,)]
 
 
 def test_applies_to_query_is_refused_where_there_is_no_query_side(db):
