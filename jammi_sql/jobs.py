@@ -203,12 +203,12 @@ class JobRunner:
                 f"job '{job_id}' is {job.status}; stop it first with cancel_job('{job_id}'), "
                 "then delete_job"
             )
-        # A job cancelled while queued is still in the queue, and the worker skips it; any
-        # other job that has ended may still be winding down for a moment.
+        # A worker skips a cancelled job it dequeues; another ended job may be winding down.
+        skipped = job.status == "cancelled"
         deadline = time.monotonic() + 5
-        while job_id in _LIVE and job_id not in self._cancelled and time.monotonic() < deadline:
+        while job_id in _LIVE and not skipped and time.monotonic() < deadline:
             time.sleep(0.05)
-        if job_id in _LIVE and job_id not in self._cancelled:
+        if job_id in _LIVE and not skipped:
             raise JobStateError(
                 f"job '{job_id}' is {job.status} but its worker is still winding down; "
                 "call delete_job again in a moment"
@@ -263,8 +263,9 @@ class JobRunner:
                 return
             stop = self._stop_event(plan.job_id)
             try:
-                if plan.job_id in self._cancelled:
-                    pass  # cancel_job already marked it
+                row = self.catalog.get_job(plan.job_id)
+                if plan.job_id in self._cancelled or row is None or row.status == "cancelled":
+                    pass  # cancel_job (here or through another connection) marked it, or deleted
                 elif self._shutdown:
                     self._finish(plan.job_id, "interrupted", error=GONE)
                 else:

@@ -218,6 +218,26 @@ def test_a_job_cancelled_while_queued_can_be_deleted_at_once(tiny_model, tmp_pat
     db.close()
 
 
+def test_a_queued_job_cancelled_through_another_connection_never_starts(tiny_model, tmp_path):
+    path = tmp_path / "w.duckdb"
+    make_db(path, tiny_model)
+    db = jammi_sql.connect(str(path))
+    columns = ["text_a", "text_b", "score"]
+    running = db.fine_tune("pairs", "tiny", columns, method="full", epochs=200, warmup_steps=0)
+    queued = db.fine_tune("pairs", "tiny", columns, method="full", epochs=1, warmup_steps=0)
+    other = jammi_sql.connect(str(path))  # a second connection in this process
+    assert other.sql(f"SELECT cancel_job('{queued.job_id}')").fetchall() == [("cancelled",)]
+    running.cancel()
+    deadline = time.monotonic() + 30
+    while queued.job_id in db.ctx.jobs.unfinished() and time.monotonic() < deadline:
+        time.sleep(0.05)  # this connection's worker dequeues it
+    row = db.sql(f"SELECT status, started_at FROM jammi.jobs WHERE job_id = '{queued.job_id}'")
+    assert row.fetchall() == [("cancelled", None)]
+    assert other.delete_job(queued.job_id).endswith("deleted")
+    other.close()
+    db.close()
+
+
 def _child(code: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(code)],
