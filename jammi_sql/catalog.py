@@ -23,7 +23,7 @@ GONE = "the process running this job stopped; resume_job continues it"
 
 # Jobs queued or running in this process, across every database opened here: a second
 # connection to the same file must not mistake them for jobs a dead process left behind.
-LIVE_JOBS: set[str] = set()
+LIVE_JOBS: dict[str, Any] = {}  # job id -> the JobRunner (connection) running it
 
 
 def sql_dir() -> Path:

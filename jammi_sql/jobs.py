@@ -20,6 +20,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from . import artifacts, progress
@@ -145,6 +146,8 @@ class JobRunner:
         job = self.get(job_id)
         if job.status in FINAL or job.status == "interrupted":
             return job.status
+        if (owner := _LIVE.get(job_id, self)) is not self:  # another connection's runner
+            return owner.wait(job_id, timeout)
         done = self._done_event(job_id)
         deadline = None if timeout is None else time.monotonic() + max(timeout, 0)
         # Mirror the job's progress where a front end (the shell's progress bar) can see it.
@@ -169,6 +172,8 @@ class JobRunner:
             self._finish(job_id, "cancelled")
             artifacts.remove_job_files(self.home, job_id)
             return "cancelled"
+        if (owner := _LIVE.get(job_id, self)) is not self:
+            return owner.cancel(job_id, wait_s)
         self._cancelled.add(job_id)
         self._stop_event(job_id).set()
         if job.status == "queued":  # not started: nothing to wait for
@@ -243,7 +248,7 @@ class JobRunner:
 
     # ---- the worker ---------------------------------------------------------------
     def _enqueue(self, plan: _Plan) -> None:
-        _LIVE.add(plan.job_id)
+        _LIVE[plan.job_id] = self
         self._done_event(plan.job_id)
         self._stop_event(plan.job_id)
         self._queue.put(plan)
@@ -271,7 +276,7 @@ class JobRunner:
                 else:
                     self._run(plan, stop)
             finally:
-                _LIVE.discard(plan.job_id)
+                _LIVE.pop(plan.job_id, None)
                 self._done_event(plan.job_id).set()
 
     def _finish(self, job_id: str, status: str, **values) -> None:
@@ -381,17 +386,12 @@ class JobRunner:
         self._finish(job_id, "failed", error=message)
 
 
-def _now():
-    from datetime import datetime
-
-    return datetime.now()
+_now = datetime.now
 
 
 def _finite(value):
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
+    value = None if value is None else float(value)
+    return value if value is not None and math.isfinite(value) else None
 
 
 def _jsonable(value):

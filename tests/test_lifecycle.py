@@ -218,7 +218,7 @@ def test_a_job_cancelled_while_queued_can_be_deleted_at_once(tiny_model, tmp_pat
     db.close()
 
 
-def test_a_queued_job_cancelled_through_another_connection_never_starts(tiny_model, tmp_path):
+def test_another_connection_cancels_and_waits_for_this_ones_jobs(tiny_model, tmp_path):
     path = tmp_path / "w.duckdb"
     make_db(path, tiny_model)
     db = jammi_sql.connect(str(path))
@@ -227,7 +227,12 @@ def test_a_queued_job_cancelled_through_another_connection_never_starts(tiny_mod
     queued = db.fine_tune("pairs", "tiny", columns, method="full", epochs=1, warmup_steps=0)
     other = jammi_sql.connect(str(path))  # a second connection in this process
     assert other.sql(f"SELECT cancel_job('{queued.job_id}')").fetchall() == [("cancelled",)]
-    running.cancel()
+    deadline = time.monotonic() + 60
+    while running.status == "queued" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    # the other connection reaches the job this connection runs: it stops, and waiting ends
+    assert other.sql(f"SELECT cancel_job('{running.job_id}')").fetchall() == [("cancelled",)]
+    assert other.wait_job(running.job_id, timeout=5) == "cancelled"
     deadline = time.monotonic() + 30
     while queued.job_id in db.ctx.jobs.unfinished() and time.monotonic() < deadline:
         time.sleep(0.05)  # this connection's worker dequeues it
