@@ -202,13 +202,20 @@ def test_cancel_then_delete_job(tiny_model, tmp_path):
     db.close()
 
 
-def test_a_job_cancelled_while_queued_can_be_deleted_at_once(tiny_model, tmp_path):
-    path = tmp_path / "w.duckdb"
+def running_and_queued(tiny_model, path, queued_epochs: int):
+    """A database at ``path`` running a long job, with a second job queued behind it."""
     make_db(path, tiny_model)
     db = jammi_sql.connect(str(path))
     columns = ["text_a", "text_b", "score"]
     running = db.fine_tune("pairs", "tiny", columns, method="full", epochs=200, warmup_steps=0)
-    queued = db.fine_tune("pairs", "tiny", columns, method="full", epochs=200, warmup_steps=0)
+    queued = db.fine_tune(
+        "pairs", "tiny", columns, method="full", epochs=queued_epochs, warmup_steps=0
+    )
+    return db, running, queued
+
+
+def test_a_job_cancelled_while_queued_can_be_deleted_at_once(tiny_model, tmp_path):
+    db, running, queued = running_and_queued(tiny_model, tmp_path / "w.duckdb", 200)
     assert queued.status == "queued"
     assert queued.cancel() == "cancelled"
     assert db.delete_job(queued.job_id).endswith("deleted")  # no wait: the worker skips it
@@ -220,11 +227,7 @@ def test_a_job_cancelled_while_queued_can_be_deleted_at_once(tiny_model, tmp_pat
 
 def test_another_connection_cancels_and_waits_for_this_ones_jobs(tiny_model, tmp_path):
     path = tmp_path / "w.duckdb"
-    make_db(path, tiny_model)
-    db = jammi_sql.connect(str(path))
-    columns = ["text_a", "text_b", "score"]
-    running = db.fine_tune("pairs", "tiny", columns, method="full", epochs=200, warmup_steps=0)
-    queued = db.fine_tune("pairs", "tiny", columns, method="full", epochs=1, warmup_steps=0)
+    db, running, queued = running_and_queued(tiny_model, path, 1)
     other = jammi_sql.connect(str(path))  # a second connection in this process
     assert other.sql(f"SELECT cancel_job('{queued.job_id}')").fetchall() == [("cancelled",)]
     deadline = time.monotonic() + 60
