@@ -42,7 +42,9 @@ def evaluate_similarity(
         raise DataError(
             f"source '{source}' has {len(scores)} complete rows; evaluate_similarity needs at least 2"
         )
-    vectors = embed_texts(ctx, model, list(texts_a) + list(texts_b))
+    vectors = embed_texts(
+        ctx, model, list(texts_a) + list(texts_b), bar=f"embedding pairs of {source}"
+    )
     n = len(scores)
     return similarity_metrics(vectors[:n], vectors[n:], np.asarray(scores, dtype=np.float64))
 
@@ -127,7 +129,9 @@ def evaluate_retrieval(
     doc_ids = c.column("id").to_pylist()
     doc_emb = c.column("embedding").combine_chunks().flatten().to_numpy().reshape(len(doc_ids), -1)
     query_ids = list(q["id"])
-    query_emb = embed_texts(ctx, ref.model_id, list(q["text"]), query=True)
+    query_emb = embed_texts(
+        ctx, ref.model_id, list(q["text"]), query=True, bar=f"embedding queries of {queries}"
+    )
     if dims is not None:  # a Matryoshka cut: the first dims dimensions of both sides
         doc_emb, query_emb = doc_emb[:, :dims], query_emb[:, :dims]
     result = retrieval_metrics(query_emb, doc_emb, query_ids, doc_ids, relevant, k=int(k))

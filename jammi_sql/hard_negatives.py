@@ -75,7 +75,9 @@ def mine_hard_negatives(
         texts = pc.unique(pairs.column("positive"))
         cur.con.register(CORPUS, _with_vectors(ctx, ref.model_id, texts))
     try:
-        anchor_vectors = embed_texts(ctx, ref.model_id, anchors.to_pylist(), query=True)
+        anchor_vectors = embed_texts(
+            ctx, ref.model_id, anchors.to_pylist(), query=True, bar="embedding the anchors"
+        )
         positives = _positive_vectors(ctx, cur, corpus_sql, ref.model_id, pairs)
         chosen = anchor_vectors[pair_anchor]
         positive_scores = _cosine(chosen, positives)
@@ -142,7 +144,7 @@ def _corpus_sql(ctx: Context, corpus: str, model_id: str) -> str:
 
 
 def _with_vectors(ctx: Context, model_id: str, texts: pa.Array) -> pa.Table:
-    vectors = embed_texts(ctx, model_id, texts.to_pylist())
+    vectors = embed_texts(ctx, model_id, texts.to_pylist(), bar="embedding the candidates")
     flat = pa.array(vectors.reshape(-1))
     embedding = pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])
     return pa.table({"row": np.arange(len(texts)), "text": texts, "embedding": embedding})
@@ -164,7 +166,7 @@ def _positive_vectors(ctx: Context, cur: Catalog, corpus_sql: str, model_id: str
     missing = np.setdiff1d(np.arange(n), found.column("pair").to_numpy())
     if len(missing):
         texts = pairs.column("positive").take(pa.array(missing)).to_pylist()
-        embedded = embed_texts(ctx, model_id, texts)
+        embedded = embed_texts(ctx, model_id, texts, bar="embedding the positives")
         if vectors is None:
             vectors = np.zeros((n, embedded.shape[1]), dtype=np.float32)
         vectors[missing] = embedded

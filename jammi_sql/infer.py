@@ -27,8 +27,15 @@ def embed_texts(
     *,
     query: bool = False,
     on_batch: Callable[[int], None] | None = None,
+    bar: str | None = None,
 ) -> np.ndarray:
-    """(n, d) float32 embeddings of ``texts`` with the model ``model_id``."""
+    """(n, d) float32 embeddings of ``texts`` with the model ``model_id``; ``bar`` names a
+    progress bar over the texts (shown by the shell and ``jammi_sql.progress`` watchers)."""
+    if bar is not None and len(texts) > 1:
+        with progress.start(bar, len(texts)) as task:
+            vectors = embed_texts(ctx, model_id, texts, query=query, on_batch=_both(on_batch, task))
+            task.update(len(texts))  # repeated texts are embedded once, so counts fall short
+            return vectors
     from .encoders import load
 
     ref = ctx.models.resolve(model_id)
@@ -52,6 +59,15 @@ def embed_texts(
             )
     ctx.models.note_used(ref, encoder.precision)
     return vectors
+
+
+def _both(on_batch: Callable[[int], None] | None, task: progress.Task) -> Callable[[int], None]:
+    def told(n: int) -> None:
+        task.advance(n)
+        if on_batch is not None:
+            on_batch(n)
+
+    return told
 
 
 @dataclass

@@ -150,3 +150,19 @@ def catalog_snapshot(db) -> dict:
     }
     snap["files"] = sorted(str(p.relative_to(db.home)) for p in Path(db.home).rglob("*"))
     return snap
+
+
+@pytest.fixture
+def bars(monkeypatch) -> list:
+    """Every progress bar a test's calls start (jammi_sql.progress.Task), in order."""
+    from jammi_sql import progress
+
+    started, start = [], progress.start
+
+    def recording(description, total, **kw):
+        task = start(description, total, **kw)
+        started.append(task)
+        return task
+
+    monkeypatch.setattr(progress, "start", recording)
+    return started

@@ -106,6 +106,20 @@ def test_a_second_evaluation_only_embeds_the_queries(retrieval, monkeypatch):
     assert first == len(DOCS) + 4 and sum(seen) == 4
 
 
+def test_what_an_evaluation_embeds_shows_as_a_progress_bar(retrieval, bars):
+    from jammi_sql import progress
+
+    retrieval.evaluate_retrieval("tiny", "queries", "corpus", "qrels")
+    shown = {t.description: (t.done, t.total) for t in bars}
+    assert shown["embedding queries of queries"] == (4, 4)
+    assert shown["embedding corpus with tiny"] == (len(DOCS), len(DOCS))
+    retrieval.con.execute("CREATE TABLE pairs AS SELECT 'a cat' a, 'a dog' b, 0.5 s FROM range(3)")
+    retrieval.add_source("pairs", "pairs")
+    retrieval.evaluate_similarity("tiny", "pairs", ["a", "b", "s"])
+    assert (bars[-1].description, bars[-1].done) == ("embedding pairs of pairs", 6)
+    assert progress.active() == []
+
+
 def test_search_and_evaluation_at_a_matryoshka_cut_use_the_first_dimensions(retrieval):
     enc = Encoder.from_folder(
         retrieval.sql("SELECT artifact_path FROM jammi.models WHERE model_id = 'tiny'").fetchall()[

@@ -126,6 +126,12 @@ def test_mining_reads_the_corpus_embeddings_and_embeds_only_the_anchors(qa, monk
     assert {r[2] for r in rows} <= {r[0] for r in qa.sql("SELECT body FROM docs").fetchall()}
 
 
+def test_mining_shows_a_progress_bar_for_the_texts_it_embeds(qa, bars):
+    qa.sql("SELECT mine_hard_negatives('qa', 'tiny', 'question', 'answer')").fetchall()
+    shown = {t.description: (t.done, t.total) for t in bars}
+    assert shown == {"embedding the candidates": (20, 20), "embedding the anchors": (20, 20)}
+
+
 def test_a_margin_that_leaves_no_candidate_writes_an_empty_source_and_counts_the_anchors(qa):
     message = qa.sql(
         "SELECT mine_hard_negatives('qa', 'tiny', 'question', 'answer', corpus := 'docs', "
