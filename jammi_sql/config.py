@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .defaults import BY_SHAPE, REFIT_BELOW_ROWS, SHAPE_DEFAULTS
+from .defaults import BY_SHAPE, REFIT_BELOW_ROWS, SHAPE_DEFAULTS, check_for_shape
 from .errors import InvalidArgumentError
 
 DEFAULT_METHOD = "lora"
@@ -26,11 +26,14 @@ SCHEDULES = ("constant", "cosine_decay", "linear_decay")
 METHODS = ("lora", "full")
 TASKS = {"text_embedding": "text_embedding", "embedding": "text_embedding"}
 EARLY_STOPPING_METRICS = ("val_loss", "val_metric")
+FLOAT_KEYS = ("learning_rate", "weight_decay", "loraplus_lr_ratio")  # the rest of BY_SHAPE: ints
 SIDES = ("both", "query")
 
 
 def _by_shape_help(key: str, what: str) -> str:
-    shown = ", ".join(f"{v} ({k.replace('_', ' ')})" for k, v in _shape_values(key).items())
+    shown = ", ".join(
+        f"{v} ({k.replace('_', ' ')})" for k, v in _shape_values(key).items() if v is not None
+    )
     return f"{what}; NULL = by shape: {shown}"
 
 
@@ -126,6 +129,14 @@ class FineTuneConfig:
         None,
         _by_shape_help(
             "weight_decay", "AdamW weight decay (for a head: the pull back toward the identity)"
+        ),
+    )
+    loraplus_lr_ratio: float | None = _opt(
+        None,
+        _by_shape_help(
+            "loraplus_lr_ratio",
+            "LoRA+: the adapters' B matrices learn at this multiple of learning_rate (A at "
+            "learning_rate), which B, starting at zero, needs to move in a short run",
         ),
     )
     max_grad_norm: float = _opt(1.0, "gradient clipping")
@@ -227,7 +238,7 @@ class FineTuneConfig:
         for key in ("max_seq_length", "gradient_accumulation_steps"):
             as_int(key, 1)
         for key in BY_SHAPE:  # NULL: the shape's default (see SHAPE_DEFAULTS)
-            if getattr(self, key) is not None and key not in ("learning_rate", "weight_decay"):
+            if getattr(self, key) is not None and key not in FLOAT_KEYS:
                 as_int(key, 1)
         for key in ("warmup_steps", "early_stopping_patience", "seed"):
             as_int(key, 0)
@@ -238,6 +249,8 @@ class FineTuneConfig:
         as_float("validation_fraction", 0.0, 0.9)
         if self.weight_decay is not None:
             as_float("weight_decay", 0.0)
+        if self.loraplus_lr_ratio is not None:
+            as_float("loraplus_lr_ratio", 0.0, open_low=True)
         as_float("max_grad_norm", 0.0, open_low=True)
         as_float("temperature", 0.0, open_low=True)
         if self.mini_batch_size is not None:
@@ -333,35 +346,6 @@ def resolve(
         if getattr(config, key) is None and value is not None:
             filled[key] = dimensions if value == "dim" else value
     return config.replace(**filled)
-
-
-def check_for_shape(
-    config: FineTuneConfig, adapter_type: str, dimensions: int | None, kind: str | None = None
-) -> None:
-    if config.applies_to == "query" and (
-        adapter_type != "projection_head" or kind == "scored_pairs"
-    ):
-        raise InvalidArgumentError(
-            "config applies_to = 'query' trains a projection head on the query side of "
-            "(query, document) pairs or triplets; drop target_modules and method 'full', and "
-            "give [anchor, positive] columns (scored pairs have no query side)"
-        )
-    if config.trials is not None and config.trials > 1 and adapter_type != "projection_head":
-        raise InvalidArgumentError(
-            f"config trials = {config.trials} is only for a projection head (which trains on "
-            "cached vectors, so trying settings is cheap); drop trials, or target_modules and "
-            "method 'full'"
-        )
-    if dimensions and max(config.matryoshka_dims, default=0) > dimensions:
-        raise InvalidArgumentError(
-            f"config matryoshka_dims = {config.matryoshka_dims} has a width above the model's "
-            f"dimension ({dimensions}); use widths of at most {dimensions}"
-        )
-    if dimensions and config.lora_rank is not None and config.lora_rank > dimensions:
-        raise InvalidArgumentError(
-            f"config lora_rank = {config.lora_rank} is above the model's dimension ({dimensions}); "
-            f"use at most {dimensions} (a head of rank {dimensions} is full rank)"
-        )
 
 
 def normalize_task(task: str) -> str:

@@ -1,4 +1,5 @@
-"""Defaults by shape: what a fine_tune config key left NULL means, and what a head's trials try.
+"""Defaults by shape: what a fine_tune config key left NULL means, what a head's trials try,
+and which settings a shape cannot take.
 
 One table, read by ``FineTuneConfig`` (help text, resolution) and by the README (generated).
 """
@@ -6,6 +7,8 @@ One table, read by ``FineTuneConfig`` (help text, resolution) and by the README 
 from __future__ import annotations
 
 from typing import Any
+
+from .errors import InvalidArgumentError
 
 SHAPES = ("projection_head", "encoder_adapters", "full")
 # Inference precision (jammi_sql.connect(precision=...)); auto: reduced where the hardware runs
@@ -21,17 +24,21 @@ SHAPE_DEFAULTS: dict[str, dict[str, Any]] = {
         "lora_rank": "dim",
         "learning_rate": 1e-3,
         "weight_decay": 30.0,
+        "loraplus_lr_ratio": 1.0,
         "epochs": 10,
         "batch_size": 64,
         "trials": 4,
     },
     # Encoder shapes: batch 32 gives in-batch losses 31 negatives per anchor (batch 8 gained
     # nothing on SciFact), at a rate that moves the weights: adapters at 2e-4 or full at 2e-5
-    # stayed at the base on SciFact; 2e-3 adapters lost 0.026 there.
+    # stayed at the base on SciFact; 2e-3 adapters lost 0.026 there. LoRA+ (B, zero at the
+    # start, learns 8x faster than A) raised query/value adapters on five SciFact tuning folds
+    # from +0.018 to +0.028 mean NDCG@10 (better on four folds, level on one).
     "encoder_adapters": {
         "lora_rank": 8,
         "learning_rate": 1e-3,
         "weight_decay": 0.01,
+        "loraplus_lr_ratio": 8.0,
         "epochs": 3,
         "batch_size": 32,
         "trials": 1,
@@ -40,6 +47,7 @@ SHAPE_DEFAULTS: dict[str, dict[str, Any]] = {
         "lora_rank": None,  # no adapter: every weight trains
         "learning_rate": 5e-5,
         "weight_decay": 0.01,
+        "loraplus_lr_ratio": None,  # no adapter
         "epochs": 3,
         "batch_size": 32,
         "trials": 1,
@@ -113,3 +121,38 @@ def trial_configs(config: Any, user_set: set[str], dimensions: int, loss: str = 
         if len(out) == config.trials:
             break
     return out
+
+
+def check_for_shape(
+    config: Any, adapter_type: str, dimensions: int | None, kind: str | None = None
+) -> None:
+    if config.applies_to == "query" and (
+        adapter_type != "projection_head" or kind == "scored_pairs"
+    ):
+        raise InvalidArgumentError(
+            "config applies_to = 'query' trains a projection head on the query side of "
+            "(query, document) pairs or triplets; drop target_modules and method 'full', and "
+            "give [anchor, positive] columns (scored pairs have no query side)"
+        )
+    if config.trials is not None and config.trials > 1 and adapter_type != "projection_head":
+        raise InvalidArgumentError(
+            f"config trials = {config.trials} is only for a projection head (which trains on "
+            "cached vectors, so trying settings is cheap); drop trials, or target_modules and "
+            "method 'full'"
+        )
+    if config.loraplus_lr_ratio is not None and adapter_type == "full":
+        raise InvalidArgumentError(
+            f"config loraplus_lr_ratio = {config.loraplus_lr_ratio:g} sets how fast LoRA's B "
+            "matrices learn, and method 'full' has none; drop loraplus_lr_ratio, or use "
+            "method 'lora'"
+        )
+    if dimensions and max(config.matryoshka_dims, default=0) > dimensions:
+        raise InvalidArgumentError(
+            f"config matryoshka_dims = {config.matryoshka_dims} has a width above the model's "
+            f"dimension ({dimensions}); use widths of at most {dimensions}"
+        )
+    if dimensions and config.lora_rank is not None and config.lora_rank > dimensions:
+        raise InvalidArgumentError(
+            f"config lora_rank = {config.lora_rank} is above the model's dimension ({dimensions}); "
+            f"use at most {dimensions} (a head of rank {dimensions} is full rank)"
+        )

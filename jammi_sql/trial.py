@@ -64,6 +64,23 @@ def _adamw(groups: list[dict], lr: float) -> torch.optim.Optimizer:
         return torch.optim.AdamW(groups, lr=lr, foreach=True)
 
 
+def _groups(trainee, config: FineTuneConfig) -> list[dict]:
+    """AdamW's parameter groups: matrices decay, biases and norms do not; LoRA's B matrices
+    (``lora_B``, zero at step 0) learn at ``loraplus_lr_ratio`` times the rate (LoRA+, Hayou
+    et al. 2024), so a short run moves them as far as A."""
+    ratio = config.loraplus_lr_ratio or 1.0
+    named = [(n, p) for n, p in trainee.trainable.named_parameters() if p.requires_grad]
+    b = {id(p) for n, p in named if ".lora_B." in f".{n}" and p.ndim >= 2}
+    groups = [
+        {"params": [p for _, p in named if p.ndim >= 2 and id(p) not in b]},
+        {"params": [p for _, p in named if id(p) in b], "lr": config.learning_rate * ratio},
+        {"params": [p for _, p in named if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    for g in groups:
+        g.setdefault("weight_decay", config.weight_decay)
+    return [g for g in groups if g["params"]]
+
+
 class Run:
     """One trial: a fresh head (for a projection head), its optimizer and its schedule."""
 
@@ -74,16 +91,9 @@ class Run:
         if setup.adapter_type == "projection_head":
             torch.manual_seed(config.seed + trial)
             self.trainee.new_head(config)
-        # ---- optimizer (no weight decay on biases and norms)
+        # ---- optimizer (no weight decay on biases and norms; LoRA+ rate for B)
         self.params = self.trainee.parameters()
-        groups = [
-            {
-                "params": [p for p in self.params if p.ndim >= 2],
-                "weight_decay": config.weight_decay,
-            },
-            {"params": [p for p in self.params if p.ndim < 2], "weight_decay": 0.0},
-        ]
-        self.optimizer = _adamw([g for g in groups if g["params"]], self.lr)
+        self.optimizer = _adamw(_groups(self.trainee, config), self.lr)
         # ---- schedule: step budget, warmup (at most a tenth of the steps), decay
         self.accum = config.gradient_accumulation_steps
         self.total_steps = setup.steps(config)

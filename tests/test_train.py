@@ -112,6 +112,7 @@ def test_eight_pairs_overfit_within_a_few_dozen_steps(tmp_path, tiny_model, shap
         batch_size=8,
         lora_dropout=0.0,
         learning_rate=5e-3,
+        loraplus_lr_ratio=1.0,  # at this rate (5x the default) B at 8x overshoots
         validation_fraction=0.0,
         lr_schedule="constant",
         target_modules=["all-linear"] if shape == "adapters" else [],
@@ -381,6 +382,31 @@ def test_the_split_never_puts_a_text_a_text_b_anchor_or_positive_on_both_sides()
         assert len(train) + len(val) == len(ts)
 
 
+@pytest.mark.parametrize("ratio", [1.0, 8.0])
+def test_loraplus_moves_the_b_matrices_ratio_times_as_fast(tmp_path, tiny_model, ratio):
+    # One AdamW step moves each weight by the learning rate (the first step is sign(gradient)),
+    # so B (zero at the start) ends at learning_rate x ratio in magnitude.
+    rate = 1e-3
+    kept = fit(
+        tmp_path,
+        tiny_model,
+        SCORED,
+        shape="adapters",
+        learning_rate=rate,
+        loraplus_lr_ratio=ratio,
+        epochs=1,
+        batch_size=len(SCORED),
+        lr_schedule="constant",
+        weight_decay=0.0,
+        lora_dropout=0.0,
+        validation_fraction=0.0,
+    )
+    b = [w for k, w in weights(kept).items() if "lora_B" in k]
+    assert b and [float(w.abs().max()) for w in b] == pytest.approx(
+        [rate * ratio] * len(b), rel=1e-3
+    )
+
+
 def test_keys_left_null_take_the_defaults_of_the_shape():
     from jammi_sql.config import SHAPE_DEFAULTS, adapter_type_for, resolve
 
@@ -409,6 +435,10 @@ def test_settings_a_shape_cannot_take_are_errors():
         resolve(FineTuneConfig(trials=2, target_modules=["query"]), "encoder_adapters", 32)
     with pytest.raises(InvalidArgumentError, match="trials = 0 is invalid"):
         FineTuneConfig(trials=0)
+    with pytest.raises(InvalidArgumentError, match="loraplus_lr_ratio = 4 sets how fast"):
+        resolve(FineTuneConfig(loraplus_lr_ratio=4), "full", 32)
+    with pytest.raises(InvalidArgumentError, match="loraplus_lr_ratio = 0 is invalid"):
+        FineTuneConfig(loraplus_lr_ratio=0)
 
 
 @pytest.mark.slow
