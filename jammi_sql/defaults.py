@@ -33,7 +33,7 @@ SHAPE_DEFAULTS: dict[str, dict[str, Any]] = {
     # nothing on SciFact), at a rate that moves the weights: adapters at 2e-4 or full at 2e-5
     # stayed at the base on SciFact; 2e-3 adapters lost 0.026 there. LoRA+ (B, zero at the
     # start, learns 8x faster than A) raised query/value adapters on five SciFact tuning folds
-    # from +0.018 to +0.028 mean NDCG@10 (better on four folds, level on one).
+    # from +0.018 to +0.028 mean NDCG@10 (better on three folds, level on two).
     "encoder_adapters": {
         "lora_rank": 8,
         "learning_rate": 1e-3,
