@@ -38,7 +38,7 @@ def test_cls_pooling_and_no_normalize_are_honoured(tmp_path):
     feats = enc.collate(enc.tokenize(["a cat plays"]))
     with torch.inference_mode():
         hidden = enc.transformer(**feats).last_hidden_state
-    assert np.allclose(enc.encode(["a cat plays"])[0], hidden[0, 0].numpy(), atol=1e-5)
+    assert np.allclose(enc.encode(["a cat plays"])[0], hidden[0, 0].cpu().numpy(), atol=1e-5)
 
 
 def test_pooling_ignores_padding():
