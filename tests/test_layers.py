@@ -8,6 +8,7 @@ modules over 400 lines and functions over 80.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -131,6 +132,19 @@ def test_modules_and_functions_stay_small():
     assert size_problems(PACKAGE) == []
 
 
+def unmapped(root: Path, readme: str) -> list[str]:
+    """Modules and packages of the package's top level that the README's layout map leaves out."""
+    layout = readme.split("\njammi_sql/\n", 1)[1].split("```", 1)[0]
+    names = [p.name for p in sorted(root.glob("*.py"))]
+    names += [p.name + "/" for p in sorted(root.iterdir()) if (p / "__init__.py").is_file()]
+    return [name for name in names if not re.search(rf"(?<![\w/]){re.escape(name)}", layout)]
+
+
+def test_the_readme_layout_names_every_module():
+    readme = (PACKAGE.parent / "README.md").read_text()
+    assert unmapped(PACKAGE, readme) == []
+
+
 # ---- the test of the test ---------------------------------------------------------------
 def _copy_with(tmp_path: Path, extra: dict[str, str]) -> Path:
     root = tmp_path / "jammi_sql"
@@ -162,3 +176,10 @@ def test_the_size_test_catches_a_long_function(tmp_path):
     body = "\n".join(f"    x{i} = {i}" for i in range(90))
     root = _copy_with(tmp_path, {"errors.py": f"def too_long():\n{body}"})
     assert any("too_long() has 91 lines" in p for p in size_problems(root))
+
+
+def test_the_layout_test_catches_a_module_the_readme_does_not_name(tmp_path):
+    root = _copy_with(tmp_path, {})
+    (root / "newcomer.py").write_text("")
+    readme = (PACKAGE.parent / "README.md").read_text()
+    assert unmapped(root, readme) == ["newcomer.py"]
