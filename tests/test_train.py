@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from jammi_sql import artifacts, train
+from jammi_sql import artifacts, selection, train
+from jammi_sql.checkpoint import TrainState
 from jammi_sql.config import FineTuneConfig
 from jammi_sql.data import make_training_set
 from jammi_sql.encoders import load_fine_tuned
@@ -291,12 +292,36 @@ def test_a_head_tries_several_settings_and_keeps_the_best_on_validation(tmp_path
     m = result.metrics
     assert m["judged"] is True and [t["trial"] for t in m["trials"]] == [1, 2, 3]
     scores, winner = [t["val"]["spearman"] for t in m["trials"]], 0
-    for i, score in enumerate(scores):  # a later trial must win by a clear margin
-        winner = i if score > scores[winner] + TRIAL_MARGIN else winner
+    for i, score in enumerate(scores):  # a later trial must win beyond validation's noise
+        noise = selection.noise("spearman", scores[winner], m["n_validation"])
+        winner = i if score > scores[winner] + max(TRIAL_MARGIN, noise) else winner
     assert m["kept"]["trial"] == 1 + winner
     assert {t for t, *_ in seen} == {1, 2, 3}
     assert {n for *_, n, _ in seen} >= {"learning_rate", "weight_decay", "val_spearman"}
     assert len({(t["learning_rate"], t["weight_decay"]) for t in m["trials"]}) == 3
+
+
+def test_a_later_trial_must_beat_the_winner_by_one_standard_error_of_validation():
+    state = TrainState()
+
+    def trial(spearman: float) -> None:
+        state.best_val, state.best_epoch = {"spearman": spearman, "loss": 1.0}, 1
+        margin = selection.trial_margin(state, "spearman", 500, watch_loss=False)
+        selection.close_trial(state, {}, lambda v: v["spearman"], True, dict, margin)
+        state.next_trial()
+
+    trial(0.80)  # one standard error at 500 pairs: (1 - 0.8^2) / sqrt(497) = 0.016
+    assert selection.trial_margin(state, "spearman", 500, watch_loss=False) == pytest.approx(
+        0.36 / math.sqrt(497)
+    )
+    trial(0.81)  # better, but inside the noise: the conservative first trial stays
+    assert state.winner["trial"] == 0
+    trial(0.82)  # beyond it
+    assert state.winner["trial"] == 2 and state.winner["score"] == 0.82
+    assert selection.trial_margin(state, "spearman", 10**9, watch_loss=False) == TRIAL_MARGIN
+    assert selection.trial_margin(state, "val_loss", 500, watch_loss=True) == TRIAL_MARGIN
+    state.winner["val"]["ndcg_at_10"] = 0.8  # retrieval: the fixed margin
+    assert selection.trial_margin(state, "ndcg_at_10", 70, watch_loss=False) == TRIAL_MARGIN
 
 
 def test_a_resumed_head_with_trials_ends_where_an_uninterrupted_one_does(tmp_path, tiny_model):
