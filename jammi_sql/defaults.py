@@ -68,8 +68,9 @@ REFIT_BELOW_ROWS = 5000
 # What each further trial of a head changes, relative to the first (the defaults above); a key
 # the user set is never changed. A trial is seconds on cached vectors, so trying is cheap. With
 # AdamW, decay on the head's D (W = I + D) bounds how far the map moves from the identity (about
-# 1/weight_decay per entry). A later trial must beat the winner so far by one standard error of
-# its validation score (selection.trial_margin), so near-ties keep the more conservative setting.
+# 1/weight_decay per entry). A later trial must beat the winner so far by a clear margin
+# (selection.trial_margin: one standard error on Spearman, 0.005 on NDCG@10), so near-ties keep
+# the more conservative setting.
 HEAD_TRIALS: dict[str, list[dict[str, Any]]] = {  # from the most conservative first
     # Scored pairs: a head validated on the training distribution prefers less decay, yet on a
     # held-out distribution (sts-dev) decay 10 lost 0.005 Spearman where decay 30 gained, so the

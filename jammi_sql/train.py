@@ -193,10 +193,8 @@ def run_training(
             run.save(state)
             run.report(state, logs, state.epoch)
         settings = {k: getattr(run.config, k) for k in BY_SHAPE if k != "trials"}
-        watch_loss = run.config.early_stopping_metric == "val_loss"
-        margin = selection.trial_margin(state, setup.metric, setup.n_val, watch_loss)
         result = selection.close_trial(
-            state, settings, run.score, reason is None, setup.trainee.state, margin
+            state, settings, run.score, reason is None, setup.trainee.state, run.trial_margin(state)
         )
         run.report(
             state, [], state.epoch, _trial_logs(result, setup.metric) if len(trials) > 1 else []

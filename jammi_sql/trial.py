@@ -121,6 +121,11 @@ class Run:
         best = max(state.history, key=self.score).get(self.setup.metric, math.nan)
         return selection.noise(self.setup.metric, best, len(self.setup.val_set))
 
+    def trial_margin(self, state: TrainState) -> float:
+        """How much higher than the winner so far this trial must score to replace it."""
+        watch_loss = self.config.early_stopping_metric == "val_loss"
+        return selection.trial_margin(state, self.setup.metric, len(self.setup.val_set), watch_loss)
+
     def progress(self, state: TrainState, logs: list, epoch: int) -> Progress:
         latest = state.history[-1] if state.history else state.base_val
         seen = [h["loss"] for h in state.history] + (
