@@ -47,7 +47,7 @@ def main() -> None:
     from sentence_transformers import SentenceTransformer
 
     import jammi_sql
-    from jammi_sql.models import bundled_model_folder
+    from jammi_sql.catalog.models import bundled_model_folder
 
     data = texts(args.n)
     db = jammi_sql.connect(":memory:", precision=args.precision)

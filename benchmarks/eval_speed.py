@@ -30,7 +30,7 @@ def main() -> None:
     from sentence_transformers.evaluation import InformationRetrievalEvaluator
 
     import jammi_sql
-    from jammi_sql.models import bundled_model_folder
+    from jammi_sql.catalog.models import bundled_model_folder
 
     qrels = scifact_qrels()
     queries = {q: t for q, t in scifact_queries().items() if q in qrels}

@@ -34,10 +34,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import common  # noqa: E402
 
+from jammi_sql.catalog.models import bundled_model_folder  # noqa: E402
 from jammi_sql.config import FineTuneConfig  # noqa: E402
-from jammi_sql.data import make_training_set  # noqa: E402
-from jammi_sql.models import bundled_model_folder  # noqa: E402
-from jammi_sql.train import run_training  # noqa: E402
+from jammi_sql.training.dataset import make_training_set  # noqa: E402
+from jammi_sql.training.train import run_training  # noqa: E402
 
 STSB = Path(__file__).resolve().parents[2] / "shared" / "data" / "stsb" / "sts-train.csv"
 
@@ -129,7 +129,7 @@ def warm_up() -> None:
     """Import both libraries and load the model once, so no side pays first-use costs."""
     from sentence_transformers import SentenceTransformer
 
-    from jammi_sql.encoder import Encoder
+    from jammi_sql.inference.encoder import Encoder
 
     SentenceTransformer(str(bundled_model_folder()), device="cpu")
     Encoder.from_folder(bundled_model_folder(), torch.device("cpu"))

@@ -49,11 +49,11 @@ import common  # noqa: E402
 from quality import SciFact  # noqa: E402
 
 import jammi_sql  # noqa: E402
+from jammi_sql.catalog.models import bundled_model_folder  # noqa: E402
 from jammi_sql.config import SHAPE_DEFAULTS  # noqa: E402
-from jammi_sql.encoder import Encoder  # noqa: E402
-from jammi_sql.encoders import load_fine_tuned  # noqa: E402
-from jammi_sql.evaluate import retrieval_metrics  # noqa: E402
-from jammi_sql.models import bundled_model_folder  # noqa: E402
+from jammi_sql.evaluation.metrics import retrieval_metrics  # noqa: E402
+from jammi_sql.inference.encoder import Encoder  # noqa: E402
+from jammi_sql.inference.loader import load_fine_tuned  # noqa: E402
 
 BASE = "all-MiniLM-L6-v2"
 SHAPES = {"head": ("lora", {}), "adapters": ("lora", {"target_modules": ["query", "value"]})}
@@ -223,7 +223,7 @@ def quality(args) -> None:
 
 def scale_one(n: int) -> None:
     """Mine 1,000 anchors against ``n`` random corpus vectors; print seconds and peak memory."""
-    from jammi_sql.catalog import EmbeddingTable
+    from jammi_sql.catalog.tables import EmbeddingTable
 
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:

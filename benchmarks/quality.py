@@ -43,13 +43,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
 
+from jammi_sql.catalog.models import bundled_model_folder  # noqa: E402
 from jammi_sql.config import SHAPE_DEFAULTS, FineTuneConfig  # noqa: E402
-from jammi_sql.data import make_training_set  # noqa: E402
-from jammi_sql.encoder import Encoder, pick_device  # noqa: E402
-from jammi_sql.encoders import load_fine_tuned  # noqa: E402
-from jammi_sql.evaluate import retrieval_metrics, similarity_metrics  # noqa: E402
-from jammi_sql.models import bundled_model_folder  # noqa: E402
-from jammi_sql.train import run_training  # noqa: E402
+from jammi_sql.evaluation.metrics import retrieval_metrics, similarity_metrics  # noqa: E402
+from jammi_sql.inference.encoder import Encoder, pick_device  # noqa: E402
+from jammi_sql.inference.loader import load_fine_tuned  # noqa: E402
+from jammi_sql.training.dataset import make_training_set  # noqa: E402
+from jammi_sql.training.train import run_training  # noqa: E402
 
 OURS = {
     "head": ("lora", {}),
@@ -109,7 +109,7 @@ class SciFact:
 def score_every_epoch(task) -> None:
     """Also score ``task`` after every epoch with the weights of that moment (slow: the whole
     corpus is encoded each time). It shows which epoch validation should have kept."""
-    from jammi_sql import trial
+    from jammi_sql.training import trial
 
     end_epoch = getattr(trial.Run, "unscored_end_epoch", trial.Run.end_epoch)
 

@@ -86,7 +86,7 @@ def over_server(port: int, binary: bool = False):
 
 def in_process(db):
     def connect():
-        from jammi_sql.functions import macros_sql
+        from jammi_sql.functions.declarations import macros_sql
 
         cursor = db.con.cursor()  # a cursor of its own, as each server session has
         cursor.execute(macros_sql(db.ctx.suffix))

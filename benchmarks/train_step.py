@@ -38,11 +38,11 @@ def pairs(steps: int) -> list[tuple[str, str]]:
 
 
 def ours(data: list[tuple[str, str]], recompute: bool, steps: int) -> list[float]:
-    from jammi_sql import trainee as T
+    from jammi_sql.catalog.models import bundled_model_folder
     from jammi_sql.config import FineTuneConfig, resolve
-    from jammi_sql.encoder import Encoder
-    from jammi_sql.losses import MultipleNegativesRankingLoss
-    from jammi_sql.models import bundled_model_folder
+    from jammi_sql.inference.encoder import Encoder
+    from jammi_sql.training import trainee as T
+    from jammi_sql.training.losses import MultipleNegativesRankingLoss
 
     T.needs_recompute = lambda *args: recompute
     encoder = Encoder.from_folder(bundled_model_folder(), torch.device("cpu"))
@@ -71,7 +71,7 @@ def peer(data: list[tuple[str, str]], steps: int) -> list[float]:
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer import losses
 
-    from jammi_sql.models import bundled_model_folder
+    from jammi_sql.catalog.models import bundled_model_folder
 
     model = SentenceTransformer(str(bundled_model_folder()), device="cpu")
     model.max_seq_length = MAX_LEN

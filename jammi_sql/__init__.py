@@ -15,7 +15,7 @@ __version__ = "0.1.0"
 __all__ = ["connect", "install", "Database", "Job", "JammiError", "__version__"]
 
 if TYPE_CHECKING:
-    from .database import Database, Job
+    from .api.database import Database, Job
 
 
 def connect(
@@ -36,7 +36,7 @@ def connect(
     calibration check keeps cosine >= 0.999 to fp32, else fp32), ``'fp32'``, ``'bf16'`` or
     ``'fp16'`` (forced). ``jammi.models.precision`` shows what each loaded model runs at.
     """
-    from .database import Database
+    from .api.database import Database
 
     return Database(
         path, home=home, dimensions=dimensions, read_only=read_only, precision=precision
@@ -47,14 +47,14 @@ def install(
     con, *, home: str | None = None, dimensions: int | None = None, precision: str = "auto"
 ):
     """Install jammi into a duckdb connection you already have; returns its Context."""
-    from .database import install as _install
+    from .api.database import install as _install
 
     return _install(con, home=home, dimensions=dimensions, precision=precision)
 
 
 def __getattr__(name: str):
     if name in ("Database", "Job"):
-        from . import database
+        from .api import database
 
         return getattr(database, name)
     if name == "JammiError":

@@ -313,7 +313,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["serve"]:
-        from jammi_sql import server
+        from jammi_sql.pg import server
 
         return server.main(argv[1:])
     if argv[:1] == ["demo"]:

@@ -102,7 +102,7 @@ def build_tiny_bert(
 def _fp32_hardware(monkeypatch):
     """Tests compare embeddings with fp32 ones to 1e-5: precision 'auto' sees no reduced
     precision here, whatever the machine (tests of the guard patch this back)."""
-    from jammi_sql import precision
+    from jammi_sql.inference import precision
 
     monkeypatch.setattr(precision, "reduced", lambda device: None)
 
@@ -120,7 +120,7 @@ def tiny_model(_tiny_bert_master, tmp_path) -> Path:
 
 @pytest.fixture(scope="session")
 def bundled_model_folder() -> Path:
-    from jammi_sql.models import bundled_model_folder as find
+    from jammi_sql.catalog.models import bundled_model_folder as find
 
     return find()
 

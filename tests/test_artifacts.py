@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from jammi_sql import artifacts
+from jammi_sql.artifacts import layout as artifacts
 from jammi_sql.config import FineTuneConfig
-from jammi_sql.encoder import Encoder
-from jammi_sql.encoders import load_fine_tuned
 from jammi_sql.errors import ArtifactError
-from jammi_sql.trainee import Trainee
+from jammi_sql.inference.encoder import Encoder
+from jammi_sql.inference.loader import load_fine_tuned
+from jammi_sql.training.trainee import Trainee
 
 CPU = torch.device("cpu")
 TEXTS = ["the cat plays piano", "quantum computing and physics", "a dog", "search engine"]

@@ -257,7 +257,7 @@ def test_a_mistake_is_a_jammi_error_that_changes_nothing(world, sql, message):
 
 
 def test_there_are_at_least_sixty_mistakes_and_every_function_is_covered():
-    from jammi_sql.functions import FUNCTIONS
+    from jammi_sql.functions.declarations import FUNCTIONS
 
     assert len(MISTAKES) >= 60
     called = " ".join(sql for sql, _ in MISTAKES)

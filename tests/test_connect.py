@@ -4,7 +4,7 @@ import sys
 from pathlib import Path
 
 import jammi_sql
-from jammi_sql.catalog import sql_dir
+from jammi_sql.catalog.tables import sql_dir
 
 MIGRATIONS = len(list((sql_dir() / "schema").glob("*.sql")))  # each applied exactly once
 

@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
-from jammi_sql import functions
 from jammi_sql.config import options_table
 from jammi_sql.defaults import shape_table
+from jammi_sql.functions import declarations as functions
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 

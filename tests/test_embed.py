@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from conftest import build_tiny_bert, catalog_snapshot
 
-from jammi_sql.encoder import Encoder
+from jammi_sql.inference.encoder import Encoder
 
 
 def test_embed_returns_a_float_list_as_wide_as_its_model(db):

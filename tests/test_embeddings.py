@@ -178,7 +178,7 @@ def test_batches_are_committed_to_staging_and_go_live_in_one_step(db):
     import threading
     import time
 
-    from jammi_sql.embeddings import BATCH
+    from jammi_sql.search.embeddings import BATCH
 
     rows = 6 * BATCH
     db.sql(f"CREATE TABLE many AS SELECT i AS id, 'text ' || i AS body FROM range({rows}) t(i)")
@@ -231,7 +231,7 @@ def test_a_killed_runs_staging_table_is_cleared_by_the_next_run(docs):
     "key_type", ["INTEGER", "VARCHAR", "UUID", "DATE", "DECIMAL(10, 2)", "TIMESTAMPTZ"]
 )
 def test_paged_reads_embed_every_row_once_whatever_the_key_type(db, monkeypatch, key_type):
-    from jammi_sql import embeddings
+    from jammi_sql.search import embeddings
 
     monkeypatch.setattr(embeddings, "PAGE", 4)  # pages of 4 rows, batches of 2: many pages
     monkeypatch.setattr(embeddings, "BATCH", 2)

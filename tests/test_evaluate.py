@@ -1,4 +1,4 @@
-"""Metrics in jammi_sql.evaluate: hand-computed cases, and agreement with sentence-transformers."""
+"""Metrics in jammi_sql.evaluation.metrics: hand-computed cases, and agreement with sentence-transformers."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from jammi_sql.evaluate import retrieval_metrics, similarity_metrics, top_k
+from jammi_sql.evaluation.metrics import retrieval_metrics, similarity_metrics, top_k
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here needs the network
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from conftest import catalog_snapshot
 
-from jammi_sql.encoder import Encoder
-from jammi_sql.evaluate import similarity_metrics
+from jammi_sql.evaluation.metrics import similarity_metrics
+from jammi_sql.inference.encoder import Encoder
 
 DOCS = [
     "the cat plays piano",

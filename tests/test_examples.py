@@ -2,7 +2,7 @@
 
 import pytest
 
-from jammi_sql.catalog import sql_dir
+from jammi_sql.catalog.tables import sql_dir
 from jammi_sql.cli import main
 
 EXAMPLES = sorted((sql_dir() / "examples").glob("*.sql"))

@@ -13,7 +13,7 @@ import pytest
 from conftest import build_tiny_bert, catalog_snapshot
 
 from jammi_sql import JammiError
-from jammi_sql.generator import Generator, generation_kind
+from jammi_sql.data.generator import Generator, generation_kind
 
 WORDS = ["cat", "dog", "car", "bike", "train", "plane", "piano", "guitar", "cell", "gene"]
 
@@ -144,7 +144,7 @@ def test_a_model_that_writes_nothing_is_a_clear_error(docs, monkeypatch):
 
 
 def test_the_model_loads_once_for_every_call(docs, monkeypatch):
-    from jammi_sql import generator
+    from jammi_sql.data import generator
 
     monkeypatch.setattr(generator, "_LOADED", {})
     built = []

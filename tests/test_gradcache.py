@@ -10,12 +10,12 @@ import torch
 from safetensors.torch import load_file
 from test_train import assert_same_weights, fit, weights
 
-from jammi_sql import gradcache
 from jammi_sql.config import FineTuneConfig
-from jammi_sql.data import make_training_set
-from jammi_sql.encoder import Encoder
-from jammi_sql.losses import MultipleNegativesRankingLoss
-from jammi_sql.trainee import Trainee, batch_loss, index_texts
+from jammi_sql.inference.encoder import Encoder
+from jammi_sql.training import gradcache
+from jammi_sql.training.dataset import make_training_set
+from jammi_sql.training.losses import MultipleNegativesRankingLoss
+from jammi_sql.training.trainee import Trainee, batch_loss, index_texts
 
 CPU = torch.device("cpu")
 W = ["cat", "dog", "car", "bike", "train", "plane", "piano", "guitar", "cell", "gene", "solar"]
@@ -120,7 +120,7 @@ def test_recomputed_activations_end_with_the_weights_of_kept_ones(
 ):
     """When a batch's activations would not fit in a third of the free memory they are
     recomputed in the backward pass: slower, never different (dropout masks replayed)."""
-    from jammi_sql import trainee as T
+    from jammi_sql.training import trainee as T
 
     seen = []
     real = T.needs_recompute
@@ -143,8 +143,8 @@ def test_recomputed_activations_end_with_the_weights_of_kept_ones(
 def test_activation_estimate_grows_with_the_batch_and_its_longest_text(tiny_model, monkeypatch):
     from transformers import AutoConfig
 
-    from jammi_sql import trainee as T
-    from jammi_sql.trainee import activation_bytes, needs_recompute
+    from jammi_sql.training import trainee as T
+    from jammi_sql.training.trainee import activation_bytes, needs_recompute
 
     config = AutoConfig.from_pretrained(str(tiny_model))
     small, more_rows, longer = (
@@ -166,7 +166,7 @@ def test_free_memory_counts_reclaimable_cache_and_stays_within_a_container_limit
 ):
     """Free memory is what the kernel can hand out now (MemAvailable, page cache included, not
     MemFree), never more than a cgroup's memory.max leaves; a GPU reports its own."""
-    from jammi_sql import memory
+    from jammi_sql.training import memory
 
     meminfo = tmp_path / "meminfo"
     meminfo.write_text("MemTotal: 24000000 kB\nMemFree: 1000000 kB\nMemAvailable: 20000000 kB\n")

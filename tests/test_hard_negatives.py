@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jammi_sql import mining
-from jammi_sql.mining import MiningSettings, ceilings, mine
+from jammi_sql.data import mining
+from jammi_sql.data.mining import MiningSettings, ceilings, mine
 
 W = ["cat", "dog", "car", "bike", "train", "plane", "piano", "guitar", "cell", "gene", "solar"]
 
@@ -101,7 +101,7 @@ def qa(db):
 
 
 def test_mining_reads_the_corpus_embeddings_and_embeds_only_the_anchors(qa, monkeypatch):
-    from jammi_sql.encoder import Encoder
+    from jammi_sql.inference.encoder import Encoder
 
     embedded: list[str] = []
     encode = Encoder.encode

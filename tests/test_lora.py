@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from jammi_sql.encoder import Encoder
 from jammi_sql.errors import InvalidArgumentError
-from jammi_sql.lora import LoRALinear, inject_lora, lora_modules, lora_state_dict, merge_lora
+from jammi_sql.inference.encoder import Encoder
+from jammi_sql.shapes.lora import LoRALinear, inject_lora, lora_modules, lora_state_dict, merge_lora
 
 TEXTS = ["the cat plays piano", "quantum computing and physics", "a dog"]
 

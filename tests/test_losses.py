@@ -7,7 +7,12 @@ import math
 import pytest
 import torch
 
-from jammi_sql.losses import CoSENTLoss, InfoNCELoss, MultipleNegativesRankingLoss, TripletLoss
+from jammi_sql.training.losses import (
+    CoSENTLoss,
+    InfoNCELoss,
+    MultipleNegativesRankingLoss,
+    TripletLoss,
+)
 
 
 def toward(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
@@ -89,7 +94,7 @@ def test_info_nce_masks_a_copy_of_the_positive_in_both_directions(batch):
 
 
 def test_matryoshka_is_the_mean_of_the_loss_at_each_width(batch):
-    from jammi_sql.losses import build, compute
+    from jammi_sql.training.losses import build, compute
 
     a, p, n = batch
     for name, columns in (("multiple_negatives_ranking", [a, p, n]), ("triplet", [a, p, n])):

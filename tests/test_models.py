@@ -6,8 +6,8 @@ import pytest
 import torch
 from conftest import build_tiny_bert
 
-from jammi_sql.encoder import Encoder, ModelSpec, pool
-from jammi_sql.models import BUNDLED_ID, bundled_model_folder, canonical_id
+from jammi_sql.catalog.models import BUNDLED_ID, bundled_model_folder, canonical_id
+from jammi_sql.inference.encoder import Encoder, ModelSpec, pool
 
 
 def test_the_bundled_model_is_found_without_importing_its_package():
@@ -74,7 +74,7 @@ def test_each_model_loads_once_per_process(db, monkeypatch):
         return original(cls, folder, device)
 
     monkeypatch.setattr(Encoder, "from_folder", classmethod(counting))
-    from jammi_sql.encoders import CACHE
+    from jammi_sql.inference.loader import CACHE
 
     CACHE._items.clear()
     for _ in range(3):

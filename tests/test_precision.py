@@ -7,8 +7,8 @@ import pytest
 from conftest import build_tiny_bert
 
 import jammi_sql
-from jammi_sql import precision
-from jammi_sql.encoder import Encoder
+from jammi_sql.inference import precision
+from jammi_sql.inference.encoder import Encoder
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import jammi_sql
-from jammi_sql.encoder import Encoder
+from jammi_sql.inference.encoder import Encoder
 
 W = ["cat", "dog", "car", "bike", "train", "plane", "piano", "guitar", "cell", "gene", "solar"]
 

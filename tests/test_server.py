@@ -23,9 +23,10 @@ import psycopg
 import pytest
 
 import jammi_sql
-from jammi_sql import psql_describe, wire_copy
 from jammi_sql.errors import InvalidArgumentError
-from jammi_sql.server import Server
+from jammi_sql.pg import copy as wire_copy
+from jammi_sql.pg import describe as psql_describe
+from jammi_sql.pg.server import Server
 
 PSQL = shutil.which("psql")
 needs_psql = pytest.mark.skipif(
@@ -252,7 +253,7 @@ def test_password_login_with_scram_and_failed_logins_are_refused_slowly_and_logg
     with psycopg.connect(dsn(guarded, "s3cret pass")) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
         assert conn.pgconn.used_password
-    caplog.set_level(logging.WARNING, logger="jammi_sql.server")
+    caplog.set_level(logging.WARNING, logger="jammi_sql.pg.server")
     with pytest.raises(psycopg.OperationalError, match="no password supplied"):
         psycopg.connect(dsn(guarded))  # the server asked for one
     for n, (password, user) in enumerate([("wrong", "jammi"), ("s3cret pass", "postgres")]):
@@ -406,7 +407,7 @@ def test_large_results_and_copies_arrive_whole_in_order(served):
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
 def test_tls_when_a_certificate_is_given(db, tmp_path):
-    from jammi_sql.server import tls_context
+    from jammi_sql.pg.server import tls_context
 
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(

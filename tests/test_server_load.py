@@ -12,7 +12,7 @@ import time
 import psycopg
 import pytest
 
-from jammi_sql.server import Server
+from jammi_sql.pg.server import Server
 
 CLIENTS = 6
 SECONDS = 4.0

@@ -8,14 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from jammi_sql import artifacts, selection, train
-from jammi_sql.checkpoint import TrainState
+from jammi_sql.artifacts import layout as artifacts
 from jammi_sql.config import FineTuneConfig
-from jammi_sql.data import make_training_set
-from jammi_sql.encoders import load_fine_tuned
 from jammi_sql.errors import TrainingError
-from jammi_sql.selection import TRIAL_MARGIN
-from jammi_sql.train import Cancelled, run_training
+from jammi_sql.inference.loader import load_fine_tuned
+from jammi_sql.training import selection, train
+from jammi_sql.training.checkpoint import TrainState
+from jammi_sql.training.dataset import make_training_set
+from jammi_sql.training.selection import TRIAL_MARGIN
+from jammi_sql.training.train import Cancelled, run_training
 
 CPU = torch.device("cpu")
 SCORED = [
@@ -382,7 +383,7 @@ def test_a_small_set_trains_the_chosen_setting_again_on_every_row(tmp_path, tiny
 
 
 def test_split_is_deterministic_and_keeps_an_anchor_on_one_side():
-    from jammi_sql.data import split
+    from jammi_sql.training.dataset import split
 
     rows = [(f"anchor {i // 2}", f"doc {i}") for i in range(40)]
     ts = make_training_set("pairs", rows)
@@ -395,7 +396,7 @@ def test_split_is_deterministic_and_keeps_an_anchor_on_one_side():
 
 
 def test_the_split_never_puts_a_text_a_text_b_anchor_or_positive_on_both_sides():
-    from jammi_sql.data import split
+    from jammi_sql.training.dataset import split
 
     # positives shared between anchors, and texts that recur as text_b of other rows
     rows = [(f"q{i}", f"doc {i // 3}", f"neg {(i * 7) % 50}") for i in range(300)]
@@ -498,8 +499,8 @@ def test_a_head_on_the_bundled_model_trains_and_reloads(tmp_path, bundled_model_
 
 
 def test_matryoshka_dims_make_the_first_dimensions_work_on_their_own(tmp_path, tiny_model):
-    from jammi_sql.encoders import load_fine_tuned
-    from jammi_sql.losses import MultipleNegativesRankingLoss
+    from jammi_sql.inference.loader import load_fine_tuned
+    from jammi_sql.training.losses import MultipleNegativesRankingLoss
 
     pairs = [(f"{_W[i % 11]} {_W[(i * 7) % 11]}", f"the {_W[i % 11]} and a {_W[(i * 3) % 11]}")
              for i in range(40)]  # fmt: skip

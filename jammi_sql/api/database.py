@@ -1,0 +1,397 @@
+"""The Python API: a Database (a DuckDB connection with everything installed).
+
+It mirrors the SQL functions and calls the same state-layer code they call, so an error
+is a ``JammiError`` subclass here and a ``jammi:`` DuckDB error in SQL.
+"""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import os
+import weakref
+from collections.abc import Iterable
+from typing import Any
+
+import duckdb
+
+from .. import progress
+from ..catalog.context import Context
+from ..config import DEFAULT_CHUNK_OVERLAP, DEFAULT_K, DEFAULT_METHOD, DEFAULT_TASK, FineTuneConfig
+from ..errors import InvalidArgumentError
+from .job_handle import Job
+from .relation import Relation, open_connection, translated, wrap
+
+
+def install(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    home: str | os.PathLike | None = None,
+    dimensions: int | None = None,
+    precision: str = "auto",
+) -> Context:
+    """Install jammi's schema, functions and macros into a connection you already have
+    (a read-only connection gets the catalog read-only). ``dimensions`` is ignored (older
+    code passed it): embed returns each model's own width. ``precision``: see connect()."""
+    from ..functions.declarations import install_functions
+    from ..jobs.runner import LIVE_JOBS, JobRunner
+    from ..search.embeddings import clear_leftovers
+
+    with translated():
+        ctx = Context(
+            con, home, precision=precision, start_runner=JobRunner, live_jobs=LIVE_JOBS.keys()
+        )
+        clear_leftovers(ctx)  # staging tables of a build a killed process left
+        install_functions(con, ctx)
+    progress.catch_ctrl_c()
+    # At interpreter exit: stop jobs and close the connection, whoever opened it (a connection
+    # left open with Python UDFs installed makes DuckDB's bindings print leak warnings).
+    _close_at_exit(ctx)
+    return ctx
+
+
+class Database:
+    """A DuckDB connection with jammi installed. ``db.con`` is the raw connection."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike = ":memory:",
+        *,
+        home: str | os.PathLike | None = None,
+        dimensions: int | None = None,
+        con: duckdb.DuckDBPyConnection | None = None,
+        read_only: bool = False,
+        precision: str = "auto",
+    ):
+        from ..catalog.context import check_precision
+
+        self.path = str(path)
+        with translated():
+            check_precision(precision)  # before opening anything
+        self.con = con if con is not None else open_connection(self.path, read_only)
+        self.ctx = install(self.con, home=home, precision=precision)
+        self._closed = False
+        self._own: duckdb.DuckDBPyConnection | None = None
+        _close_at_exit(self)  # even if the caller forgot (see install)
+
+    @property
+    def read_only(self) -> bool:
+        return self.ctx.read_only
+
+    @property
+    def home(self):
+        return self.ctx.home
+
+    # ---- SQL ----------------------------------------------------------------------
+    def sql(self, query: str, params: Any = None) -> Relation | None:
+        """``con.sql``, with errors raised as JammiErrors when fetched (see Relation)."""
+        with translated():
+            return wrap(self.con.sql(query, params=params))
+
+    def execute(self, query: str, params: Any = None) -> duckdb.DuckDBPyConnection:
+        with translated():
+            return self.con.execute(query, params or [])
+
+    def interrupt(self) -> None:
+        """Stop what runs on this database now, from any thread: DuckDB's own work at its next
+        chunk (``con.interrupt()``) and a long jammi call (``embed``, ``generate_text_embeddings``,
+        ``evaluate_*``, in SQL or through this API) after its current micro-batch, rolling back
+        what it wrote. It raises CancelledError (a ``jammi:`` error) in the thread it stops."""
+        if progress.cancel(owner=self.ctx):
+            return  # the call raises CancelledError, which names what happened
+        self.con.interrupt()
+        if self._own is not None:
+            self._own.interrupt()
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        """The API's own connection to the database, so the state of ``db.con`` (a result
+        left half-fetched, an open transaction) never affects ``db.search`` and the like."""
+        if self._own is None:
+            from ..functions.declarations import macros_sql
+
+            self._own = self.con.cursor()  # UDFs are shared; TEMP macros are not
+            self._own.execute(macros_sql(self.ctx.suffix))
+        return self._own
+
+    def _writes(self, what: str) -> None:
+        self.ctx.require_writable(what)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.ctx.close()
+        if self._own is not None:
+            self._own.close()
+        self.con.close()
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- sources and models -------------------------------------------------------
+    def add_source(
+        self,
+        name: str,
+        path: str | None = None,
+        format: str | None = None,
+        *,
+        url: str | None = None,
+        query: str | None = None,
+    ):
+        from ..data.sources import add_source
+
+        self._writes("add_source")
+        if query is not None:
+            url, format = query, "query"
+        return add_source(self.ctx.catalog, name, url or path or "", format)
+
+    def remove_source(self, name: str, cascade: bool = False) -> list[str]:
+        """Unregister a source; ``cascade=True`` also drops the embedding tables built from
+        it (refused, naming them, otherwise). Returns the tables dropped."""
+        from ..data.sources import remove_source
+
+        self._writes("remove_source")
+        return remove_source(self.ctx.catalog, name, cascade)
+
+    def remove_embeddings(self, source: str, model: str) -> str:
+        """Drop the embedding table built from ``source`` with ``model``; returns its name."""
+        from ..search.embeddings import remove_embeddings
+
+        self._writes("remove_embeddings")
+        return remove_embeddings(self.ctx, source, model)
+
+    def register_model(self, model_id: str, path: str | os.PathLike):
+        self._writes("register_model")
+        record = self.ctx.models.register(model_id, str(path))
+        return record
+
+    def remove_model(self, model_id: str) -> str:
+        """Unregister a model (a fine-tuned one's files are deleted); refused while an
+        embedding table, a fine-tuned model or a job depends on it."""
+        from ..catalog.models import remove_model
+
+        self._writes("remove_model")
+        return remove_model(self.ctx.catalog, model_id, self.ctx.home)
+
+    def delete_job(self, job_id: str) -> str:
+        """Remove an ended job's rows and files (cancel a queued or running one first)."""
+        self._writes("delete_job")
+        return self.ctx.jobs.delete(job_id)
+
+    # ---- fine-tuning --------------------------------------------------------------
+    def fine_tune(
+        self,
+        source: str,
+        base_model: str,
+        columns: list[str],
+        method: str = DEFAULT_METHOD,
+        task: str = DEFAULT_TASK,
+        config: dict | None = None,
+        **options: Any,
+    ) -> Job:
+        """Validate and queue a job; config keys may be given as keyword arguments."""
+        self._writes("fine_tune")
+        cfg = FineTuneConfig.from_mapping({**(config or {}), **options})
+        job_id = self.ctx.jobs.submit(source, base_model, _names(columns), method, task, cfg)
+        return Job(self, job_id)
+
+    def job(self, job_id: str) -> Job:
+        self.ctx.jobs.get(job_id)
+        return Job(self, job_id)
+
+    def wait_job(self, job_id: str, timeout: float | None = None) -> str:
+        return self.ctx.jobs.wait(job_id, timeout)
+
+    # ---- embeddings and search ----------------------------------------------------
+    def encode_text(self, model: str, text: str | list[str], dims: int | None = None):
+        """A float32 vector for one text (or an (n, d) array for a list); ``dims`` keeps the
+        first dims dimensions (for a model trained with matryoshka_dims)."""
+        return self._encode(model, text, query=False, dims=dims)
+
+    def encode_text_query(self, model: str, text: str | list[str], dims: int | None = None):
+        """The query-side embedding, as ``embed_query`` computes it."""
+        return self._encode(model, text, query=True, dims=dims)
+
+    def _encode(self, model: str, text: str | list[str], query: bool, dims: int | None):
+        from ..inference.infer import check_dims, embed_texts, model_dimensions
+
+        single = isinstance(text, str)
+        many = isinstance(text, Iterable) and not isinstance(text, (bytes, dict))
+        texts = [text] if single else list(text) if many else None  # a list, Series, array...
+        if texts is None or not all(isinstance(t, str) for t in texts):
+            raise InvalidArgumentError(
+                f"{'encode_text_query' if query else 'encode_text'} needs a text or a list of "
+                f"texts, got {type(text).__name__}"
+                + ("" if texts is None else " items that are not all text")
+            )
+        with progress.call(self.ctx):
+            if dims is not None:  # before embedding anything
+                check_dims(dims, model_dimensions(self.ctx, model))
+            vectors = embed_texts(self.ctx, model, texts, query=query)[:, :dims]
+        return vectors[0] if single else vectors
+
+    def generate_text_embeddings(
+        self,
+        source: str,
+        model: str,
+        columns: list[str],
+        key: str,
+        chunk_tokens: int | None = None,
+        chunk_overlap: int = DEFAULT_CHUNK_OVERLAP,
+    ) -> int:
+        """Rows written (an int whose ``.truncated`` says how many texts were cut at the
+        model's limit); ``chunk_tokens`` embeds each text in overlapping token windows."""
+        from ..search.embeddings import generate_text_embeddings
+
+        self._writes("generate_text_embeddings")
+        with progress.call(self.ctx):
+            return generate_text_embeddings(
+                self.ctx, source, model, _names(columns), key, chunk_tokens, chunk_overlap
+            )
+
+    def search(
+        self, source: str, model: str, query: str, k: int = DEFAULT_K, dims: int | None = None
+    ):
+        """Top-k rows of a materialized source for ``query``, as a pyarrow Table; ``dims``
+        compares the first dims dimensions only (Matryoshka)."""
+        with translated():
+            return (
+                self._cursor()
+                .sql(
+                    "SELECT * FROM semantic_search(?, ?, ?, k := ?, dims := ?)",
+                    params=[source, model, query, k, dims],
+                )
+                .to_arrow_table()
+            )
+
+    def mine_hard_negatives(
+        self,
+        source: str,
+        model: str,
+        anchor: str,
+        positive: str,
+        corpus: str | None = None,
+        output: str | None = None,
+        **settings: Any,
+    ) -> str:
+        """(anchor, positive, negative) rows into a new source, as the SQL function writes them;
+        settings: num_negatives, range_min, range_max, absolute_margin, relative_margin,
+        max_score, min_score, sampling, seed."""
+        from ..data.hard_negatives import mine_hard_negatives
+        from ..data.mining import MiningSettings
+
+        self._writes("mine_hard_negatives")
+        try:
+            options = MiningSettings(**settings)
+        except TypeError:
+            known = ", ".join(f.name for f in dataclasses.fields(MiningSettings))
+            raise InvalidArgumentError(
+                f"mine_hard_negatives takes the settings {known}; got {', '.join(settings)}"
+            ) from None
+        with progress.call(self.ctx):
+            return mine_hard_negatives(
+                self.ctx, source, model, anchor, positive, corpus, output, options
+            )
+
+    def pairs_from_documents(
+        self,
+        source: str,
+        text: str,
+        title: str | None = None,
+        model: str | None = None,
+        output: str | None = None,
+        chunk_tokens: int | None = None,
+        chunk_overlap: int = 0,
+    ) -> str:
+        """(anchor, positive) pairs into a new source, as the SQL function writes them."""
+        from ..data.doc_pairs import pairs_from_documents
+
+        self._writes("pairs_from_documents")
+        with progress.call(self.ctx):
+            return pairs_from_documents(
+                self.ctx, source, text, title, model, output, chunk_tokens, chunk_overlap
+            )
+
+    def generate_questions(
+        self,
+        source: str,
+        text: str,
+        model: str,
+        output: str | None = None,
+        per_document: int = 1,
+        max_new_tokens: int = 32,
+        prompt: str | None = None,
+        seed: int = 42,
+    ) -> str:
+        """(question, text) pairs written by a registered text-generation model into a new
+        source, as the SQL function writes them."""
+        from ..data.doc_pairs import generate_questions
+
+        self._writes("generate_questions")
+        with progress.call(self.ctx):
+            return generate_questions(
+                self.ctx, source, text, model, output, per_document, max_new_tokens, prompt, seed
+            )
+
+    # ---- evaluation ---------------------------------------------------------------
+    def evaluate_similarity(
+        self, model: str, source: str, columns: list[str] | None = None
+    ) -> dict:
+        from ..evaluation.tasks import evaluate_similarity
+
+        with progress.call(self.ctx):
+            return evaluate_similarity(self.ctx, model, source, columns)
+
+    def evaluate_retrieval(
+        self,
+        model: str,
+        queries: str,
+        corpus: str,
+        qrels: str,
+        k: int = DEFAULT_K,
+        per_query: str | None = None,
+        dims: int | None = None,
+    ) -> dict:
+        from ..evaluation.tasks import evaluate_retrieval
+
+        self._writes("evaluate_retrieval")
+        with progress.call(self.ctx):
+            return evaluate_retrieval(self.ctx, model, queries, corpus, qrels, k, per_query, dims)
+
+
+def _names(columns: Any) -> list[str]:
+    """Column names as a list; one name alone is a list of one (not its characters)."""
+    if isinstance(columns, str):
+        return [columns]
+    return list(columns or [])
+
+
+_OPEN: weakref.WeakSet = weakref.WeakSet()  # Databases and Contexts to close at exit
+
+
+def _close_at_exit(opened: Database | Context) -> None:
+    """Close ``opened`` at interpreter exit unless it is gone by then (one hook for all)."""
+    if not _OPEN:
+        atexit.unregister(_close_all_quietly)
+        atexit.register(_close_all_quietly)
+    _OPEN.add(opened)
+
+
+def _close_all_quietly() -> None:
+    for opened in list(_OPEN):  # Databases first: they close their own context too
+        if isinstance(opened, Database):
+            _quietly(opened.close)
+    for opened in list(_OPEN):
+        if isinstance(opened, Context):
+            _quietly(opened.close)
+            _quietly(opened.con.close)
+
+
+def _quietly(close) -> None:
+    try:
+        close()
+    except Exception:
+        pass

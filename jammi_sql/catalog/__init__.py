@@ -1,0 +1,3 @@
+"""The catalog: all SQL against schema jammi (typed records), model ids -> folders, and the
+Context one connection shares. No torch.
+"""

@@ -1,0 +1,1 @@
+"""Evaluation: metric maths (pure numpy) and the evaluate_* functions over sources."""

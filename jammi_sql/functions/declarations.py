@@ -1,0 +1,314 @@
+"""Every SQL function, declared once: name, parameters with their defaults, return type, doc.
+
+``install(con)`` walks this registry. A function whose parameters have defaults is installed
+as a Python UDF named ``jammi_<name>`` plus a TEMP macro ``<name>(..., arg := default)`` over
+it, generated here; the README's function reference is generated from the same entries.
+
+Each body is a thin adapter: parse arguments, call one function of the state layer, convert
+the result. Functions that change the world are ``side_effects=True`` (so DuckDB never runs
+them while planning); per-row functions are arrow-vectorized and see 2048-row batches.
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+from ..catalog.context import Context
+from ..config import (
+    DEFAULT_CHUNK_OVERLAP,
+    DEFAULT_K,
+    DEFAULT_METHOD,
+    DEFAULT_SIMILARITY_COLUMNS,
+    DEFAULT_TASK,
+)
+from ..errors import InvalidArgumentError, NotFoundError
+from .arguments import checked, count_arg
+from .registry import (
+    BIG,
+    CHANGES,
+    DBL,
+    FUNCTIONS,
+    LIST,
+    WRITES,
+    Param,
+    V,
+    sql_function,
+    table_macro,
+)
+from .udfs import free_suffix, register, vector_macros_sql
+
+SIMILARITY_TYPE = "STRUCT(spearman DOUBLE, pearson DOUBLE, n BIGINT)"
+RETRIEVAL_TYPE = (
+    "STRUCT(ndcg_at_10 DOUBLE, mrr_at_10 DOUBLE, recall_at_1 DOUBLE, recall_at_10 DOUBLE, "
+    "recall_at_100 DOUBLE, map_at_100 DOUBLE, n_queries BIGINT, skipped_queries BIGINT, k BIGINT, "
+    "ndcg_at_k DOUBLE, mrr_at_k DOUBLE, recall_at_k DOUBLE)"
+)
+
+
+# ---- sources and models ---------------------------------------------------------------
+@sql_function(
+    "add_source", [Param("name", V), Param("url", V), Param("format", V, None)], V, **WRITES
+)
+def add_source(ctx: Context, name, url, format):
+    """Registers a file (csv, tsv, parquet, json/jsonl; globs allowed), a table or view, or a
+    SQL query (`format := 'query'`) as a named source; the format is inferred when omitted."""
+    from ..data.sources import add_source as add
+
+    source = add(ctx.catalog, name, url, format)
+    return f"source '{source.name}' added ({source.format}; columns: {', '.join(source.columns)})"
+
+
+@sql_function("remove_source", [Param("name", V), Param("cascade", "BOOLEAN", False)], V, **WRITES)
+def remove_source(ctx: Context, name, cascade):
+    """Unregisters a source (its file or table is untouched); refuses while embedding tables
+    were built from it, unless `cascade := true` drops them too."""
+    from ..data.sources import remove_source as remove
+
+    dropped = remove(ctx.catalog, name, bool(cascade))
+    return f"source '{name}' removed" + (f", with {', '.join(dropped)}" if dropped else "")
+
+
+@sql_function("remove_embeddings", [Param("source", V), Param("model", V)], V, **WRITES)
+def remove_embeddings(ctx: Context, source, model):
+    """Drops the embedding table `generate_text_embeddings` built from a source with a model
+    (`evaluate_retrieval` builds one for its corpus too); the source and the model stay."""
+    from ..search.embeddings import remove_embeddings as remove
+
+    return f"{remove(ctx, source, model)} dropped"
+
+
+@sql_function("register_model", [Param("model_id", V), Param("path", V)], V, **WRITES)
+def register_model(ctx: Context, model_id, path):
+    """Registers a local Hugging Face model folder under an id."""
+    record = ctx.models.register(model_id, path)
+    return f"model '{record.model_id}' registered ({record.dimensions} dimensions, {record.artifact_path})"
+
+
+@sql_function("remove_model", [Param("model_id", V)], V, **WRITES)
+def remove_model(ctx: Context, model_id):
+    """Unregisters a registered or fine-tuned model and deletes a fine-tuned model's files;
+    refuses while an embedding table, a fine-tuned model or a job depends on it."""
+    from ..catalog.models import remove_model as remove
+
+    return remove(ctx.catalog, model_id, ctx.home)
+
+
+# ---- fine-tuning jobs -----------------------------------------------------------------
+FINE_TUNE_PARAMS = [
+    Param("source", V),
+    Param("base_model", V),
+    Param("columns", LIST),
+    Param("method", V, DEFAULT_METHOD),
+    Param("task", V, DEFAULT_TASK),
+    Param("config", V, None, passed_as="to_json({})::VARCHAR"),
+]
+
+
+@sql_function("fine_tune", FINE_TUNE_PARAMS, V, shows="VARCHAR job id", **WRITES)
+def fine_tune(ctx: Context, source, base_model, columns, method, task, config):
+    """Validates at once (a bad argument is an error and nothing is written), then trains in
+    the background; returns the job id immediately. `config` is a STRUCT or a JSON string."""
+    from ..config import FineTuneConfig
+
+    if source is None or base_model is None or columns is None:
+        raise InvalidArgumentError("fine_tune needs a source, a base model and a list of columns")
+    cfg = FineTuneConfig.from_json(config)
+    return ctx.jobs.submit(
+        source, base_model, list(columns), method or DEFAULT_METHOD, task or DEFAULT_TASK, cfg
+    )
+
+
+@sql_function("wait_job", [Param("job_id", V), Param("timeout_s", DBL, None)], V, **CHANGES)
+def wait_job(ctx: Context, job_id, timeout_s):
+    """Blocks until the job ends or the timeout passes; returns its status."""
+    return ctx.jobs.wait(job_id, timeout_s)
+
+
+@sql_function("cancel_job", [Param("job_id", V)], V, **WRITES)
+def cancel_job(ctx: Context, job_id):
+    """Stops a queued or running job; its partial artifacts are not registered."""
+    return ctx.jobs.cancel(job_id)
+
+
+@sql_function("resume_job", [Param("job_id", V)], V, **WRITES)
+def resume_job(ctx: Context, job_id):
+    """Continues an interrupted job from its last checkpoint; returns its id."""
+    return ctx.jobs.resume(job_id)
+
+
+@sql_function("delete_job", [Param("job_id", V)], V, **WRITES)
+def delete_job(ctx: Context, job_id):
+    """Removes an ended job's rows (jammi.jobs, jammi.job_metrics) and work files; a queued or
+    running job must be cancelled first. The model it produced stays."""
+    return ctx.jobs.delete(job_id)
+
+
+# ---- embeddings -----------------------------------------------------------------------
+@sql_function(
+    "embed",
+    [Param("model", V), Param("text", V)],
+    "FLOAT[]",
+    shows="FLOAT[] (the model's d values)",
+    arrow=True,
+    sees_nulls=True,
+)
+def embed(ctx: Context, model, text):
+    """The text's embedding; NULL gives NULL."""
+    from ..inference.infer import embed_column
+
+    return embed_column(ctx, model, text, query=False)
+
+
+@sql_function(
+    "embed_query",
+    [Param("model", V), Param("text", V)],
+    "FLOAT[]",
+    shows="FLOAT[] (the model's d values)",
+    arrow=True,
+    sees_nulls=True,
+)
+def embed_query(ctx: Context, model, text):
+    """The query-side embedding (differs from `embed` only for models with a query prompt or
+    a query-side adapter)."""
+    from ..inference.infer import embed_column
+
+    return embed_column(ctx, model, text, query=True)
+
+
+@sql_function(
+    "generate_text_embeddings",
+    [Param("source", V), Param("model", V), Param("columns", LIST), Param("key", V)]
+    + [Param("chunk_tokens", BIG, None), Param("chunk_overlap", BIG, DEFAULT_CHUNK_OVERLAP)],
+    BIG,
+    shows="BIGINT rows written",
+    **WRITES,
+)
+def generate_text_embeddings(ctx: Context, source, model, columns, key, chunk_tokens, overlap):
+    """Materializes embeddings of a source's text columns into a table, incrementally (a
+    second run embeds only new or changed rows); texts cut at the model's limit are counted
+    in `jammi.embedding_tables.truncated`. With `chunk_tokens`, each text is embedded in
+    windows of that many tokens overlapping by `chunk_overlap` (by default 32, or a quarter of
+    a window of 32 tokens or fewer), one row per window, numbered by `chunk` from 0."""
+    from ..search.embeddings import generate_text_embeddings as generate
+
+    return int(generate(ctx, source, model, list(columns), key, chunk_tokens, overlap))
+
+
+@sql_function("jammi_embedding_table", [Param("source", V), Param("model", V)], V, public=False)
+def embedding_table(ctx: Context, source, model):
+    """The table semantic_search reads (evaluated while DuckDB binds the macro)."""
+    from ..search.embeddings import embedding_table_for
+
+    return embedding_table_for(ctx, source, model)
+
+
+@sql_function(
+    "jammi_query_vector",
+    [Param("model", V), Param("text", V)],
+    "FLOAT[]",
+    public=False,
+    sees_nulls=True,
+)
+def query_vector(ctx: Context, model, text):
+    """A query embedding of any dimension, as a list (semantic_search's query side)."""
+    from ..inference.infer import embed_texts
+
+    if text is None:
+        raise InvalidArgumentError("semantic_search needs a query text, not NULL")
+    return embed_texts(ctx, model, [text], query=True)[0].tolist()
+
+
+def _text(param: str) -> str:
+    return checked("semantic_search", param, V).format(param)
+
+
+_CUT = f"[1:CASE WHEN dims IS NULL THEN 2147483647 ELSE {count_arg('dims')} END]"
+_CUT_STORED = (  # the stored side also checks dims against the model's width
+    f"[1:CASE WHEN dims IS NULL THEN 2147483647 WHEN ({count_arg('dims')}) > len(embedding) "
+    "THEN error('jammi: dims := ' || dims || ' must be a whole number from 1 to the model''s "
+    "width (' || len(embedding) || ')') ELSE dims::BIGINT END]"
+)
+table_macro(
+    "semantic_search",
+    [Param("source", V), Param("model", V), Param("query", V), Param("k", BIG, DEFAULT_K)]
+    + [Param("dims", BIG, None)],
+    "table (key, column_name, text, score)",
+    "Top-k keys of the table `generate_text_embeddings` built, by cosine similarity to the "
+    "query: each key at most once per column, scored by its best chunk, with that chunk's text. "
+    "`dims`: compare the first dims dimensions only (a model trained with matryoshka_dims).",
+    "SELECT key, column_name, arg_max(text, score) AS text, max(score) AS score FROM ("
+    f"SELECT key, column_name, text, list_cosine_similarity((embedding::FLOAT[]){_CUT_STORED}, "
+    f"jammi_query_vector({_text('model')}, {_text('query')}){_CUT}) AS score FROM query_table("
+    f"jammi_embedding_table({_text('source')}, {_text('model')}))) GROUP BY key, column_name "
+    "ORDER BY score DESC LIMIT " + count_arg("k"),
+)
+
+
+# ---- training data: mine_hard_negatives, pairs_from_documents (registered in this order) ---
+from . import data_declarations  # noqa: E402,F401
+
+
+# ---- evaluation -----------------------------------------------------------------------
+@sql_function(
+    "evaluate_similarity",
+    [Param("model", V), Param("source", V), Param("columns", LIST, DEFAULT_SIMILARITY_COLUMNS)],
+    SIMILARITY_TYPE,
+    shows="STRUCT(spearman, pearson, n)",
+    **CHANGES,
+)
+def evaluate_similarity(ctx: Context, model, source, columns):
+    """Spearman and Pearson correlation of cosine similarity with the gold score over
+    (text_a, text_b, score) rows."""
+    from ..evaluation.tasks import evaluate_similarity as evaluate
+
+    if model is None or source is None:
+        raise NotFoundError("evaluate_similarity needs a model and a source")
+    return evaluate(ctx, model, source, columns)
+
+
+@sql_function(
+    "evaluate_retrieval",
+    [Param("model", V), Param("queries", V), Param("corpus", V), Param("qrels", V)]
+    + [Param("k", BIG, DEFAULT_K, passed_as=count_arg("{0}")), Param("per_query", V, None)]
+    + [Param("dims", BIG, None)],
+    RETRIEVAL_TYPE,
+    shows="STRUCT(ndcg_at_10, mrr_at_10, recall_at_1, recall_at_10, recall_at_100, map_at_100, n_queries, ...)",
+    **WRITES,
+)
+def evaluate_retrieval(ctx: Context, model, queries, corpus, qrels, k, per_query, dims):
+    """Retrieval metrics of queries (query_id, text) over a corpus (doc_id, text) with qrels
+    (query_id, doc_id, score; score > 0 is relevant); `per_query := 'table'` writes one row per
+    query; `dims`: the first dims dimensions only (Matryoshka)."""
+    from ..evaluation.tasks import evaluate_retrieval as evaluate
+
+    if None in (model, queries, corpus, qrels):
+        raise NotFoundError(
+            "evaluate_retrieval needs a model and the queries, corpus and qrels sources"
+        )
+    k = DEFAULT_K if k is None else k
+    return evaluate(ctx, model, queries, corpus, qrels, k, per_query, dims)
+
+
+# ---- installing -----------------------------------------------------------------------
+def macros_sql(suffix: str = "") -> str:
+    """The TEMP macros (named, defaulted arguments), generated from the registry, and the
+    array_* distance functions over lists (see udfs.VECTOR_MACROS)."""
+    ours = [fn.macro_sql(suffix) + ";" for fn in FUNCTIONS if fn.has_macro]
+    return "\n".join(ours + [vector_macros_sql()])
+
+
+def install_functions(con: duckdb.DuckDBPyConnection, ctx: Context) -> None:
+    ctx.suffix = free_suffix(con, next(fn.udf_name for fn in FUNCTIONS if fn.impl))
+    for fn in FUNCTIONS:
+        register(con, ctx, fn)
+    con.execute(macros_sql(ctx.suffix))
+
+
+def reference_table() -> str:
+    """The README's function reference, generated from the registry."""
+    rows = ["| function | returns | does |", "|---|---|---|"]
+    for fn in FUNCTIONS:
+        if fn.public:
+            returns = fn.shows or (fn.returns if isinstance(fn.returns, str) else "")
+            rows.append(f"| `{fn.signature()}` | {returns} | {' '.join(fn.doc.split())} |")
+    return "\n".join(rows)

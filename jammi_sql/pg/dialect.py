@@ -1,0 +1,278 @@
+"""PostgreSQL as clients speak it, in DuckDB's terms: type OIDs, parameter types, errors as
+SQLSTATEs, and the few rewrites and macros that let drivers' and psql's catalog queries run.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import timedelta
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pg_mimic import PgError
+from pg_mimic.arrays import ARRAY_OID
+
+from ..errors import CancelledError, from_duckdb, user_message
+
+READ_ONLY = (
+    "jammi: this server was started with --readonly: queries only (no DDL or DML, no file "
+    "access, no jammi function that writes); restart it without --readonly to change the database"
+)
+SCALAR_OIDS = {
+    "BOOLEAN": 16,
+    "TINYINT": 21,
+    "SMALLINT": 21,
+    "UTINYINT": 21,
+    "INTEGER": 23,
+    "USMALLINT": 23,
+    "BIGINT": 20,
+    "UINTEGER": 20,
+    "FLOAT": 700,
+    "DOUBLE": 701,
+    "VARCHAR": 25,
+    "BLOB": 17,
+    "DATE": 1082,
+    "TIME": 1083,
+    "TIMESTAMP": 1114,
+    "TIMESTAMP_S": 1114,
+    "TIMESTAMP_MS": 1114,
+    "TIMESTAMP_NS": 1114,
+    "TIMESTAMP WITH TIME ZONE": 1184,
+    "UUID": 2950,
+    "JSON": 114,
+    "INTERVAL": 1186,
+}
+NUMERIC, JSON, TEXT, INTERVAL = 1700, 114, 25, 1186
+# what a parameter's ::type cast in the SQL declares, for clients that ask (asyncpg)
+CAST_OIDS = {"int": 23, "integer": 23, "int4": 23, "bigint": 20, "int8": 20, "smallint": 21}
+CAST_OIDS |= {"float": 700, "real": 700, "float4": 700, "double": 701, "float8": 701}
+CAST_OIDS |= {"boolean": 16, "bool": 16, "text": 25, "varchar": 25, "json": 114}
+CAST_OIDS |= {"varchar[]": 1009, "text[]": 1009}
+_CAST = re.compile(r"\$(\d+)\s*::\s*(\w+(?:\s*\[\s*\])?)")
+_INT_OIDS, _FLOAT_OIDS = {20, 21, 23}, {700, 701, NUMERIC}
+
+# errors by DuckDB class -> SQLSTATE; a jammi error keeps DuckDB's class, so it maps too
+SQLSTATES = [
+    (duckdb.InterruptException, "57014"),
+    (duckdb.ParserException, "42601"),
+    (duckdb.CatalogException, "42P01"),
+    (duckdb.BinderException, "42703"),
+    (duckdb.PermissionException, "42501"),
+    (duckdb.ConstraintException, "23000"),
+    (duckdb.ConversionException, "22P02"),
+    (duckdb.InvalidInputException, "22023"),
+    (duckdb.TransactionException, "25000"),
+]
+
+
+def pg_type(duck_type: str) -> int:
+    """The PostgreSQL type OID a DuckDB column type is sent as: FLOAT[d] as float4[],
+    STRUCT, MAP and nested lists as json, anything else unknown as text."""
+    if duck_type in SCALAR_OIDS:
+        return SCALAR_OIDS[duck_type]
+    if duck_type.startswith("DECIMAL") or duck_type in ("HUGEINT", "UBIGINT", "UHUGEINT"):
+        return NUMERIC
+    found = re.fullmatch(r"(.*)\[\d*\]", duck_type)
+    if found:
+        element = SCALAR_OIDS.get(found.group(1))
+        return ARRAY_OID.get(element, JSON) if element else JSON
+    if duck_type.startswith(("STRUCT", "MAP", "UNION")):
+        return JSON
+    return TEXT
+
+
+def converter(oid: int, duck_type: str):
+    """Per-column conversion of Arrow's Python values into what pg_mimic encodes."""
+    if oid == JSON and duck_type != "JSON":
+        return lambda v: None if v is None else json.dumps(_jsonable(v), default=str)
+    if oid == INTERVAL:
+        return _interval
+    return None
+
+
+def _interval(v: Any) -> Any:
+    """Arrow's (months, days, nanoseconds) as a timedelta when it has no months (both wire
+    formats then follow), else as PostgreSQL's text."""
+    if v is None:
+        return None
+    time = timedelta(microseconds=v.nanoseconds // 1000)
+    return (
+        timedelta(days=v.days) + time if not v.months else f"{v.months} mons {v.days} days {time}"
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, list) and value and isinstance(value[0], tuple):
+        return {str(k): _jsonable(v) for k, v in value}  # a MAP arrives as (key, value) pairs
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def pg_error(exc: BaseException, readonly: bool = False) -> PgError:
+    """A PostgreSQL error for an exception a statement raised: our ``jammi:`` message when
+    there is one, else DuckDB's own."""
+    if isinstance(exc, PgError):
+        return exc
+    text = str(exc)
+    if readonly and (isinstance(exc, duckdb.PermissionException) or "read-only mode" in text):
+        return PgError("25006", READ_ONLY + f" ({text.splitlines()[0]})")
+    if isinstance(exc, duckdb.InterruptException):
+        return PgError("57014", "canceling statement due to user request")
+    message = user_message(exc) or str(exc)
+    state = next((code for cls, code in SQLSTATES if isinstance(exc, cls)), "XX000")
+    if isinstance(from_duckdb(exc), CancelledError):  # a jammi call stopped by a cancel
+        return PgError("57014", message)
+    if message.startswith("jammi:"):
+        state = "25006" if "read-only" in message else "P0001" if state == "XX000" else state
+    return PgError(state, message)
+
+
+# PostgreSQL spellings in what drivers and psql send, and DuckDB's equivalents
+REWRITES = [
+    (re.compile(r"::\s*(?:pg_catalog\.)?(regtype|regclass|regproc|regnamespace)\b", re.I), ""),
+    (re.compile(r"\bAS\s+(REGTYPE|REGCLASS|REGPROC|REGNAMESPACE)\b", re.I), "AS VARCHAR"),
+    (re.compile(r"\bAS\s+OID\)", re.I), "AS UINTEGER)"),
+    (re.compile(r"OPERATOR\(pg_catalog\.(~|!~|~\*)\)"), r"\1"),
+    (re.compile(r"\bpg_catalog\.(\w+)\s*\(", re.I), r"\1("),
+    (re.compile(r"\bjson_build_object\s*\(", re.I), "json_object("),
+    (re.compile(r"\bformat_type\s*\(", re.I), "pg_type_name("),
+    (re.compile(r"\bpg_catalog\.(pg_\w+)\.(\w+)"), r"\1.\2"),  # schema.table.column
+    (
+        re.compile(r"\bpg_catalog\.pg_collation\b"),  # DuckDB's lacks collnamespace
+        "(SELECT *, 0::BIGINT AS collnamespace FROM pg_catalog.pg_collation) AS pg_collation",
+    ),
+    (re.compile(r"\s+COLLATE\s+pg_catalog\.default", re.I), ""),
+    (
+        re.compile(r"\bgenerate_subscripts\s*\(\s*([\w.]+)\s*,([^)]*)\)", re.I),
+        r"unnest(generate_series(1, len(\1) + 0 * (\2)))",
+    ),  # 1-D: the dimension is 1  # fmt: skip
+]
+# Catalog tables DuckDB lacks or fills differently, as PostgreSQL clients join them for keys
+# and indexes (SQLAlchemy's reflection, JDBC's getPrimaryKeys): pg_index holds one row per
+# primary-key or unique constraint (its oid is the constraint's, which conindid names) and
+# per CREATE INDEX; attnums are pg_attribute's (1-based; DuckDB's conkey is 0-based);
+# indoption is int2vector's text ("0 0"), as clients read it.
+_PG_CONSTRAINT = (
+    "SELECT c.* REPLACE (CASE WHEN c.contype IN ('p', 'u') THEN c.oid ELSE 0 END AS conindid, "
+    "coalesce(d.constraint_name, c.conname) AS conname) FROM pg_catalog.pg_constraint c "
+    "LEFT JOIN duckdb_constraints() d ON c.oid = d.table_oid * 1000000 + d.constraint_index"
+)
+_INDEX_COLUMNS = (
+    "false AS indnullsnotdistinct, false AS indisexclusion, true AS indimmediate, "
+    "false AS indisclustered, true AS indisvalid, false AS indcheckxmin, true AS indisready, "
+    "true AS indislive, false AS indisreplident, NULL::VARCHAR AS indexprs, "
+    "NULL::VARCHAR AS indpred"
+)
+_PG_INDEX = (
+    "SELECT oid AS indexrelid, conrelid AS indrelid, len(conkey)::SMALLINT AS indnatts, "
+    "len(conkey)::SMALLINT AS indnkeyatts, true AS indisunique, contype = 'p' AS indisprimary, "
+    "list_transform(conkey, lambda k: (k + 1)::SMALLINT) AS indkey, "
+    "list_transform(conkey, lambda k: 0::BIGINT) AS indcollation, "
+    "list_transform(conkey, lambda k: 0::BIGINT) AS indclass, "
+    f"array_to_string(list_transform(conkey, lambda k: 0), ' ') AS indoption, {_INDEX_COLUMNS} "
+    "FROM pg_catalog.pg_constraint WHERE contype IN ('p', 'u') UNION ALL BY NAME "
+    "SELECT i.index_oid AS indexrelid, i.table_oid AS indrelid, "
+    "len(i.expressions::VARCHAR[])::SMALLINT AS indnatts, "
+    "len(i.expressions::VARCHAR[])::SMALLINT AS indnkeyatts, i.is_unique AS indisunique, "
+    "i.is_primary AS indisprimary, list_transform(i.expressions::VARCHAR[], "
+    "lambda e: coalesce(a.cols[trim(e, '\"')], 0)::SMALLINT) AS indkey, "
+    "list_transform(i.expressions::VARCHAR[], lambda e: 0::BIGINT) AS indcollation, "
+    "list_transform(i.expressions::VARCHAR[], lambda e: 0::BIGINT) AS indclass, "
+    "array_to_string(list_transform(i.expressions::VARCHAR[], lambda e: 0), ' ') AS indoption, "
+    f"{_INDEX_COLUMNS} "
+    "FROM duckdb_indexes() i LEFT JOIN (SELECT attrelid, map_from_entries(list((attname, "
+    "attnum))) AS cols FROM pg_catalog.pg_attribute GROUP BY attrelid) a "
+    "ON a.attrelid = i.table_oid"
+)
+_PG_OPCLASS = "SELECT 0::BIGINT AS oid, ''::VARCHAR AS opcname, true AS opcdefault WHERE false"
+_CLAUSE = r"(?:ON|JOIN|WHERE|LEFT|RIGHT|INNER|FULL|CROSS|GROUP|ORDER|LIMIT|UNION|USING)\b"
+
+
+def _table(name: str, body: str) -> tuple[re.Pattern, Any]:
+    """``pg_catalog.NAME`` as a subquery, under the alias the query gave it, else NAME."""
+    pattern = re.compile(
+        rf"\bpg_catalog\.{name}\b(?!\.)(\s+(?:AS\s+)?(?!{_CLAUSE})([A-Za-z_]\w*))?", re.I
+    )
+    return pattern, lambda m: f"({body}) AS {m.group(2) or name}"
+
+
+REWRITES += [
+    _table("pg_index", _PG_INDEX),
+    _table("pg_constraint", _PG_CONSTRAINT),
+    _table("pg_opclass", _PG_OPCLASS),
+]
+# functions DuckDB's pg_catalog lacks, as TEMP macros on every session's cursor
+PG_MACROS = (
+    "CREATE OR REPLACE TEMP MACRO to_regtype(name) AS NULL::UINTEGER;"
+    "CREATE OR REPLACE TEMP MACRO pg_get_userbyid(id) AS current_user;"
+    "CREATE OR REPLACE TEMP MACRO pg_get_serial_sequence(t, c) AS NULL::VARCHAR;"
+    "CREATE OR REPLACE TEMP MACRO pg_collation_is_visible(id) AS true;"
+    "CREATE OR REPLACE TEMP MACRO pg_get_indexdef(i) AS "
+    "(SELECT any_value(sql) FROM duckdb_indexes() WHERE index_oid = i), "
+    "(i, k, pretty) AS (SELECT any_value(trim((expressions::VARCHAR[])[k], '\"')) "
+    "FROM duckdb_indexes() WHERE index_oid = i);"
+    "CREATE OR REPLACE TEMP MACRO pg_type_name(t, m) AS "  # format_type, in PostgreSQL's words
+    "CASE pg_catalog.format_type(t, m) WHEN 'int4' THEN 'integer' WHEN 'int8' THEN 'bigint' "
+    "WHEN 'int2' THEN 'smallint' WHEN 'float4' THEN 'real' WHEN 'float8' THEN 'double precision' "
+    "WHEN 'bool' THEN 'boolean' WHEN 'varchar' THEN 'character varying' "
+    "WHEN 'timestamp' THEN 'timestamp without time zone' "
+    "WHEN 'timestamptz' THEN 'timestamp with time zone' WHEN 'struct' THEN 'json' "
+    "ELSE pg_catalog.format_type(t, m) END;"
+)
+
+
+def pg_compatible(sql: str) -> str:
+    if "pg_catalog" not in sql and "::reg" not in sql:
+        return sql
+    for pattern, replacement in REWRITES:
+        sql = pattern.sub(replacement, sql)
+    return sql
+
+
+def param_oids(sql: str, declared: list[int | None], count: int) -> list[int]:
+    """A parameter's type: as the client declared it, else as a ``$n::type`` cast in the SQL
+    says, else text."""
+    casts = {int(n): CAST_OIDS.get(re.sub(r"\s", "", t).lower()) for n, t in _CAST.findall(sql)}
+    oids = []
+    for i in range(max(count, len(declared))):
+        given = declared[i] if i < len(declared) else None
+        oids.append(given or casts.get(i + 1) or TEXT)
+    return oids
+
+
+def python_param(oid: int, value: Any) -> Any:
+    """pg_mimic hands parameters over as text; DuckDB gets numbers and booleans typed."""
+    if value is None or not isinstance(value, str):
+        return value
+    if oid in _INT_OIDS:
+        return int(value)
+    if oid in _FLOAT_OIDS:
+        return float(value)
+    if oid == 16:
+        return value.lower() in ("t", "true", "1", "on", "yes")
+    return value
+
+
+# arrays whose text form Arrow writes for a whole batch at once (bool, ints, floats)
+TEXT_ARRAYS = {ARRAY_OID[oid] for oid in (16, 20, 21, 23, 700, 701)}
+
+
+def array_text(column: pa.Array) -> pa.Array:
+    """A batch of number arrays as PostgreSQL array literals ``{0.12,-3.5,...}``, vectorized:
+    an embedding's 384 floats in one Arrow cast rather than 384 Python reprs."""
+    if isinstance(column, pa.FixedSizeListArray):
+        size = column.type.list_size
+        values = column.values.slice(column.offset * size, len(column) * size)
+        offsets = pa.array(np.arange(len(column) + 1, dtype=np.int32) * size)
+    else:
+        values, offsets = column.values, column.offsets
+    texts = pc.fill_null(pc.cast(values, pa.string()), "NULL")
+    lists = pa.ListArray.from_arrays(offsets, texts, mask=column.is_null())
+    return pc.binary_join_element_wise("{", pc.binary_join(lists, ","), "}", "")

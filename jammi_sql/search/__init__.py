@@ -1,0 +1,1 @@
+"""Search: materialized embedding tables and the searches over them."""

@@ -1,0 +1,378 @@
+"""Materialized embeddings of a source, kept up to date incrementally, and search over them.
+
+``generate_text_embeddings`` writes ``jammi.emb_<source>__<model>`` with one row per
+(key, column): the key, the column name, the text, an md5 of the text and the embedding.
+A second run embeds only rows whose key is new or whose text changed, and deletes rows
+whose key is gone. Rows gather in a staging table (``jammi._building_emb_...``), committed
+batch by batch so memory stays flat; one transaction at the end swaps them in, so the update
+is all or nothing.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from contextlib import contextmanager
+
+import numpy as np
+import pyarrow as pa
+
+from .. import progress
+from ..catalog.context import Context
+from ..catalog.models import canonical_id
+from ..catalog.tables import Catalog, EmbeddingTable, Source
+from ..config import DEFAULT_CHUNK_OVERLAP
+from ..data.sources import get_source, quote_ident, quote_literal, relation, require_columns
+from ..errors import DataError, InvalidArgumentError, NotFoundError
+from ..inference.infer import Documents, check_chunking, embed_documents, model_dimensions
+
+BATCH = 4096  # source rows read, embedded and appended at a time (bounds memory)
+PAGE = 16 * BATCH  # source rows read by one query (a read is short-lived: see _stream)
+
+
+def table_name(source: str, model_id: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "_", canonical_id(model_id).lower()).strip("_")
+    return f"jammi.emb_{source.lower()}__{slug}"
+
+
+def _current_rows_sql(rel: str, columns: list[str], key: str) -> str:
+    parts = [
+        f"SELECT {quote_ident(key)} AS key, {quote_literal(c)} AS column_name, {quote_ident(c)} AS text "
+        f"FROM {rel} WHERE {quote_ident(c)} IS NOT NULL"
+        for c in columns
+    ]
+    return (
+        "SELECT key, column_name, text, md5(text) AS text_hash FROM ("
+        + " UNION ALL ".join(parts)
+        + ")"
+    )
+
+
+def staging_name(table: str) -> str:
+    """Where a run of ``generate_text_embeddings`` gathers its rows before they go live."""
+    schema, bare = table.split(".", 1)
+    return f"{schema}._building_{bare}"
+
+
+_BUILDS: dict[tuple, threading.Lock] = {}
+_BUILDS_LOCK = threading.Lock()
+
+
+@contextmanager
+def _building(catalog: Catalog, table: str, wait: bool = True):
+    """One build of a table of a database at a time in this process (DuckDB lets only one
+    process write a database file). With ``wait=False`` it yields whether the lock was free."""
+    path = catalog.query(
+        "SELECT path FROM duckdb_databases() WHERE database_name = current_database()"
+    )[0][0]
+    with _BUILDS_LOCK:
+        lock = _BUILDS.setdefault((path or id(catalog), table), threading.Lock())
+    got = lock.acquire(blocking=wait)
+    try:
+        yield got
+    finally:
+        if got:
+            lock.release()
+
+
+def clear_leftovers(ctx: Context) -> None:
+    """Drop staging tables that a run killed mid-build left behind (on connect, so they never
+    linger until that table is built again); a build live in this process keeps its own."""
+    if ctx.read_only:
+        return
+    found = ctx.catalog.query(
+        "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'jammi' "
+        "AND starts_with(table_name, '_building_emb_')"
+    )
+    for (bare,) in found:
+        table = f"jammi.{bare.removeprefix('_building_')}"
+        with _building(ctx.catalog, table, wait=False) as free:
+            if free:  # no build of that table is running here (DuckDB: no other process writes)
+                ctx.catalog.execute(f"DROP TABLE IF EXISTS {staging_name(table)}")
+
+
+def _check_key(catalog: Catalog, source_name: str, rel: str, key: str) -> None:
+    total, non_null, distinct = catalog.query(
+        f"SELECT count(*), count({quote_ident(key)}), count(DISTINCT {quote_ident(key)}) FROM {rel}"
+    )[0]
+    if total == 0:
+        raise DataError(f"source '{source_name}' is empty; add rows to it before embedding")
+    if non_null < total:
+        raise DataError(
+            f"key column '{key}' of source '{source_name}' has {total - non_null} NULL values; "
+            "a key must identify every row: use a column without NULLs"
+        )
+    if distinct < non_null:
+        raise DataError(
+            f"key column '{key}' of source '{source_name}' has duplicate values "
+            f"({non_null - distinct} repeats); use a unique key column"
+        )
+
+
+class Embedded(int):
+    """Rows written (an int), with how many texts were cut at the model's limit."""
+
+    truncated: int = 0
+
+    @classmethod
+    def of(cls, written: int, truncated: int) -> Embedded:
+        result = cls(written)
+        result.truncated = truncated
+        return result
+
+
+def _validate(ctx: Context, source_name: str, columns: list[str], key: str) -> tuple[Source, str]:
+    """The source and its relation, once the columns and the key are fit to embed."""
+    source = get_source(ctx.catalog, source_name)
+    if not columns:
+        raise InvalidArgumentError(
+            "generate_text_embeddings needs at least one text column, e.g. ['abstract']"
+        )
+    if len(set(columns)) != len(columns):
+        raise InvalidArgumentError(
+            f"columns {list(columns)} name a column twice; name each text column once"
+        )
+    require_columns(source, [key])
+    require_columns(source, columns, text=True)
+    rel = relation(source)
+    _check_key(ctx.catalog, source_name, rel, key)
+    return source, rel
+
+
+def _check_same_build(existing: EmbeddingTable | None, wanted: EmbeddingTable) -> None:
+    if existing is None:
+        return
+    built = (existing.key, existing.columns, existing.chunk_tokens, existing.chunk_overlap)
+    if built != (wanted.key, wanted.columns, wanted.chunk_tokens, wanted.chunk_overlap):
+        how = f"key '{existing.key}' and columns {existing.columns}"
+        if existing.chunk_tokens is not None:
+            how += f", chunk_tokens := {existing.chunk_tokens}, chunk_overlap := {existing.chunk_overlap}"
+        elif wanted.chunk_tokens is not None:
+            how += ", without chunking"
+        raise InvalidArgumentError(
+            f"{wanted.table_name} was built with {how}; use the same, or drop it first with "
+            f"remove_embeddings('{existing.source}', '{existing.model_id}') and build it again"
+        )
+
+
+def remove_embeddings(ctx: Context, source: str, model_id: str) -> str:
+    """Drop the table ``generate_text_embeddings`` built from ``source`` with ``model_id``,
+    and its row in jammi.embedding_tables; the source and the model stay. Returns its name."""
+    if not source or not model_id:
+        raise InvalidArgumentError(
+            "remove_embeddings needs a source and a model, e.g. "
+            "remove_embeddings('docs', 'all-MiniLM-L6-v2')"
+        )
+    table = ctx.catalog.get_embedding_table(source, canonical_id(model_id))
+    if table is None:
+        try:
+            documents = ctx.models.document_model(model_id)
+        except NotFoundError:  # an unknown model, or one whose files are gone: nothing to add
+            documents = canonical_id(model_id)
+        if documents != canonical_id(model_id):  # a query-side head embeds documents as its base
+            raise InvalidArgumentError(
+                f"'{model_id}' is a query-side head: the documents of '{source}' it searches are "
+                f"in the table of its base '{documents}', which that model uses too; to drop it: "
+                f"remove_embeddings('{source}', '{documents}')"
+            )
+        built = [t.model_id for t in ctx.catalog.embedding_tables(source=source)]
+        raise NotFoundError(
+            f"no embeddings of source '{source}' with model '{model_id}' were built; "
+            + (f"built from it: with {', '.join(built)}" if built else "none were built from it")
+            + " (see jammi.embedding_tables)"
+        )
+    with ctx.catalog.transaction() as tx:
+        tx.drop_embedding_tables([table])
+    return table.table_name
+
+
+def generate_text_embeddings(
+    ctx: Context,
+    source_name: str,
+    model_id: str,
+    columns: list[str],
+    key: str,
+    chunk_tokens: int | None = None,
+    chunk_overlap: int = DEFAULT_CHUNK_OVERLAP,
+) -> Embedded:
+    """Embed new or changed texts of ``columns``; returns how many rows were written.
+
+    The new rows stream from the source in batches, each embedded and committed to a staging
+    table, so no step holds every row at once; one transaction at the end makes them the
+    table (or merges them into it), so the update is still all or nothing.
+    """
+    catalog = ctx.catalog
+    source, rel = _validate(ctx, source_name, columns, key)
+    ref = ctx.models.resolve(ctx.models.document_model(model_id))  # a query-side head: its base
+    chunk_overlap = DEFAULT_CHUNK_OVERLAP if chunk_overlap is None else chunk_overlap
+    if chunk_overlap == DEFAULT_CHUNK_OVERLAP and chunk_tokens and chunk_tokens <= chunk_overlap:
+        chunk_overlap = chunk_tokens // 4  # the default, on windows too small for it
+    overlap = chunk_overlap if chunk_tokens is not None else None
+    check_chunking(ctx, ref.model_id, chunk_tokens, chunk_overlap)
+    dims = model_dimensions(ctx, ref.model_id)
+    name = table_name(source_name, ref.model_id)
+    wanted = EmbeddingTable(
+        name,
+        source_name,
+        ref.model_id,
+        list(columns),
+        key,
+        dims,
+        0,
+        chunk_tokens=chunk_tokens,
+        chunk_overlap=overlap,
+    )
+    with _building(catalog, name):  # one build of a table at a time (they share a staging table)
+        written, truncated, total = _build(ctx, source, rel, wanted)
+    if truncated:
+        progress.warn(truncation_warning(truncated, total, ref.model_id, ctx))
+    return Embedded.of(written, truncated)
+
+
+def _build(ctx: Context, source: Source, rel: str, wanted: EmbeddingTable) -> tuple[int, int, int]:
+    """Embed what is new or changed into ``wanted``'s table: (written, truncated, rows to do)."""
+    catalog, name, dims = ctx.catalog, wanted.table_name, wanted.dimensions
+    existing = catalog.get_embedding_table(wanted.source, wanted.model_id)
+    _check_same_build(existing, wanted)
+    current = _current_rows_sql(rel, wanted.columns, wanted.key)
+    table_exists = existing is not None and bool(
+        catalog.query(
+            "SELECT 1 FROM duckdb_tables() WHERE schema_name = 'jammi' AND table_name = ?",
+            [name.split(".", 1)[1]],
+        )
+    )
+    new_rows = current
+    if table_exists:
+        new_rows = (
+            f"SELECT c.key, c.column_name, c.text, c.text_hash FROM ({current}) c ANTI JOIN {name} e "
+            "ON c.key = e.key AND c.column_name = e.column_name AND c.text_hash = e.text_hash"
+        )
+    total = catalog.query(f"SELECT count(*) FROM ({new_rows})")[0][0]
+    chunk_column = "chunk INTEGER NOT NULL, " if wanted.chunk_tokens is not None else ""
+    schema = (
+        f"(key {source.column_type(wanted.key)} NOT NULL, column_name VARCHAR NOT NULL, {chunk_column}"
+        f"text VARCHAR NOT NULL, text_hash VARCHAR NOT NULL, embedding FLOAT[{dims}] NOT NULL)"
+    )
+    staging = staging_name(name)
+    title = f"embedding {wanted.source} with {wanted.model_id.rsplit('/', 1)[-1]}"
+    with progress.start(title, total) as task:
+        # New rows go to a staging table, each batch committed as it comes (an open transaction
+        # would hold every appended row in memory until its commit); one transaction at the end
+        # swaps them in, so a reader never sees half an update and a failure leaves nothing.
+        catalog.execute(f"DROP TABLE IF EXISTS {staging}")  # a killed run's leftovers
+        catalog.execute(f"CREATE TABLE {staging} {schema}")
+        try:
+            written, truncated, rows_done = 0, 0, 0
+            for batch in _stream(catalog, new_rows, source.column_type(wanted.key)):
+                docs = _embed_batch(ctx, wanted.model_id, batch, wanted, task)
+                _append(catalog, staging, batch, docs, wanted)
+                written, truncated = written + len(docs.texts), truncated + docs.truncated
+                rows_done += batch.num_rows
+                task.update(rows_done)
+            with catalog.transaction() as tx:
+                if table_exists:  # drop rows whose key is gone or whose text changed
+                    tx.execute(
+                        f"DELETE FROM {name} e WHERE NOT EXISTS (SELECT 1 FROM ({current}) c WHERE c.key = e.key "
+                        "AND c.column_name = e.column_name AND c.text_hash = e.text_hash)"
+                    )
+                    tx.execute(f"INSERT INTO {name} SELECT * FROM {staging}")
+                    tx.execute(f"DROP TABLE {staging}")
+                else:  # a fresh build: the staging table becomes the table (no copy)
+                    tx.execute(f"DROP TABLE IF EXISTS {name}")
+                    tx.execute(f"ALTER TABLE {staging} RENAME TO {name.split('.', 1)[1]}")
+                wanted.row_count = tx.query(f"SELECT count(*) FROM {name}")[0][0]
+                wanted.truncated = truncated
+                tx.put_embedding_table(wanted)
+        except BaseException:
+            catalog.execute(f"DROP TABLE IF EXISTS {staging}")
+            raise
+    return written, truncated, total
+
+
+def truncation_warning(truncated: int, total: int, model_id: str, ctx: Context) -> str:
+    from ..inference.infer import max_tokens
+
+    return (
+        f"jammi: {truncated:,} of {total:,} texts were longer than model '{model_id}' takes "
+        f"({max_tokens(ctx, model_id)} tokens) and were cut; chunk_tokens := N embeds "
+        "long texts whole, in windows (see jammi.embedding_tables.truncated)"
+    )
+
+
+def _stream(catalog: Catalog, sql: str, key_type: str):
+    """The query's rows in arrow batches, in order of (key, column_name), read on a cursor of
+    their own (the writes go through the catalog's), so they are never all in memory at once.
+
+    Read a page at a time: a read left open for the whole run would keep DuckDB from freeing
+    the version data of every batch committed meanwhile (about 120 bytes a row). A page starts
+    after the last (key, column_name) read, the key passed as text and cast back to its type."""
+    reader = catalog.con.cursor()
+    after = f"WHERE (key, column_name) > (CAST(? AS {key_type}), ?)"
+    try:
+        last: list = []
+        while True:
+            page = reader.sql(
+                f"SELECT *, key::VARCHAR AS key_text FROM ({sql}) {after if last else ''} "
+                f"ORDER BY key, column_name LIMIT {PAGE}",
+                params=last or None,
+            )
+            read = 0
+            for batch in page.to_arrow_reader(BATCH):
+                if batch.num_rows:
+                    read += batch.num_rows
+                    last = [
+                        batch.column("key_text")[-1].as_py(),
+                        batch.column("column_name")[-1].as_py(),
+                    ]
+                    yield batch
+            if read < PAGE:
+                return
+    finally:
+        reader.close()
+
+
+def _embed_batch(ctx: Context, model_id: str, batch, wanted: EmbeddingTable, task) -> Documents:
+    texts = batch.column("text").to_pylist()
+    return embed_documents(
+        ctx, model_id, texts, wanted.chunk_tokens, wanted.chunk_overlap or 0, task.advance
+    )
+
+
+def _append(catalog: Catalog, name: str, batch, docs: Documents, wanted: EmbeddingTable) -> None:
+    owner = pa.array(docs.owner)
+    columns = {
+        "key": batch.column("key").take(owner),
+        "column_name": batch.column("column_name").take(owner),
+        "text": pa.array(docs.texts, pa.string()),
+        "text_hash": batch.column("text_hash").take(owner),
+    }
+    if wanted.chunk_tokens is not None:  # 0-based position of each window in its text
+        starts = np.flatnonzero(np.r_[True, np.diff(docs.owner) != 0])
+        counts = np.diff(np.r_[starts, len(docs.owner)])
+        columns["chunk"] = pa.array(
+            np.arange(len(docs.owner)) - np.repeat(starts, counts), pa.int32()
+        )
+    flat = pa.array(docs.vectors.reshape(-1).astype(np.float32, copy=False))
+    columns["embedding"] = pa.FixedSizeListArray.from_arrays(flat, wanted.dimensions)
+    names = "key, column_name, " + ("chunk, " if wanted.chunk_tokens is not None else "")
+    with catalog.lock:  # one statement, committed on its own
+        catalog.con.register("jammi_new_embeddings", pa.table(columns))
+        try:
+            catalog.con.execute(
+                f"INSERT INTO {name} SELECT {names}text, text_hash, embedding FROM jammi_new_embeddings"
+            )
+        finally:
+            catalog.con.unregister("jammi_new_embeddings")
+
+
+def embedding_table_for(ctx: Context, source_name: str, model_id: str) -> str:
+    """The table semantic_search reads; a clear error when it has not been built yet."""
+    get_source(ctx.catalog, source_name)
+    ref = ctx.models.resolve(ctx.models.document_model(model_id))
+    table = ctx.catalog.get_embedding_table(source_name, ref.model_id)
+    if table is None:
+        raise NotFoundError(
+            f"source '{source_name}' has no embeddings for model '{ref.model_id}'; run "
+            f"SELECT generate_text_embeddings('{source_name}', '{model_id}', ['<text column>'], '<key column>') first"
+        )
+    return table.table_name

@@ -1,0 +1,1 @@
+"""The trainable shapes: the projection head and LoRA adapters."""

@@ -1,0 +1,295 @@
+"""The training loop: a short loop over named phases, reporting only through callbacks.
+
+Three shapes share it (see :mod:`jammi_sql.training.trainee`): a projection head on cached vectors
+(method 'lora', no target_modules), LoRA adapters inside the encoder (method 'lora' with
+target_modules), and full fine-tuning (method 'full').
+
+It knows nothing of DuckDB or job ids: the caller gives a :class:`~jammi_sql.training.dataset.TrainingSet`,
+a config and folders, and hears back through ``on_progress`` and ``should_stop``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..artifacts.layout import CHECKPOINT_FILE
+from ..config import BY_SHAPE, FineTuneConfig, adapter_type_for, refits, resolve
+from ..defaults import trial_configs
+from ..inference.encoder import Encoder, pick_device
+from . import checkpoint, selection
+from . import losses as L
+from .checkpoint import TrainState
+from .dataset import TrainingSet, resolve_loss, split
+from .trainee import Cancelled, Trainee, distractors, index_texts, validate
+from .trial import Progress, Run
+
+__all__ = ["CHECKPOINT_FILE", "Cancelled", "Progress", "TrainResult", "run_training"]
+
+MAX_DISTRACTORS = 2000  # training documents that validation positives are ranked among
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    adapter_type: str
+    loss: str
+    dimensions: int
+    best_epoch: int
+    epochs_run: int
+    stopped_early: bool
+    metrics: dict  # JSON-able: base and fine-tuned validation metrics side by side, and more
+
+
+def _fingerprint(data: TrainingSet, config: FineTuneConfig, method: str) -> str:
+    h = hashlib.sha256()
+    settings = {k: v for k, v in config.to_dict().items() if k != "model_name"}
+    h.update(json.dumps([settings, method, data.kind], sort_keys=True, default=str).encode())
+    for row in data.rows:
+        h.update(repr(row).encode())
+    return h.hexdigest()
+
+
+class _Setup:
+    """What every trial shares, built once: the split and its tokens, the trainee (with the
+    head's cached vectors), the loss, the validation distractors and the fingerprint."""
+
+    def __init__(self, base_folder: Path, data: TrainingSet, config: FineTuneConfig, method: str,
+                 device: torch.device, should_stop: Callable[[], bool]):  # fmt: skip
+        self.kind, self.should_stop = data.kind, should_stop
+        self.adapter_type = adapter_type_for(method, config)
+        self.loss_name = resolve_loss(data.kind, config.embedding_loss)
+        self.metric = "spearman" if data.kind == "scored_pairs" else "ndcg_at_10"
+        self.fingerprint = _fingerprint(data, config, method)
+        self.user_set = {k for k in BY_SHAPE if getattr(config, k) is not None}
+
+        # ---- data: split, distinct texts, tokens, distractors for retrieval validation
+        self.train_set, self.val_set = split(data, config.validation_fraction, config.seed)
+        self.n_train, self.n_val = len(self.train_set), len(self.val_set)
+        torch.manual_seed(config.seed)
+        self.encoder = Encoder.from_folder(base_folder, device)
+        self.config = resolve(config, self.adapter_type, self.encoder.dimensions, data.kind)
+        query_side = config.applies_to == "query"
+        texts, (self.train_ids, self.val_ids) = index_texts(
+            [self.train_set, self.val_set], self.encoder.spec, query_side
+        )
+        token_ids = self.encoder.tokenize(texts, config.max_seq_length)
+        self.text_len = text_len = np.array([len(t) for t in token_ids])
+        self.train_scores, self.val_scores = self.train_set.scores(), self.val_set.scores()
+        self.extra_docs = None
+        if self.kind != "scored_pairs":
+            self.extra_docs = distractors(
+                self.train_ids, self.val_ids, MAX_DISTRACTORS, config.seed
+            )
+        # Length bucketing keeps padding low, except for in-batch negatives and cached vectors.
+        bucket = (
+            self.loss_name not in L.IN_BATCH_NEGATIVES and self.adapter_type != "projection_head"
+        )
+        self.row_len = text_len[self.train_ids].max(axis=1) if bucket else None
+        queries = None
+        if query_side:  # the anchors: a text id is a query or a document, never both
+            queries = np.unique(np.concatenate([self.train_ids[:, 0], self.val_ids[:, 0]]))
+        # The most padded tokens one forward with gradients sees: each column of a (mini-)batch
+        # padded to that column's longest text.
+        rows = self.config.mini_batch_size or self.config.batch_size
+        batch_tokens = rows * int(text_len[self.train_ids].max(axis=0, initial=0).sum())
+        self.trainee = Trainee(
+            self.encoder, self.adapter_type, self.config, token_ids, should_stop, queries,
+            batch_tokens,
+        )  # fmt: skip
+        dims = [*self.config.matryoshka_dims, self.encoder.dimensions]
+        self.loss_fn = L.build(
+            self.loss_name, self.config.temperature, dims if len(set(dims)) > 1 else None
+        )
+
+    def trials(self) -> list[FineTuneConfig]:
+        if self.adapter_type != "projection_head":
+            return [self.config]
+        return trial_configs(self.config, self.user_set, self.encoder.dimensions, self.loss_name)
+
+    def steps(
+        self, config: FineTuneConfig, rows: int | None = None, epochs: int | None = None
+    ) -> int:
+        batches = math.ceil((rows or len(self.train_set)) / config.batch_size)
+        return (epochs or config.epochs) * math.ceil(batches / config.gradient_accumulation_steps)
+
+    def use_every_row(self) -> None:
+        """Train on the validation rows too (a refit); there is nothing left to validate on."""
+        self.train_set = TrainingSet(self.kind, self.train_set.rows + self.val_set.rows)
+        self.train_ids = np.concatenate([self.train_ids, self.val_ids])
+        if self.train_scores is not None:
+            self.train_scores = np.concatenate([self.train_scores, self.val_scores])
+        if self.row_len is not None:
+            self.row_len = self.text_len[self.train_ids].max(axis=1)
+        self.val_set = TrainingSet(self.kind, [])
+
+    def validate(self) -> dict | None:
+        if not len(self.val_set):
+            return None
+        return validate(
+            self.trainee, self.loss_fn, self.kind, self.val_ids, self.val_scores,
+            self.config.batch_size, self.should_stop, self.extra_docs,
+        )  # fmt: skip
+
+
+# ---- the loop ------------------------------------------------------------------------------
+def run_training(
+    base_folder: Path,
+    data: TrainingSet,
+    config: FineTuneConfig,
+    method: str,
+    *,
+    work_dir: Path,
+    output_dir: Path,
+    on_progress: Callable[[Progress], None],
+    should_stop: Callable[[], bool],
+    resume: bool = False,
+    device: torch.device | None = None,
+    base_model_id: str | None = None,
+) -> TrainResult:
+    """Fine-tune the model in ``base_folder`` on ``data``; write the artifact to ``output_dir``.
+
+    Keys the config leaves NULL take the shape's defaults (``config.SHAPE_DEFAULTS``); a
+    projection head tries ``trials`` settings and keeps the best on validation. Checkpoints go
+    to ``work_dir``; with ``resume`` the run continues from the latest one and ends with the
+    same weights an uninterrupted run would. Raises :class:`Cancelled` when ``should_stop()``
+    turns true, :class:`TrainingError` when the loss diverges.
+    """
+    base_folder, work_dir, output_dir = Path(base_folder), Path(work_dir), Path(output_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    setup = _Setup(base_folder, data, config, method, device or pick_device(), should_stop)
+
+    # ---- start: from the checkpoint, or from the base model, validated as epoch 0
+    saved = checkpoint.read(work_dir, setup.fingerprint) if resume else None
+    state = checkpoint.state_of(saved) or TrainState()
+    if saved is None:
+        state.base_val = setup.validate()  # epoch 0: what fine-tuning is judged against
+    reason = selection.cannot_judge(len(setup.val_set), state.base_val, setup.metric)
+    trials = setup.trials()[: 1 if reason else None]  # nothing to choose between: one setting
+    refit = reason is None and refits(setup.config, len(data))
+    started = time.monotonic()
+
+    # ---- trials, each: a fresh head, then epochs of train, validate, keep the best, checkpoint
+    while state.trial < len(trials):
+        run = Run(setup, trials[state.trial], state.trial, judged=reason is None)
+        run.steps_after = sum(setup.steps(c) for c in trials[state.trial + 1 :])
+        run.steps_after += setup.steps(trials[0], len(data)) if refit else 0  # at most
+        if saved is not None and (state.step or state.batch or state.epoch):
+            checkpoint.restore(saved, setup.trainee, run.optimizer, run.scheduler)
+
+        run.attach(work_dir, on_progress)
+        run.report(state, [], min(state.epoch + 1, run.config.epochs))  # the step budget
+        while state.epoch < run.config.epochs and not state.stopped_early:
+            run.train_epoch(state)
+            logs = run.end_epoch(state)
+            run.save(state)
+            run.report(state, logs, state.epoch)
+        settings = {k: getattr(run.config, k) for k in BY_SHAPE if k != "trials"}
+        result = selection.close_trial(
+            state, settings, run.score, reason is None, setup.trainee.state, run.trial_margin(state)
+        )
+        run.report(
+            state, [], state.epoch, _trial_logs(result, setup.metric) if len(trials) > 1 else []
+        )
+        state.next_trial()
+        saved = None
+        run.save(state)
+
+    # ---- the winner's weights become the artifact (the base's own if it clearly did better),
+    # ---- or, on a small set, the winner's setting trained again on every row
+    if state.refit is None:
+        selection.settle(state, setup.metric, setup.n_val, judged=reason is None)
+    if refit and state.winner["epoch"] > 0:
+        _refit(setup, state, trials[state.winner["trial"]], saved, work_dir, on_progress)
+    return _finish(setup, state, trials, reason, output_dir, base_model_id or str(base_folder),
+                   base_folder, time.monotonic() - started)  # fmt: skip
+
+
+def _finish(setup: _Setup, state: TrainState, trials: list, reason: str | None, output_dir: Path,
+            base_model_id: str, base_folder: Path, seconds: float) -> TrainResult:  # fmt: skip
+    winner = state.winner
+    best = trials[winner["trial"]]
+    if setup.adapter_type == "projection_head":
+        setup.trainee.new_head(best)
+    weights = winner["weights"]
+    setup.trainee.load_state(weights if weights is not None else setup.trainee.initial)
+    setup.trainee.train(False)
+    setup.trainee.save(output_dir, best, base_model_id, base_folder)
+    metrics = selection.summary(state, setup.metric, setup.kind, reason, setup.n_val)
+    if state.refit:
+        metrics["refit"] = state.refit
+        metrics["kept"]["why"] += (
+            f"; then that setting trained again on all {state.refit['rows']} rows (the validation "
+            f"rows too) for {state.refit['epochs']} epochs (refit): the validation figures are "
+            "those of the run that chose it"
+        )
+    metrics.update(
+        loss=setup.loss_name,
+        adapter_type=setup.adapter_type,
+        dimensions=setup.encoder.dimensions,
+        settings={k: getattr(best, k) for k in BY_SHAPE},
+        early_stopping_metric=best.early_stopping_metric,
+        n_train=setup.n_train,
+        n_validation=setup.n_val,
+        device=str(setup.encoder.device),
+        activations="recomputed" if setup.trainee.recompute else "kept",  # trainee.py says when
+        train_seconds=round(seconds, 2),
+    )
+    kept = state.trials[winner["trial"]]
+    return TrainResult(
+        output_dir=output_dir,
+        adapter_type=setup.adapter_type,
+        loss=setup.loss_name,
+        dimensions=setup.encoder.dimensions,
+        best_epoch=winner["epoch"],
+        epochs_run=kept["epochs_run"],
+        stopped_early=kept["stopped_early"],
+        metrics=metrics,
+    )
+
+
+def _refit(setup: _Setup, state: TrainState, config: FineTuneConfig, saved: dict | None,
+           work_dir: Path, on_progress: Callable[[Progress], None]) -> None:  # fmt: skip
+    """Train the winning setting again from the base, on every row, for the epochs validation
+    kept (the same schedule, stopped there); ``state.refit`` marks the phase, so a killed job
+    resumes inside it to the same weights."""
+    winner = state.winner
+    if state.refit is None:
+        rows = setup.n_train + setup.n_val
+        state.refit = {"trial": winner["trial"] + 1, "epochs": winner["epoch"], "rows": rows}
+    setup.use_every_row()
+    torch.manual_seed(config.seed)
+    if setup.adapter_type != "projection_head":  # a head starts afresh in Run
+        setup.trainee.load_state(setup.trainee.initial)
+    run = Run(setup, config, winner["trial"], judged=False)
+    run.planned = setup.steps(config, epochs=state.refit["epochs"])
+    if saved is not None and (state.step or state.batch or state.epoch):
+        checkpoint.restore(saved, setup.trainee, run.optimizer, run.scheduler)
+    run.attach(work_dir, on_progress)
+    while state.epoch < state.refit["epochs"]:
+        run.train_epoch(state)
+        run.end_epoch(state)
+        run.save(state)
+        run.report(state, [], state.epoch)
+    winner["weights"] = setup.trainee.state()
+
+
+def _trial_logs(result: dict, metric: str) -> list[tuple[int, int, str, float]]:
+    """A finished trial's settings and score, for jammi.job_metrics (split 'trial')."""
+    trial, epoch = result["trial"], result["kept_epoch"]
+    rows = [
+        (trial, epoch, k, float(result[k]))
+        for k in ("learning_rate", "weight_decay", "epochs", "batch_size", "lora_rank")
+    ]
+    value = result["val"].get(metric)
+    if value is not None:
+        rows.append((trial, epoch, f"val_{metric}", float(value)))
+    return rows
