@@ -29,6 +29,8 @@ Peers:
               ORDER BY array_cosine_distance(v, ?::FLOAT[d]) LIMIT k at the default
               hnsw_ef_search and once more with a larger one.  The vss extension is
               loaded from the duckdb-extension-vss wheel (no network needed).
+              pandas must be installed too: without it duckdb 1.5.5's Python client
+              spends ~27 ms binding each 384-float query parameter.
   numpy       exact search, the ground truth's own cost.
 """
 
@@ -55,6 +57,7 @@ def log(msg: str) -> None:
 
 
 # --------------------------------------------------------------------------- memory
+
 
 def _status_kib(field: str) -> int | None:
     try:
@@ -99,6 +102,7 @@ class PeakRss:
 
 # --------------------------------------------------------------------------- timing
 
+
 def measure(search, queries, truth, k):
     """Run each query alone: WARMUP untimed, then every query timed once."""
     import numpy as np
@@ -126,6 +130,7 @@ def emit(row: dict) -> None:
 
 # --------------------------------------------------------------------------- peers
 
+
 def run_numpy(V, Q, truth, k, common):
     import numpy as np
 
@@ -134,73 +139,93 @@ def run_numpy(V, Q, truth, k, common):
         top = np.argpartition(-s, k - 1)[:k]
         return top[np.argsort(-s[top])]
 
-    row = {"peer": "numpy", "setting": "exact V@q + argpartition", **common,
-           "build_s": 0.0, "build_mib": 0.0, "version": np.__version__}
+    row = {
+        "peer": "numpy",
+        "setting": "exact V@q + argpartition",
+        **common,
+        "build_s": 0.0,
+        "build_mib": 0.0,
+        "version": np.__version__,
+    }
     row.update(measure(search, Q, truth, k))
     emit(row)
 
 
-def run_lancedb(V, Q, truth, k, common, workdir, indexes):
+def run_lancedb(V, Q, truth, k, common, workdir, indexes, tune):
+    for kind in indexes:
+        _lancedb_index(V, Q, truth, k, common, workdir, kind, tune)
+        gc.collect()
+
+
+def _lancedb_index(V, Q, truth, k, common, workdir, kind, tune):
     import lancedb
     import numpy as np
     import pyarrow as pa
     from lancedb.index import IvfHnswSq, IvfPq
 
     n, d = V.shape
-    for kind in indexes:
-        path = os.path.join(workdir, f"lancedb-{kind}")
-        shutil.rmtree(path, ignore_errors=True)
-        with PeakRss() as mem:
-            t0 = time.perf_counter()
-            db = lancedb.connect(path)
-            data = pa.table({
+    path = os.path.join(workdir, f"lancedb-{kind}")
+    shutil.rmtree(path, ignore_errors=True)
+    with PeakRss() as mem:
+        t0 = time.perf_counter()
+        db = lancedb.connect(path)
+        data = pa.table(
+            {
                 "id": pa.array(np.arange(n, dtype=np.int64)),
                 "vector": pa.FixedSizeListArray.from_arrays(pa.array(V.reshape(-1)), d),
-            })
-            tbl = db.create_table("vecs", data=data, mode="overwrite")
-            del data
-            t1 = time.perf_counter()
-            if kind == "ivf_pq":
-                # LanceDB's default index type; its defaults for the rest
-                # (num_partitions ~ sqrt(n), num_sub_vectors = d/16, 8 bits).
-                cfg = IvfPq(distance_type="cosine")
-            else:
-                # HNSW-type index.  LanceDB's doc for it: "Setting [num_partitions]
-                # to 1 works well for most tables", i.e. one HNSW graph.
-                cfg = IvfHnswSq(distance_type="cosine", num_partitions=1)
-            tbl.create_index("vector", config=cfg)
-            t2 = time.perf_counter()
-        build = {"build_s": round(t2 - t0, 4), "index_s": round(t2 - t1, 4),
-                 "ingest_s": round(t1 - t0, 4), "build_mib": round(mem.mib, 1)}
-        try:
-            stats = tbl.index_stats("vector_idx")
-            log(f"lancedb {kind} index stats: {stats}")
-        except Exception as exc:  # noqa: BLE001 - diagnostics only
-            log(f"lancedb {kind} index stats unavailable: {exc}")
-
+            }
+        )
+        tbl = db.create_table("vecs", data=data, mode="overwrite")
+        del data
+        t1 = time.perf_counter()
         if kind == "ivf_pq":
-            settings = [
-                ("default", lambda b: b),
-                ("nprobes=50,refine_factor=10",
-                 lambda b: b.nprobes(50).refine_factor(10)),
-            ]
+            # LanceDB's default index type; its defaults for the rest
+            # (num_partitions ~ sqrt(n), num_sub_vectors = d/16, 8 bits).
+            cfg = IvfPq(distance_type="cosine")
         else:
-            settings = [
-                ("default", lambda b: b),
-                ("ef=100,refine_factor=5", lambda b: b.ef(100).refine_factor(5)),
-            ]
-        for name, tweak in settings:
-            def search(q, tweak=tweak):
-                b = tweak(tbl.search(q).distance_type("cosine").select(["id"]).limit(k))
-                return b.to_arrow().column("id").to_numpy()
+            # HNSW-type index.  LanceDB's doc for it: "Setting [num_partitions]
+            # to 1 works well for most tables", i.e. one HNSW graph.
+            cfg = IvfHnswSq(distance_type="cosine", num_partitions=1)
+        tbl.create_index("vector", config=cfg)
+        t2 = time.perf_counter()
+    build = {
+        "build_s": round(t2 - t0, 4),
+        "index_s": round(t2 - t1, 4),
+        "ingest_s": round(t1 - t0, 4),
+        "build_mib": round(mem.mib, 1),
+    }
+    try:
+        log(f"lancedb {kind} index stats: {tbl.index_stats('vector_idx')}")
+    except Exception as exc:  # noqa: BLE001 - diagnostics only
+        log(f"lancedb {kind} index stats unavailable: {exc}")
 
-            row = {"peer": "lancedb", "setting": f"{kind.upper()} {name}",
-                   "index": kind.upper(), **common, **build,
-                   "version": lancedb.__version__}
-            row.update(measure(search, Q, truth, k))
-            emit(row)
-        del tbl, db
-        gc.collect()
+    # Second setting raises recall (LanceDB's defaults: nprobes 20, no refine,
+    # ef = 1.5 * k).  Defaults picked on 20k random unit vectors, d=384.
+    if kind == "ivf_pq":
+        np_, rf = tune["nprobes"], tune["refine_factor"]
+        second = (f"nprobes={np_},refine_factor={rf}", lambda b: b.nprobes(np_).refine_factor(rf))
+    else:
+        ef = tune["ef"]
+        second = (f"ef={ef}", lambda b: b.ef(ef))
+
+    for name, tweak in (("default", lambda b: b), second):
+
+        def search(q, tweak=tweak):
+            # Selecting _distance explicitly: without it Lance logs a
+            # deprecation warning on every query.
+            b = tweak(tbl.search(q).distance_type("cosine").select(["id", "_distance"]).limit(k))
+            return b.to_arrow().column("id").to_numpy()
+
+        row = {
+            "peer": "lancedb",
+            "setting": f"{kind.upper()} {name}",
+            "index": kind.upper(),
+            **common,
+            **build,
+            "version": lancedb.__version__,
+        }
+        row.update(measure(search, Q, truth, k))
+        emit(row)
 
 
 def _vss_extension_path(duckdb) -> str:
@@ -211,8 +236,10 @@ def _vss_extension_path(duckdb) -> str:
     path = os.path.join(root, f"v{duckdb.__version__}", "vss.duckdb_extension")
     if not os.path.exists(path):
         have = sorted(os.listdir(root)) if os.path.isdir(root) else []
-        raise SystemExit(f"vss extension for duckdb {duckdb.__version__} not in wheel "
-                         f"(has {have}); pin duckdb to the wheel's version")
+        raise SystemExit(
+            f"vss extension for duckdb {duckdb.__version__} not in wheel "
+            f"(has {have}); pin duckdb to the wheel's version"
+        )
     return path
 
 
@@ -221,6 +248,12 @@ def run_duckdb_vss(V, Q, truth, k, common, threads, ef_high):
     import numpy as np
 
     n, d = V.shape
+    try:
+        import pandas  # noqa: F401
+    except ImportError:
+        # duckdb 1.5.5's Python client tries (and fails) to import pandas for
+        # every element of a list parameter: ~27 ms per 384-float query vector.
+        log("WARNING: pandas missing; DuckDB query-vector binding will dominate latency")
     with PeakRss() as mem:
         t0 = time.perf_counter()
         con = duckdb.connect(":memory:")
@@ -231,25 +264,31 @@ def run_duckdb_vss(V, Q, truth, k, common, threads, ef_high):
         try:
             import pyarrow as pa
 
-            src = pa.table({
-                "id": pa.array(np.arange(n, dtype=np.int32)),
-                "v": pa.FixedSizeListArray.from_arrays(pa.array(V.reshape(-1)), d),
-            })
+            src = pa.table(
+                {
+                    "id": pa.array(np.arange(n, dtype=np.int32)),
+                    "v": pa.FixedSizeListArray.from_arrays(pa.array(V.reshape(-1)), d),
+                }
+            )
             con.register("src", src)
             con.execute(f"INSERT INTO vecs SELECT id, v::FLOAT[{d}] FROM src")
             con.unregister("src")
             del src
         except ImportError:
-            con.executemany("INSERT INTO vecs VALUES (?, ?)",
-                            [(i, V[i].tolist()) for i in range(n)])
+            con.executemany(
+                "INSERT INTO vecs VALUES (?, ?)", [(i, V[i].tolist()) for i in range(n)]
+            )
         t1 = time.perf_counter()
         con.execute("CREATE INDEX vecs_hnsw ON vecs USING HNSW (v) WITH (metric = 'cosine')")
         t2 = time.perf_counter()
-    build = {"build_s": round(t2 - t0, 4), "index_s": round(t2 - t1, 4),
-             "ingest_s": round(t1 - t0, 4), "build_mib": round(mem.mib, 1)}
+    build = {
+        "build_s": round(t2 - t0, 4),
+        "index_s": round(t2 - t1, 4),
+        "ingest_s": round(t1 - t0, 4),
+        "build_mib": round(mem.mib, 1),
+    }
 
-    sql = (f"SELECT id FROM vecs ORDER BY array_cosine_distance(v, ?::FLOAT[{d}]) "
-           f"LIMIT {int(k)}")
+    sql = f"SELECT id FROM vecs ORDER BY array_cosine_distance(v, ?::FLOAT[{d}]) LIMIT {int(k)}"
     plan = "\n".join(r[1] for r in con.execute("EXPLAIN " + sql, [Q[0].tolist()]).fetchall())
     index_used = "HNSW_INDEX_SCAN" in plan
     if not index_used:
@@ -258,12 +297,18 @@ def run_duckdb_vss(V, Q, truth, k, common, threads, ef_high):
     def search(q):
         return [r[0] for r in con.execute(sql, [q.tolist()]).fetchall()]
 
-    for name, ef in (("default (hnsw_ef_search=64)", None),
-                     (f"hnsw_ef_search={ef_high}", ef_high)):
+    for name, ef in (("default (hnsw_ef_search=64)", None), (f"hnsw_ef_search={ef_high}", ef_high)):
         if ef:
             con.execute(f"SET hnsw_ef_search = {int(ef)}")
-        row = {"peer": "duckdb-vss", "setting": name, "index": "HNSW", **common, **build,
-               "index_used": index_used, "version": duckdb.__version__}
+        row = {
+            "peer": "duckdb-vss",
+            "setting": name,
+            "index": "HNSW",
+            **common,
+            **build,
+            "index_used": index_used,
+            "version": duckdb.__version__,
+        }
         row.update(measure(search, Q, truth, k))
         emit(row)
     con.close()
@@ -271,23 +316,49 @@ def run_duckdb_vss(V, Q, truth, k, common, threads, ef_high):
 
 # --------------------------------------------------------------------------- main
 
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--peer", action="append", choices=PEERS + ("all",),
-                    help="peer to measure; repeatable (default: all)")
+    ap.add_argument(
+        "--peer",
+        action="append",
+        choices=PEERS + ("all",),
+        help="peer to measure; repeatable (default: all)",
+    )
     ap.add_argument("--vectors", required=True, help="(n, d) float32 .npy, unit rows")
     ap.add_argument("--queries", required=True, help="(m, d) float32 .npy, unit rows")
     ap.add_argument("--k", type=int, default=10)
-    ap.add_argument("--workdir", help="scratch folder for on-disk peers "
-                    "(default: a temporary folder, removed afterwards)")
-    ap.add_argument("--threads", type=int, default=0,
-                    help="cap worker threads of every library (0: their defaults)")
-    ap.add_argument("--lancedb-index", default=",".join(LANCEDB_INDEXES),
-                    help=f"comma list from {LANCEDB_INDEXES}")
-    ap.add_argument("--duckdb-ef", type=int, default=200,
-                    help="hnsw_ef_search for DuckDB's second setting")
-    ap.add_argument("--no-numpy", action="store_true",
-                    help="leave out the exact numpy baseline")
+    ap.add_argument(
+        "--workdir",
+        help="scratch folder for on-disk peers (default: a temporary folder, removed afterwards)",
+    )
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="cap worker threads of every library (0: their defaults)",
+    )
+    ap.add_argument(
+        "--lancedb-index",
+        default=",".join(LANCEDB_INDEXES),
+        help=f"comma list from {LANCEDB_INDEXES}",
+    )
+    ap.add_argument(
+        "--lancedb-nprobes", type=int, default=50, help="nprobes of LanceDB IVF_PQ's second setting"
+    )
+    ap.add_argument(
+        "--lancedb-refine",
+        type=int,
+        default=30,
+        help="refine_factor of LanceDB IVF_PQ's second setting",
+    )
+    ap.add_argument(
+        "--lancedb-ef", type=int, default=200, help="ef of LanceDB IVF_HNSW_SQ's second setting"
+    )
+    ap.add_argument(
+        "--duckdb-ef", type=int, default=200, help="hnsw_ef_search for DuckDB's second setting"
+    )
+    ap.add_argument("--no-numpy", action="store_true", help="leave out the exact numpy baseline")
     args = ap.parse_args(argv)
 
     peers = args.peer or ["all"]
@@ -304,8 +375,13 @@ def main(argv=None) -> int:
     if args.threads:
         # Must be set before the libraries start their thread pools.
         t = str(args.threads)
-        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                    "LANCE_CPU_THREADS", "LANCE_IO_THREADS"):
+        # Not LANCE_IO_THREADS: at 1 it deadlocks LanceDB 0.40's create_index.
+        for var in (
+            "OMP_NUM_THREADS",
+            "OPENBLAS_NUM_THREADS",
+            "MKL_NUM_THREADS",
+            "LANCE_CPU_THREADS",
+        ):
             os.environ[var] = t
     import numpy as np
 
@@ -323,12 +399,11 @@ def main(argv=None) -> int:
     # Ground truth: exact top-k by inner product (= cosine on unit vectors).
     truth = []
     for start in range(0, len(Q), 256):
-        S = Q[start:start + 256] @ V.T
+        S = Q[start : start + 256] @ V.T
         top = np.argpartition(-S, k - 1, axis=1)[:, :k]
         truth.extend(set(int(x) for x in row) for row in top)
 
-    common = {"n": n, "d": d, "queries": len(Q), "k": k,
-              "threads": args.threads or None}
+    common = {"n": n, "d": d, "queries": len(Q), "k": k, "threads": args.threads or None}
     own_tmp = args.workdir is None
     workdir = args.workdir or tempfile.mkdtemp(prefix="search_peers-")
     os.makedirs(workdir, exist_ok=True)
@@ -340,7 +415,20 @@ def main(argv=None) -> int:
                 if peer == "numpy":
                     run_numpy(V, Q, truth, k, common)
                 elif peer == "lancedb":
-                    run_lancedb(V, Q, truth, k, common, workdir, indexes)
+                    run_lancedb(
+                        V,
+                        Q,
+                        truth,
+                        k,
+                        common,
+                        workdir,
+                        indexes,
+                        {
+                            "nprobes": args.lancedb_nprobes,
+                            "refine_factor": args.lancedb_refine,
+                            "ef": args.lancedb_ef,
+                        },
+                    )
                 elif peer == "duckdb-vss":
                     run_duckdb_vss(V, Q, truth, k, common, args.threads, args.duckdb_ef)
             except (Exception, SystemExit) as exc:  # noqa: BLE001 - report, go on

@@ -21,7 +21,7 @@ def test_generate_text_embeddings_writes_a_listed_table(docs):
     ).fetchall()[0]
     assert (source, model, columns, key, dims, count) == ("docs", "tiny", ["body"], "id", 32, 3)
     cols = [r[0] for r in docs.sql(f"DESCRIBE {table}").fetchall()]
-    assert cols == ["key", "column_name", "text", "text_hash", "embedding"]
+    assert cols == ["key", "column_name", "text", "text_hash", "embedding", "vid"]
 
 
 def test_a_second_run_embeds_only_new_or_changed_rows_and_drops_gone_keys(docs):

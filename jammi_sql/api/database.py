@@ -252,20 +252,97 @@ class Database:
                 self.ctx, source, model, _names(columns), key, chunk_tokens, chunk_overlap
             )
 
-    def search(
-        self, source: str, model: str, query: str, k: int = DEFAULT_K, dims: int | None = None
+    def semantic_search(
+        self,
+        source: str,
+        model: str,
+        query: str | list[float],
+        k: int = DEFAULT_K,
+        dims: int | None = None,
+        filter: str | None = None,
+        exact: bool = False,
     ):
-        """Top-k rows of a materialized source for ``query``, as a pyarrow Table; ``dims``
-        compares the first dims dimensions only (Matryoshka)."""
+        """Top-k rows of a materialized source for ``query`` (text, or a vector), as a pyarrow
+        Table (key, column_name, text, score). ``filter``: a SQL condition over the source's
+        columns, applied before the top k; ``exact``: skip the HNSW index; ``dims``: the first
+        dims dimensions only (Matryoshka)."""
+        return self._table(
+            "semantic_search(?, ?, ?, k := ?, dims := ?, filter := ?, exact := ?)",
+            [source, model, _query(query), k, dims, filter, exact],
+        )
+
+    search = semantic_search  # the name of earlier releases
+
+    def keyword_search(
+        self,
+        source: str,
+        query: str,
+        k: int = DEFAULT_K,
+        filter: str | None = None,
+        model: str | None = None,
+    ):
+        """BM25 top-k rows of the texts ``generate_text_embeddings`` stored for ``source``, as
+        a pyarrow Table (key, column_name, text, score)."""
+        return self._table(
+            "keyword_search(?, ?, k := ?, filter := ?, model := ?)",
+            [source, query, k, filter, model],
+        )
+
+    def hybrid_search(
+        self,
+        source: str,
+        model: str,
+        query: str | list[float],
+        k: int = DEFAULT_K,
+        filter: str | None = None,
+        rrf_k: float = 60,
+        keyword_weight: float = 1.0,
+        vector_weight: float = 1.0,
+        keyword_query: str | None = None,
+    ):
+        """Semantic and keyword search fused by reciprocal rank fusion, as a pyarrow Table
+        (key, column_name, text, score); see hybrid_search in the README."""
+        return self._table(
+            "hybrid_search(?, ?, ?, k := ?, filter := ?, rrf_k := ?, keyword_weight := ?, "
+            "vector_weight := ?, keyword_query := ?)",
+            [source, model, _query(query), k, filter, rrf_k, keyword_weight, vector_weight]
+            + [keyword_query],
+        )
+
+    def create_vector_index(self, source: str, model: str, **settings: Any) -> str:
+        """Build the HNSW index of an embedding table now (settings: connectivity,
+        expansion_add, expansion_search, storage, min_rows); returns its state."""
+        names = ["connectivity", "expansion_add", "expansion_search", "storage", "min_rows"]
+        unknown = sorted(set(settings) - set(names))
+        if unknown:
+            raise InvalidArgumentError(
+                f"unknown index setting(s) {', '.join(unknown)}; the settings are {', '.join(names)}"
+            )
+        self._writes("create_vector_index")
+        args = ", ".join(f"{n} := ?" for n in names)
+        with progress.call(self.ctx), translated():
+            return (
+                self._cursor()
+                .execute(
+                    f"SELECT create_vector_index(?, ?, {args})",
+                    [source, model, *(settings.get(n) for n in names)],
+                )
+                .fetchone()[0]
+            )
+
+    def drop_vector_index(self, source: str, model: str) -> str:
+        """Remove an embedding table's HNSW index; search over it is exact from then on."""
+        self._writes("drop_vector_index")
         with translated():
             return (
                 self._cursor()
-                .sql(
-                    "SELECT * FROM semantic_search(?, ?, ?, k := ?, dims := ?)",
-                    params=[source, model, query, k, dims],
-                )
-                .to_arrow_table()
+                .execute("SELECT drop_vector_index(?, ?)", [source, model])
+                .fetchone()[0]
             )
+
+    def _table(self, call: str, params: list):
+        with translated():
+            return self._cursor().sql(f"SELECT * FROM {call}", params=params).to_arrow_table()
 
     def mine_hard_negatives(
         self,
@@ -395,3 +472,10 @@ def _quietly(close) -> None:
         close()
     except Exception:
         pass
+
+
+def _query(query: Any) -> Any:
+    """A vector query as a list of floats (numpy arrays included), text as it is."""
+    if isinstance(query, str) or query is None:
+        return query
+    return [float(x) for x in query]

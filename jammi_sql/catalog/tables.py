@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import uuid
 from collections.abc import Collection
 from dataclasses import dataclass, field, fields
 from datetime import datetime
@@ -102,9 +103,15 @@ class EmbeddingTable:
     chunk_tokens: int | None = None  # NULL: one row per text
     chunk_overlap: int | None = None
     truncated: int | None = None  # texts the last run cut at the model's limit
+    generation: int | None = None  # bumped by each build; indexes record the one they hold
+    index_kind: str | None = None  # 'none' | 'hnsw' (NULL: none yet)
+    index_state: str | None = None  # 'ready' | 'stale' | 'building'
+    index_bytes: int | None = None
+    index_settings: dict | None = None  # search.index.IndexSettings as a dict (NULL: auto)
+    keyword_index: bool | None = None
 
 
-_JSON_FIELDS = {"config", "metrics"}
+_JSON_FIELDS = {"config", "metrics", "index_settings"}
 LISTINGS = {
     "tables": "SELECT table_schema AS schema, table_name AS name, table_type AS type "
     "FROM information_schema.tables ORDER BY ALL",
@@ -161,6 +168,16 @@ class Catalog:
         """A query's result as a pyarrow Table."""
         with self.lock:
             return self.con.sql(sql, params=params).to_arrow_table()
+
+    def database_key(self) -> str:
+        """What identifies this catalog's database in this process: its file, or for an
+        in-memory database the connection it lives in (cached caches key on it)."""
+        if "_database_key" not in self.__dict__:
+            path = self.query(
+                "SELECT path FROM duckdb_databases() WHERE database_name = current_database()"
+            )[0][0]
+            self.__dict__["_database_key"] = path or f"memory:{uuid.uuid4().hex}"
+        return self.__dict__["_database_key"]
 
     def _select(
         self, cls, table: str, where: str = "", params: list | None = None, order: str = ""
@@ -350,6 +367,17 @@ class Catalog:
             "WHERE (?::VARCHAR IS NULL OR source = ?) AND (?::VARCHAR IS NULL OR model_id = ?)",
             [source, source, model_id, model_id],
             "ORDER BY table_name",
+        )
+
+    def set_index_state(self, table_name: str, **values: Any) -> None:
+        """Record what the search indexes of an embedding table hold (index_kind,
+        index_state, index_bytes, index_settings, keyword_index)."""
+        for name in _JSON_FIELDS & values.keys():
+            values[name] = json.dumps(values[name]) if values[name] is not None else None
+        sets = ", ".join(f"{name} = ?" for name in values)
+        self.execute(
+            f"UPDATE jammi.embedding_tables SET {sets} WHERE table_name = ?",
+            [*values.values(), table_name],
         )
 
     def put_embedding_table(self, table: EmbeddingTable) -> None:

@@ -32,6 +32,7 @@ from .registry import (
     WRITES,
     Param,
     V,
+    scalar_macro,
     sql_function,
     table_macro,
 )
@@ -202,45 +203,223 @@ def embedding_table(ctx: Context, source, model):
     return embedding_table_for(ctx, source, model)
 
 
+HITS = "STRUCT(vid BIGINT, score DOUBLE, rank BIGINT)[]"
+BOOL = "BOOLEAN"
+
+
+def _text(param: str, function: str = "semantic_search") -> str:
+    return checked(function, param, V).format(param)
+
+
+def _query_text(function: str) -> str:
+    """The query when it is text; NULL when it is a vector (hits UDFs take both)."""
+    return "CASE WHEN typeof(query) = 'VARCHAR' THEN query::VARCHAR END"
+
+
+def _query_vector(function: str) -> str:
+    """The query when it is a vector (a list or array of numbers), as DOUBLE[]."""
+    return (
+        "CASE WHEN typeof(query) LIKE '%]' THEN query::DOUBLE[] "
+        "WHEN typeof(query) NOT IN ('VARCHAR', '\"NULL\"') THEN "
+        f"error('jammi: {function}''s query must be text (VARCHAR) or a vector (FLOAT[]), "
+        "not ' || typeof(query)) END"
+    )
+
+
+def _optional_count(param: str) -> str:
+    return f"CASE WHEN {param} IS NULL THEN NULL ELSE {count_arg(param)} END"
+
+
+def _join_back(hits: str, table: str) -> str:
+    """Ranked (vid, score) hits joined to the embedding table's rows: key, column, text."""
+    return (
+        f"SELECT e.key, e.column_name, e.text, h.score FROM (SELECT unnest({hits}, "
+        f"recursive := true)) h JOIN query_table({table}) e ON e.vid = h.vid "
+        "ORDER BY h.rank"
+    )
+
+
 @sql_function(
-    "jammi_query_vector",
-    [Param("model", V), Param("text", V)],
-    "FLOAT[]",
+    "jammi_semantic_hits",
+    [Param("source", V), Param("model", V), Param("text", V), Param("vector", "DOUBLE[]")]
+    + [Param("k", BIG), Param("dims", BIG), Param("filter", V), Param("exact", BOOL)],
+    HITS,
     public=False,
+    side_effects=True,  # may build or catch up an index
     sees_nulls=True,
 )
-def query_vector(ctx: Context, model, text):
-    """A query embedding of any dimension, as a list (semantic_search's query side)."""
-    from ..inference.infer import embed_texts
+def semantic_hits(ctx: Context, source, model, text, vector, k, dims, filter, exact):
+    """semantic_search's ranked (vid, score) rows."""
+    from ..search.queries import semantic
 
-    if text is None:
-        raise InvalidArgumentError("semantic_search needs a query text, not NULL")
-    return embed_texts(ctx, model, [text], query=True)[0].tolist()
+    return semantic(ctx, source, model, text, vector, k, dims, filter, bool(exact)).rows()
 
 
-def _text(param: str) -> str:
-    return checked("semantic_search", param, V).format(param)
-
-
-_CUT = f"[1:CASE WHEN dims IS NULL THEN 2147483647 ELSE {count_arg('dims')} END]"
-_CUT_STORED = (  # the stored side also checks dims against the model's width
-    f"[1:CASE WHEN dims IS NULL THEN 2147483647 WHEN ({count_arg('dims')}) > len(embedding) "
-    "THEN error('jammi: dims := ' || dims || ' must be a whole number from 1 to the model''s "
-    "width (' || len(embedding) || ')') ELSE dims::BIGINT END]"
-)
 table_macro(
     "semantic_search",
     [Param("source", V), Param("model", V), Param("query", V), Param("k", BIG, DEFAULT_K)]
-    + [Param("dims", BIG, None)],
+    + [Param("dims", BIG, None), Param("filter", V, None), Param("exact", BOOL, False)],
     "table (key, column_name, text, score)",
     "Top-k keys of the table `generate_text_embeddings` built, by cosine similarity to the "
-    "query: each key at most once per column, scored by its best chunk, with that chunk's text. "
-    "`dims`: compare the first dims dimensions only (a model trained with matryoshka_dims).",
-    "SELECT key, column_name, arg_max(text, score) AS text, max(score) AS score FROM ("
-    f"SELECT key, column_name, text, list_cosine_similarity((embedding::FLOAT[]){_CUT_STORED}, "
-    f"jammi_query_vector({_text('model')}, {_text('query')}){_CUT}) AS score FROM query_table("
-    f"jammi_embedding_table({_text('source')}, {_text('model')}))) GROUP BY key, column_name "
-    "ORDER BY score DESC LIMIT " + count_arg("k"),
+    "query (text, or a FLOAT[] vector): each key at most once per column, scored by its best "
+    "chunk, with that chunk's text. Uses the table's HNSW index when it has one (see "
+    "create_vector_index); `exact := true` scans every vector. `filter`: a SQL condition over "
+    "the source's columns, applied before the top k. `dims`: compare the first dims "
+    "dimensions only (a model trained with matryoshka_dims).",
+    _join_back(
+        f"jammi_semantic_hits({_text('source')}, {_text('model')}, {_query_text('semantic_search')}, "
+        f"{_query_vector('semantic_search')}, {count_arg('k')}, {_optional_count('dims')}, "
+        f"{_text('filter')}, {checked('semantic_search', 'exact', BOOL).format('exact')})",
+        f"jammi_embedding_table({_text('source')}, {_text('model')})",
+    ),
+)
+
+
+@sql_function(
+    "jammi_search_table", [Param("source", V), Param("model", V)], V, public=False, sees_nulls=True
+)
+def search_table(ctx: Context, source, model):
+    """The embedding table keyword_search reads: the model's, or the source's newest."""
+    from ..search.queries import table_for
+
+    return table_for(ctx, source, model).table_name
+
+
+@sql_function(
+    "jammi_keyword_hits",
+    [Param("source", V), Param("model", V), Param("query", V), Param("k", BIG)]
+    + [Param("filter", V)],
+    HITS,
+    public=False,
+    side_effects=True,  # may build the keyword index
+    sees_nulls=True,
+)
+def keyword_hits(ctx: Context, source, model, query, k, filter):
+    """keyword_search's ranked (vid, score) rows."""
+    from ..search.queries import keyword_hits as hits
+
+    return hits(ctx, source, model, query, k, filter).rows()
+
+
+table_macro(
+    "keyword_search",
+    [Param("source", V), Param("query", V), Param("k", BIG, DEFAULT_K)]
+    + [Param("filter", V, None), Param("model", V, None)],
+    "table (key, column_name, text, score)",
+    "BM25 top-k over the texts `generate_text_embeddings` stored for the source (lower-cased "
+    "words, English stop words removed, Snowball-stemmed); each key at most once per column. "
+    "`filter`: as in semantic_search. `model`: whose table to read when the source was embedded "
+    "with several (default: the newest).",
+    _join_back(
+        f"jammi_keyword_hits({_text('source', 'keyword_search')}, {_text('model', 'keyword_search')}, "
+        f"{_text('query', 'keyword_search')}, {count_arg('k')}, {_text('filter', 'keyword_search')})",
+        f"jammi_search_table({_text('source', 'keyword_search')}, {_text('model', 'keyword_search')})",
+    ),
+)
+
+
+@sql_function(
+    "jammi_hybrid_hits",
+    [Param("source", V), Param("model", V), Param("text", V), Param("vector", "DOUBLE[]")]
+    + [Param("k", BIG), Param("filter", V), Param("rrf_k", DBL)]
+    + [Param("keyword_weight", DBL), Param("vector_weight", DBL), Param("keyword_query", V)],
+    HITS,
+    public=False,
+    side_effects=True,
+    sees_nulls=True,
+)
+def hybrid_hits(ctx: Context, source, model, text, vector, k, filter, rrf_k, kw, vw, words):
+    """hybrid_search's ranked (vid, score) rows."""
+    from ..search.queries import hybrid
+
+    return hybrid(ctx, source, model, text, vector, k, filter, rrf_k, kw, vw, words).rows()
+
+
+table_macro(
+    "hybrid_search",
+    [Param("source", V), Param("model", V), Param("query", V), Param("k", BIG, DEFAULT_K)]
+    + [Param("filter", V, None), Param("rrf_k", DBL, 60), Param("keyword_weight", DBL, 1.0)]
+    + [Param("vector_weight", DBL, 1.0), Param("keyword_query", V, None)],
+    "table (key, column_name, text, score)",
+    "semantic_search and keyword_search fused by reciprocal rank fusion: each row scores "
+    "vector_weight / (rrf_k + its semantic rank) + keyword_weight / (rrf_k + its keyword rank), "
+    "over each side's top max(k, 100). A vector query needs `keyword_query` for the keyword side.",
+    _join_back(
+        f"jammi_hybrid_hits({_text('source', 'hybrid_search')}, {_text('model', 'hybrid_search')}, "
+        f"{_query_text('hybrid_search')}, {_query_vector('hybrid_search')}, {count_arg('k')}, "
+        f"{_text('filter', 'hybrid_search')}, {checked('hybrid_search', 'rrf_k', DBL).format('rrf_k')}, "
+        f"{checked('hybrid_search', 'keyword_weight', DBL).format('keyword_weight')}, "
+        f"{checked('hybrid_search', 'vector_weight', DBL).format('vector_weight')}, "
+        f"{_text('keyword_query', 'hybrid_search')})",
+        f"jammi_embedding_table({_text('source', 'hybrid_search')}, {_text('model', 'hybrid_search')})",
+    ),
+)
+
+scalar_macro(
+    "rrf",
+    [Param("ranks", "BIGINT[]"), Param("k", DBL, 60)],
+    "DOUBLE",
+    "Reciprocal rank fusion score of a list of 1-based ranks, one per ranked list (NULL: not "
+    "in that list): the sum of 1 / (k + rank). Fuse any ranked lists in SQL, e.g. "
+    "rrf([rank_a, rank_b]) over two FULL OUTER JOINed rankings.",
+    "CASE WHEN typeof(ranks) SIMILAR TO '(TINYINT|SMALLINT|INTEGER|BIGINT|HUGEINT|UTINYINT|"
+    'USMALLINT|UINTEGER|UBIGINT|"NULL")\\[\\d*\\]\' THEN coalesce(list_sum([1.0 / (k + r) '
+    "FOR r IN ranks::BIGINT[] IF r IS NOT NULL]), 0.0) ELSE error('jammi: rrf''s ranks must be "
+    "a list of whole numbers (1-based ranks, NULL where absent), e.g. rrf([1, NULL, 3]); got ' "
+    "|| typeof(ranks)) END",
+)
+
+
+@sql_function(
+    "create_vector_index",
+    [Param("source", V), Param("model", V), Param("connectivity", BIG, None)]
+    + [Param("expansion_add", BIG, None), Param("expansion_search", BIG, None)]
+    + [Param("storage", V, None), Param("min_rows", BIG, None)],
+    V,
+    shows="VARCHAR (the index state)",
+    **WRITES,
+)
+def create_vector_index(ctx: Context, source, model, connectivity, add, search, storage, min_rows):
+    """Build (or rebuild with new settings) the HNSW index of an embedding table now, whatever
+    its size, and keep it with the table from then on. Settings left NULL keep the table's
+    (defaults: connectivity 16, expansion_add 128, expansion_search 64, storage 'f16');
+    `min_rows` is the size above which tables get an index without asking (default 50000)."""
+    from ..search.embeddings import set_vector_index
+
+    changes = dict(
+        connectivity=connectivity,
+        expansion_add=add,
+        expansion_search=search,
+        storage=storage,
+        min_rows=min_rows,
+    )
+    return set_vector_index(ctx, source, model, "hnsw", changes)
+
+
+@sql_function("drop_vector_index", [Param("source", V), Param("model", V)], V, **WRITES)
+def drop_vector_index(ctx: Context, source, model):
+    """Remove the HNSW index of an embedding table and build none for it again until
+    create_vector_index; semantic_search is then exact."""
+    from ..search.embeddings import set_vector_index
+
+    return set_vector_index(ctx, source, model, "none", {})
+
+
+@sql_function("jammi_source_sql", [Param("source", V)], V, public=False)
+def source_sql(ctx: Context, source):
+    """The SQL that reads a source (evaluated while DuckDB binds read_source)."""
+    from ..data.sources import get_source, relation
+
+    return f"SELECT * FROM {relation(get_source(ctx.catalog, source))}"
+
+
+table_macro(
+    "read_source",
+    [Param("source", V)],
+    "table (the source's columns)",
+    "The rows of a registered source, whatever its kind (file, table, view, query): join search "
+    "results back with `JOIN read_source('tickets') t ON t.id = s.key`.",
+    f"SELECT * FROM query(jammi_source_sql({checked('read_source', 'source', V).format('source')}))",
 )
 
 

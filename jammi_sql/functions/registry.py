@@ -42,6 +42,7 @@ class SqlFunction:
     sees_nulls: bool = False  # called with NULL arguments instead of returning NULL
     public: bool = True
     writes: bool = False  # refused on a database opened read-only
+    table: bool = True  # a macro over other functions: a table macro, or a scalar one
 
     @property
     def has_macro(self) -> bool:
@@ -69,7 +70,7 @@ class SqlFunction:
             for fn in FUNCTIONS:  # the internal functions it calls, as this connection named them
                 if fn.impl is not None and not fn.public:
                     body = body.replace(f"{fn.udf_name}(", f"{fn.udf_name}{suffix}(")
-            return f"{head} TABLE {body}"
+            return f"{head} TABLE {body}" if self.table else f"{head} {body}"
         args = ", ".join(p.passed_as.format(p.name) for p in self.params)
         return f"{head} {self.udf_name}{suffix}({args})"
 
@@ -94,6 +95,11 @@ def sql_function(name: str, params: list[Param], returns, **options: Any):
 
 def table_macro(name: str, params: list[Param], shows: str, doc: str, body: str) -> None:
     FUNCTIONS.append(SqlFunction(name, tuple(params), "TABLE", doc, table_sql=body, shows=shows))
+
+
+def scalar_macro(name: str, params: list[Param], returns: str, doc: str, body: str) -> None:
+    """A function that is SQL alone (no Python UDF): a scalar macro over the parameters."""
+    FUNCTIONS.append(SqlFunction(name, tuple(params), returns, doc, table_sql=body, table=False))
 
 
 V, BIG, DBL, LIST = "VARCHAR", "BIGINT", "DOUBLE", "VARCHAR[]"

@@ -11,8 +11,8 @@ is all or nothing.
 from __future__ import annotations
 
 import re
-import threading
-from contextlib import contextmanager
+import uuid
+from dataclasses import asdict
 
 import numpy as np
 import pyarrow as pa
@@ -25,6 +25,8 @@ from ..config import DEFAULT_CHUNK_OVERLAP
 from ..data.sources import get_source, quote_ident, quote_literal, relation, require_columns
 from ..errors import DataError, InvalidArgumentError, NotFoundError
 from ..inference.infer import Documents, check_chunking, embed_documents, model_dimensions
+from . import index, keyword
+from .builds import building
 
 BATCH = 4096  # source rows read, embedded and appended at a time (bounds memory)
 PAGE = 16 * BATCH  # source rows read by one query (a read is short-lived: see _stream)
@@ -54,27 +56,6 @@ def staging_name(table: str) -> str:
     return f"{schema}._building_{bare}"
 
 
-_BUILDS: dict[tuple, threading.Lock] = {}
-_BUILDS_LOCK = threading.Lock()
-
-
-@contextmanager
-def _building(catalog: Catalog, table: str, wait: bool = True):
-    """One build of a table of a database at a time in this process (DuckDB lets only one
-    process write a database file). With ``wait=False`` it yields whether the lock was free."""
-    path = catalog.query(
-        "SELECT path FROM duckdb_databases() WHERE database_name = current_database()"
-    )[0][0]
-    with _BUILDS_LOCK:
-        lock = _BUILDS.setdefault((path or id(catalog), table), threading.Lock())
-    got = lock.acquire(blocking=wait)
-    try:
-        yield got
-    finally:
-        if got:
-            lock.release()
-
-
 def clear_leftovers(ctx: Context) -> None:
     """Drop staging tables that a run killed mid-build left behind (on connect, so they never
     linger until that table is built again); a build live in this process keeps its own."""
@@ -86,9 +67,14 @@ def clear_leftovers(ctx: Context) -> None:
     )
     for (bare,) in found:
         table = f"jammi.{bare.removeprefix('_building_')}"
-        with _building(ctx.catalog, table, wait=False) as free:
+        with building(ctx.catalog, table, wait=False) as free:
             if free:  # no build of that table is running here (DuckDB: no other process writes)
                 ctx.catalog.execute(f"DROP TABLE IF EXISTS {staging_name(table)}")
+    for table in ctx.catalog.embedding_tables():  # an index build a killed process left
+        if table.index_state == "building":  # caught up by the next search (index.for_search)
+            with building(ctx.catalog, table.table_name, wait=False) as free:
+                if free:
+                    ctx.catalog.set_index_state(table.table_name, index_state="stale")
 
 
 def _check_key(catalog: Catalog, source_name: str, rel: str, key: str) -> None:
@@ -183,7 +169,31 @@ def remove_embeddings(ctx: Context, source: str, model_id: str) -> str:
         )
     with ctx.catalog.transaction() as tx:
         tx.drop_embedding_tables([table])
+    drop_index_files(ctx, table)
     return table.table_name
+
+
+def drop_index_files(ctx: Context, table: EmbeddingTable) -> None:
+    """Delete the vector and keyword index files of a dropped table."""
+    import shutil
+
+    index.forget(ctx, table)
+    shutil.rmtree(index.folder(ctx, table), ignore_errors=True)
+
+
+def set_vector_index(ctx: Context, source: str, model_id: str, kind: str, changes: dict) -> str:
+    """create_vector_index / drop_vector_index: record the settings, then build or remove the
+    index now. Settings are checked before anything is written. Returns the index state."""
+    from .queries import table_for
+
+    table = table_for(ctx, source, model_id)
+    settings = index.IndexSettings.of(table.index_settings, **changes)  # raises when out of range
+    with building(ctx.catalog, table.table_name):
+        ctx.catalog.set_index_state(
+            table.table_name, index_kind=kind, index_settings=asdict(settings)
+        )
+        fresh = ctx.catalog.get_embedding_table(table.source, table.model_id)
+        return index.sync(ctx, fresh)
 
 
 def generate_text_embeddings(
@@ -222,8 +232,9 @@ def generate_text_embeddings(
         chunk_tokens=chunk_tokens,
         chunk_overlap=overlap,
     )
-    with _building(catalog, name):  # one build of a table at a time (they share a staging table)
+    with building(catalog, name):  # one build of a table at a time (they share a staging table)
         written, truncated, total = _build(ctx, source, rel, wanted)
+        sync_indexes(ctx, wanted)
     if truncated:
         progress.warn(truncation_warning(truncated, total, ref.model_id, ctx))
     return Embedded.of(written, truncated)
@@ -241,8 +252,9 @@ def _build(ctx: Context, source: Source, rel: str, wanted: EmbeddingTable) -> tu
             [name.split(".", 1)[1]],
         )
     )
-    new_rows = current
+    new_rows, next_vid = current, 0
     if table_exists:
+        next_vid = ensure_vid(catalog, name)
         new_rows = (
             f"SELECT c.key, c.column_name, c.text, c.text_hash FROM ({current}) c ANTI JOIN {name} e "
             "ON c.key = e.key AND c.column_name = e.column_name AND c.text_hash = e.text_hash"
@@ -251,7 +263,8 @@ def _build(ctx: Context, source: Source, rel: str, wanted: EmbeddingTable) -> tu
     chunk_column = "chunk INTEGER NOT NULL, " if wanted.chunk_tokens is not None else ""
     schema = (
         f"(key {source.column_type(wanted.key)} NOT NULL, column_name VARCHAR NOT NULL, {chunk_column}"
-        f"text VARCHAR NOT NULL, text_hash VARCHAR NOT NULL, embedding FLOAT[{dims}] NOT NULL)"
+        f"text VARCHAR NOT NULL, text_hash VARCHAR NOT NULL, embedding FLOAT[{dims}] NOT NULL, "
+        "vid BIGINT NOT NULL)"
     )
     staging = staging_name(name)
     title = f"embedding {wanted.source} with {wanted.model_id.rsplit('/', 1)[-1]}"
@@ -265,7 +278,8 @@ def _build(ctx: Context, source: Source, rel: str, wanted: EmbeddingTable) -> tu
             written, truncated, rows_done = 0, 0, 0
             for batch in _stream(catalog, new_rows, source.column_type(wanted.key)):
                 docs = _embed_batch(ctx, wanted.model_id, batch, wanted, task)
-                _append(catalog, staging, batch, docs, wanted)
+                _append(catalog, staging, batch, docs, wanted, next_vid)
+                next_vid += len(docs.texts)
                 written, truncated = written + len(docs.texts), truncated + docs.truncated
                 rows_done += batch.num_rows
                 task.update(rows_done)
@@ -275,18 +289,52 @@ def _build(ctx: Context, source: Source, rel: str, wanted: EmbeddingTable) -> tu
                         f"DELETE FROM {name} e WHERE NOT EXISTS (SELECT 1 FROM ({current}) c WHERE c.key = e.key "
                         "AND c.column_name = e.column_name AND c.text_hash = e.text_hash)"
                     )
-                    tx.execute(f"INSERT INTO {name} SELECT * FROM {staging}")
+                    tx.execute(f"INSERT INTO {name} BY NAME SELECT * FROM {staging}")
                     tx.execute(f"DROP TABLE {staging}")
                 else:  # a fresh build: the staging table becomes the table (no copy)
+                    index.remove_files(ctx, wanted)  # an index a dropped namesake left
                     tx.execute(f"DROP TABLE IF EXISTS {name}")
                     tx.execute(f"ALTER TABLE {staging} RENAME TO {name.split('.', 1)[1]}")
                 wanted.row_count = tx.query(f"SELECT count(*) FROM {name}")[0][0]
                 wanted.truncated = truncated
+                _carry_search_state(existing if table_exists else None, wanted)
                 tx.put_embedding_table(wanted)
         except BaseException:
             catalog.execute(f"DROP TABLE IF EXISTS {staging}")
             raise
     return written, truncated, total
+
+
+def _carry_search_state(existing: EmbeddingTable | None, wanted: EmbeddingTable) -> None:
+    """A build gets a new generation (unique, so no index of another build can match it) and
+    keeps the table's index settings; its indexes are stale until synced."""
+    wanted.generation = uuid.uuid4().int >> 65
+    if existing is not None:
+        wanted.index_kind, wanted.index_settings = existing.index_kind, existing.index_settings
+    wanted.index_state = "stale" if wanted.index_kind == "hnsw" else None
+    wanted.keyword_index = False
+
+
+def sync_indexes(ctx: Context, table: EmbeddingTable) -> None:
+    """Bring the vector and keyword indexes up to the table's rows (after a build commits)."""
+    fresh = ctx.catalog.get_embedding_table(table.source, table.model_id)
+    if fresh is not None:
+        index.sync(ctx, fresh)
+        keyword.sync(ctx, fresh)
+
+
+def ensure_vid(catalog: Catalog, name: str) -> int:
+    """The next free vid of a table; a table built before vids existed gets them first."""
+    has = catalog.query(
+        "SELECT 1 FROM duckdb_columns() WHERE schema_name = 'jammi' AND table_name = ? "
+        "AND column_name = 'vid'",
+        [name.split(".", 1)[1]],
+    )
+    if not has:
+        with catalog.transaction() as tx:
+            tx.execute(f"ALTER TABLE {name} ADD COLUMN vid BIGINT")
+            tx.execute(f"UPDATE {name} SET vid = rowid")
+    return catalog.query(f"SELECT coalesce(max(vid) + 1, 0) FROM {name}")[0][0]
 
 
 def truncation_warning(truncated: int, total: int, model_id: str, ctx: Context) -> str:
@@ -338,7 +386,9 @@ def _embed_batch(ctx: Context, model_id: str, batch, wanted: EmbeddingTable, tas
     )
 
 
-def _append(catalog: Catalog, name: str, batch, docs: Documents, wanted: EmbeddingTable) -> None:
+def _append(
+    catalog: Catalog, name: str, batch, docs: Documents, wanted: EmbeddingTable, first_vid: int
+) -> None:
     owner = pa.array(docs.owner)
     columns = {
         "key": batch.column("key").take(owner),
@@ -354,25 +404,21 @@ def _append(catalog: Catalog, name: str, batch, docs: Documents, wanted: Embeddi
         )
     flat = pa.array(docs.vectors.reshape(-1).astype(np.float32, copy=False))
     columns["embedding"] = pa.FixedSizeListArray.from_arrays(flat, wanted.dimensions)
+    columns["vid"] = pa.array(np.arange(first_vid, first_vid + len(docs.owner), dtype=np.int64))
     names = "key, column_name, " + ("chunk, " if wanted.chunk_tokens is not None else "")
     with catalog.lock:  # one statement, committed on its own
         catalog.con.register("jammi_new_embeddings", pa.table(columns))
         try:
             catalog.con.execute(
-                f"INSERT INTO {name} SELECT {names}text, text_hash, embedding FROM jammi_new_embeddings"
+                f"INSERT INTO {name} SELECT {names}text, text_hash, embedding, vid FROM jammi_new_embeddings"
             )
         finally:
             catalog.con.unregister("jammi_new_embeddings")
 
 
 def embedding_table_for(ctx: Context, source_name: str, model_id: str) -> str:
-    """The table semantic_search reads; a clear error when it has not been built yet."""
-    get_source(ctx.catalog, source_name)
-    ref = ctx.models.resolve(ctx.models.document_model(model_id))
-    table = ctx.catalog.get_embedding_table(source_name, ref.model_id)
-    if table is None:
-        raise NotFoundError(
-            f"source '{source_name}' has no embeddings for model '{ref.model_id}'; run "
-            f"SELECT generate_text_embeddings('{source_name}', '{model_id}', ['<text column>'], '<key column>') first"
-        )
-    return table.table_name
+    """The table semantic_search reads (from the catalog alone: the source is not read); a
+    clear error when it has not been built yet."""
+    from .queries import table_for
+
+    return table_for(ctx, source_name, model_id).table_name
