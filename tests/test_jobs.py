@@ -313,3 +313,17 @@ def test_a_succeeded_job_says_which_trial_and_epoch_it_kept_and_why(pairs):
         "the final weights were kept"
     )
     assert judged == "false"
+
+
+def test_a_source_of_whitespace_only_texts_is_refused_before_any_job_is_written(db):
+    db.sql(
+        "CREATE TABLE blank AS SELECT chr(9) || chr(10) AS question, "
+        "chr(13) || ' ' || chr(160) || chr(11) AS answer FROM range(40)"
+    ).fetchall()
+    db.sql("SELECT add_source('blank', 'blank')").fetchall()
+    before = catalog_snapshot(db)
+    with pytest.raises(
+        Exception, match="source .blank. has 40 empty or whitespace-only texts, every"
+    ):
+        fine_tune(db, "'blank', 'tiny', ['question', 'answer']")
+    assert catalog_snapshot(db) == before
