@@ -28,7 +28,7 @@ from ..inference.encoder import Encoder, pick_device
 from . import checkpoint, selection
 from . import losses as L
 from .checkpoint import TrainState
-from .dataset import TrainingSet, resolve_loss, split
+from .dataset import TrainingSet, resolve_loss, split, why_no_validation
 from .trainee import Cancelled, Trainee, distractors, index_texts, validate
 from .trial import Progress, Run
 
@@ -172,7 +172,8 @@ def run_training(
     state = checkpoint.state_of(saved) or TrainState()
     if saved is None:
         state.base_val = setup.validate()  # epoch 0: what fine-tuning is judged against
-    reason = selection.cannot_judge(len(setup.val_set), state.base_val, setup.metric)
+    empty = None if setup.n_val else why_no_validation(data, config.validation_fraction)
+    reason = selection.cannot_judge(setup.n_val, state.base_val, setup.metric, empty)
     trials = setup.trials()[: 1 if reason else None]  # nothing to choose between: one setting
     refit = reason is None and refits(setup.config, len(data))
     started = time.monotonic()
