@@ -16,7 +16,7 @@ import os
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from .defaults import PRECISIONS
 from .display import (  # noqa: F401
@@ -24,6 +24,7 @@ from .display import (  # noqa: F401
     format_table,
     format_value,
     input_complete,
+    json_decoder,
     statement_complete,
 )
 
@@ -40,22 +41,32 @@ running query, Ctrl-D leaves. Commands:
   .help     this text                 .quit     leave (also .exit)"""
 
 
-def _execute(db: Any, statement: Any, limit: int | None) -> tuple[list[str] | None, list, int]:
-    """Run one statement; return its column names (None when it has no rows to show), up to
-    ``limit`` rows, and the row count."""
+class Result(NamedTuple):
+    """One statement's output: column names (None when it has no rows to show), their DuckDB
+    types, up to the limit's rows, and the row count."""
+
+    columns: list[str] | None
+    types: list
+    rows: list
+    total: int
+
+
+def _execute(db: Any, statement: Any, limit: int | None) -> Result:
+    """Run one statement; keep up to ``limit`` rows and count the rest."""
     import duckdb
 
     cur = db.con.execute(statement)
     names = [d[0] for d in cur.description or []]
+    types = [d[1] for d in cur.description or []]
     if names in (["Count"], ["Success"]) and statement.type != duckdb.StatementType.SELECT:
-        return None, [], 0  # DDL, plain INSERT/UPDATE/DELETE, SET: nothing to print
+        return Result(None, [], [], 0)  # DDL, plain INSERT/UPDATE/DELETE, SET: nothing to print
     if limit is None:
         rows = cur.fetchall()
-        return names, rows, len(rows)
+        return Result(names, types, rows, len(rows))
     rows, rest = cur.fetchmany(limit), 0
     while chunk := cur.fetchmany(10_000):  # count what the shell does not show
         rest += len(chunk)
-    return names, rows, len(rows) + rest
+    return Result(names, types, rows, len(rows) + rest)
 
 
 def run_statement(db: Any, statement: Any, *, limit: int | None = None, progress: str = "never"):
@@ -115,17 +126,30 @@ def error_text(exc: BaseException) -> str:
     return user_message(exc) or plain
 
 
-def _print_result(columns: list[str], rows: list, total: int, fmt: str, shell: bool) -> str:
+def _decoded(rows: list, types: list, keep_json_text: bool = False) -> list:
+    """Rows with the JSON inside their values decoded (see ``json_decoder``); with
+    ``keep_json_text`` a JSON column itself stays text (CSV writes it as it is)."""
+    decoders = [None if keep_json_text and str(t) == "JSON" else json_decoder(t) for t in types]
+    if not any(decoders):
+        return rows
+    return [[d(v) if d else v for d, v in zip(decoders, row, strict=True)] for row in rows]
+
+
+def _print_result(
+    columns: list[str], rows: list, total: int, fmt: str, shell: bool, types: list | None = None
+) -> str:
     """Print one result; return its footer (row count) for the table format, else ''."""
     if fmt == "csv":
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(columns)
         nested = (list, tuple, dict)
         writer.writerows(
-            [json.dumps(v, default=str) if isinstance(v, nested) else v for v in r] for r in rows
+            [json.dumps(v, default=str) if isinstance(v, nested) else v for v in r]
+            for r in _decoded(rows, types or [], keep_json_text=True)
         )
         return ""
     if fmt == "json":
+        rows = _decoded(rows, types or [])
         print(json.dumps([dict(zip(columns, row, strict=True)) for row in rows], default=str))
         return ""
     print("\n".join(format_table(columns, rows, SHELL_MAX_WIDTH if shell else None)))
@@ -143,12 +167,14 @@ def run_sql(db: Any, sql: str, *, fmt: str = "table", shell: bool = False, progr
         for statement in db.con.extract_statements(sql):
             started = time.perf_counter()
             limit = SHELL_MAX_ROWS if shell else None
-            columns, rows, total = run_statement(db, statement, limit=limit, progress=progress)
+            result = run_statement(db, statement, limit=limit, progress=progress)
             footer = ""
             if statement.type == duckdb.StatementType.EXPLAIN and fmt == "table":
-                print("\n".join(str(row[-1]) for row in rows))
-            elif columns is not None:
-                footer = _print_result(columns, rows, total, fmt, shell)
+                print("\n".join(str(row[-1]) for row in result.rows))
+            elif result.columns is not None:
+                footer = _print_result(
+                    result.columns, result.rows, result.total, fmt, shell, result.types
+                )
             if shell:
                 footer = ", ".join(filter(None, [footer, f"{time.perf_counter() - started:.3f} s"]))
             if footer:

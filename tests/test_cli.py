@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import _thread
 import io
+import json
 import re
 import subprocess
 import sys
@@ -311,3 +312,25 @@ def test_the_shell_warns_when_generate_text_embeddings_cuts_texts(tmp_path, tiny
         captured.err
     )
     assert "chunk_tokens" in captured.err and progress.take_warnings() == []
+
+
+def test_json_output_nests_json_struct_and_list_values_instead_of_escaping_them(tmp_path, capsys):
+    sql = (
+        "SELECT '{\"a\": [1, 2]}'::JSON AS j, {'kept': 'x', 'why': '{\"n\": 3}'::JSON} AS s, "
+        "['[1]'::JSON, NULL] AS l, MAP {'k': 'true'::JSON} AS m, 'not json' AS t"
+    )
+    assert run(tmp_path, "--json", "-c", sql) == 0
+    assert json.loads(capsys.readouterr().out) == [
+        {
+            "j": {"a": [1, 2]},
+            "s": {"kept": "x", "why": {"n": 3}},
+            "l": [[1], None],
+            "m": {"k": True},
+            "t": "not json",
+        }
+    ]
+    assert run(tmp_path, "--csv", "-c", sql) == 0  # a JSON column is its text; nested, JSON
+    assert capsys.readouterr().out.splitlines()[1] == (
+        '"{""a"": [1, 2]}","{""kept"": ""x"", ""why"": {""n"": 3}}","[[1], null]",'
+        '"{""k"": true}",not json'
+    )
