@@ -118,6 +118,12 @@ def format_table(columns: list[str], rows: list[tuple], max_width: int | None = 
     return [line(columns, [False] * len(columns)), rule] + [line(r, right) for r in cells]
 
 
+def format_lines(columns: list[str], row: tuple) -> list[str]:
+    """One row as ``column = value`` lines, names aligned right (DuckDB's ``.mode line``)."""
+    width = max((len(c) for c in columns), default=0)
+    return [f"{c.rjust(width)} = {format_value(v)}" for c, v in zip(columns, row, strict=True)]
+
+
 # --- running statements ---------------------------------------------------------------------
 
 
