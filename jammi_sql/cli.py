@@ -362,14 +362,36 @@ def _show_schema(db: Any, pattern: str | None) -> None:
         print(sql)
 
 
-def run_script(db: Any, path: str, **options: Any) -> int:
-    """Run the SQL in the file at ``path`` (``-f``, ``.read``) with ``run_sql``'s options."""
+def read_script(path: str) -> str | None:
+    """The text of the script at ``path``, or None after printing why it cannot be read."""
     try:
         with open(path, encoding="utf-8") as f:
-            sql = f.read()
+            return f.read()
     except OSError as exc:
         print(f"Error: cannot read {path}: {exc.strerror}", file=sys.stderr)
+        return None
+
+
+def search_script_folder(db: Any, path: str) -> None:
+    """Let relative paths in the script at ``path`` name files beside it: its folder joins
+    DuckDB's ``file_search_path``, where ``read_csv('x.csv')`` (and ``add_source``) look for
+    a file the current directory lacks. It stays there for the session, so sources and jobs
+    the script set up can read their files again later."""
+    folder = os.path.dirname(os.path.abspath(path))
+    current = db.con.execute("SELECT current_setting('file_search_path')").fetchone()[0]
+    folders = [f for f in (current or "").split(",") if f]
+    if folder not in folders:
+        value = ",".join([*folders, folder]).replace("'", "''")
+        db.con.execute(f"SET GLOBAL file_search_path = '{value}'")
+
+
+def run_script(db: Any, path: str, **options: Any) -> int:
+    """Run the SQL in the file at ``path`` (``.read``; ``-f``) with ``run_sql``'s options;
+    relative file paths in it that the current directory lacks are looked up beside it."""
+    sql = read_script(path)
+    if sql is None:
         return 1
+    search_script_folder(db, path)
     return run_sql(db, sql, **options)
 
 
@@ -453,13 +475,8 @@ def main(argv: list[str] | None = None) -> int:
         return demo.main(argv[1:])
     args = _parser().parse_args(argv)
     sql = args.command
-    if args.file is not None:
-        try:
-            with open(args.file, encoding="utf-8") as f:
-                sql = f.read()
-        except OSError as exc:
-            print(f"Error: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
-            return 1
+    if args.file is not None and (sql := read_script(args.file)) is None:
+        return 1  # before a database file is created
     interactive = sql is None and sys.stdin.isatty()
     if sql is None and not interactive:
         sql = sys.stdin.read()
@@ -478,6 +495,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"jammi-sql {jammi_sql.__version__} on {args.db}; .help for help, Ctrl-D quits")
             code = shell(db, progress=args.progress)
         else:
+            if args.file is not None:
+                search_script_folder(db, args.file)
             code = run_sql(db, sql, fmt=args.fmt, progress=args.progress)
         _note_unfinished_jobs(db)
         return code

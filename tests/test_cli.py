@@ -385,3 +385,30 @@ def test_line_format_prints_column_equals_value(tmp_path, capsys):
         run(tmp_path, "--line", "-c", "SELECT 1 AS id, 'cat' AS name UNION ALL SELECT 2, 'x'") == 0
     )
     assert capsys.readouterr().out == "  id = 1\nname = cat\n\n  id = 2\nname = x\n(2 rows)\n"
+
+
+def test_relative_paths_in_a_script_are_found_beside_it_when_the_current_folder_lacks_them(
+    db, tmp_path, capsys, monkeypatch
+):
+    scripts, here = tmp_path / "scripts", tmp_path / "here"
+    (scripts / "data").mkdir(parents=True)
+    here.mkdir()
+    (scripts / "data" / "pets.csv").write_text("id,name\n1,cat\n2,dog\n")
+    (here / "data").mkdir()
+    (here / "data" / "both.csv").write_text("where\ncurrent folder\n")
+    (scripts / "data" / "both.csv").write_text("where\nscript folder\n")
+    (scripts / "load.sql").write_text(
+        "SELECT count(*) AS pets FROM read_csv('data/pets.csv');\n"
+        "SELECT add_source('pets', 'data/pets.csv') AS added;\n"
+        "SELECT * FROM read_csv('data/both.csv');\n"
+    )
+    monkeypatch.chdir(here)
+    assert cli.run_script(db, str(scripts / "load.sql")) == 0
+    out = capsys.readouterr().out
+    assert " pets\n------\n    2\n" in out and "source 'pets' added" in out
+    assert "current folder" in out  # the current folder comes first, as in DuckDB
+    url = db.sql("SELECT url FROM jammi.sources WHERE name = 'pets'").fetchall()[0][0]
+    assert url == str(scripts / "data" / "pets.csv")  # stored absolute: it reads from anywhere
+    script = scripts / "load.sql"
+    code = cli.main([str(tmp_path / "f.duckdb"), "--home", str(tmp_path / "h"), "-f", str(script)])
+    assert code == 0 and "source 'pets' added" in capsys.readouterr().out
