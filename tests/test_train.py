@@ -352,9 +352,11 @@ def test_a_small_set_trains_the_chosen_setting_again_on_every_row(tmp_path, tiny
     assert m["refit"] == {"trial": 1, "epochs": epochs, "rows": 120}
     assert "trained again on all 120 rows (the validation rows too)" in m["kept"]["why"]
     assert m["fine_tuned"] == chosen.metrics["fine_tuned"]  # validation of the run that chose
-    # the steps of the run that chose, then `epochs` epochs over all 120 rows; progress ends at 1
+    # the plan: the steps of the run that chose, then at most its 2 epochs over all 120 rows
+    # again; progress ends at 1 whatever the refit left out
     first = math.ceil(m["n_train"] / 8) * 2
-    assert (seen[-1].step, seen[-1].total_steps) == (first + 15 * epochs,) * 2
+    assert (seen[-1].step, seen[-1].total_steps) == (first + 15 * 2,) * 2
+    assert {p.total_steps for p in seen} == {first + 30}
     assert not all(torch.equal(a, b) for a, b in zip(
         weights(chosen).values(), weights(refit).values(), strict=True
     ))  # fmt: skip

@@ -24,7 +24,8 @@ class Job:
 
     @property
     def progress(self) -> float:
-        """The fraction of the job's planned steps done, 0.0 to 1.0."""
+        """The fraction of the job's planned steps done (every trial's, then the refit's),
+        0.0 to 1.0; it never goes back."""
         return self.record().progress
 
     @property
