@@ -14,48 +14,82 @@ import csv
 import json
 import os
 import sys
+import textwrap
 import threading
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from .defaults import PRECISIONS
 from .display import (  # noqa: F401
     ProgressBars,
+    format_lines,
     format_table,
     format_value,
     input_complete,
+    json_decoder,
     statement_complete,
 )
 
 HISTORY_FILE = "~/.jammi_sql_history"
 SHELL_MAX_ROWS = 40  # the shell shows this many rows and counts the rest
 SHELL_MAX_WIDTH = 60  # and cuts longer cells
+FORMATS = ("table", "csv", "json", "line")  # --csv, --json, --line; .mode in the shell
 DOT_LISTINGS = (".tables", ".jobs", ".models", ".sources")
-SHELL_HELP = """\
-End a statement with ; to run it (Alt-Enter runs the input as it is). Ctrl-C stops a
-running query, Ctrl-D leaves. Commands:
-  .tables   tables and views          .jobs     fine-tuning jobs
-  .models   registered models         .sources  registered sources
-  .job ID   one job, with base vs fine-tuned metrics when it succeeded
-  .help     this text                 .quit     leave (also .exit)"""
+# The shell's commands: (command, what it does). .help prints them; the README lists them too.
+DOT_COMMANDS = (
+    (".tables", "tables and views"),
+    (".jobs", "fine-tuning jobs"),
+    (".models", "registered models"),
+    (".sources", "registered sources"),
+    (".job ID", "one job, with base vs fine-tuned metrics when it succeeded"),
+    (
+        ".schema [TABLE]",
+        "CREATE statements of your tables and views, or of TABLE (a name, schema.name or "
+        "LIKE pattern: .schema jammi.% shows jammi's catalog)",
+    ),
+    (".mode [MODE]", "print results as table, csv, json or line (no MODE: show it)"),
+    (".timer on|off", "show how long each statement took (on at start)"),
+    (".read FILE", "run the SQL in FILE"),
+    (".help", "this text"),
+    (".quit", "leave (also .exit and Ctrl-D)"),
+)
+SHELL_HELP = (
+    "End a statement with ; to run it (Alt-Enter runs the input as it is). Ctrl-C stops a\n"
+    "running query, Ctrl-D leaves. Commands:\n"
+    + "\n".join(
+        f"  {command:<16} " + "\n".ljust(20).join(textwrap.wrap(does, 70))
+        for command, does in DOT_COMMANDS
+    )
+)
 
 
-def _execute(db: Any, statement: Any, limit: int | None) -> tuple[list[str] | None, list, int]:
-    """Run one statement; return its column names (None when it has no rows to show), up to
-    ``limit`` rows, and the row count."""
+class Result(NamedTuple):
+    """One statement's output: column names (None when it has no rows to show), their DuckDB
+    types, up to the limit's rows, and the row count."""
+
+    columns: list[str] | None
+    types: list
+    rows: list
+    total: int
+
+
+def _execute(db: Any, statement: Any, limit: int | None) -> Result:
+    """Run one statement; keep up to ``limit`` rows and count the rest."""
     import duckdb
 
     cur = db.con.execute(statement)
     names = [d[0] for d in cur.description or []]
+    types = [d[1] for d in cur.description or []]
     if names in (["Count"], ["Success"]) and statement.type != duckdb.StatementType.SELECT:
-        return None, [], 0  # DDL, plain INSERT/UPDATE/DELETE, SET: nothing to print
+        return Result(None, [], [], 0)  # DDL, plain INSERT/UPDATE/DELETE, SET: nothing to print
     if limit is None:
         rows = cur.fetchall()
-        return names, rows, len(rows)
+        return Result(names, types, rows, len(rows))
     rows, rest = cur.fetchmany(limit), 0
     while chunk := cur.fetchmany(10_000):  # count what the shell does not show
         rest += len(chunk)
-    return names, rows, len(rows) + rest
+    return Result(names, types, rows, len(rows) + rest)
 
 
 def run_statement(db: Any, statement: Any, *, limit: int | None = None, progress: str = "never"):
@@ -115,41 +149,69 @@ def error_text(exc: BaseException) -> str:
     return user_message(exc) or plain
 
 
-def _print_result(columns: list[str], rows: list, total: int, fmt: str, shell: bool) -> str:
+def _decoded(rows: list, types: list, keep_json_text: bool = False) -> list:
+    """Rows with the JSON inside their values decoded (see ``json_decoder``); with
+    ``keep_json_text`` a JSON column itself stays text (CSV writes it as it is)."""
+    decoders = [None if keep_json_text and str(t) == "JSON" else json_decoder(t) for t in types]
+    if not any(decoders):
+        return rows
+    return [[d(v) if d else v for d, v in zip(decoders, row, strict=True)] for row in rows]
+
+
+def _print_result(
+    columns: list[str], rows: list, total: int, fmt: str, shell: bool, types: list | None = None
+) -> str:
     """Print one result; return its footer (row count) for the table format, else ''."""
     if fmt == "csv":
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(columns)
         nested = (list, tuple, dict)
         writer.writerows(
-            [json.dumps(v, default=str) if isinstance(v, nested) else v for v in r] for r in rows
+            [json.dumps(v, default=str) if isinstance(v, nested) else v for v in r]
+            for r in _decoded(rows, types or [], keep_json_text=True)
         )
         return ""
     if fmt == "json":
+        rows = _decoded(rows, types or [])
         print(json.dumps([dict(zip(columns, row, strict=True)) for row in rows], default=str))
         return ""
-    print("\n".join(format_table(columns, rows, SHELL_MAX_WIDTH if shell else None)))
+    if fmt == "line":
+        print("\n\n".join("\n".join(format_lines(columns, row)) for row in rows))
+    else:
+        print("\n".join(format_table(columns, rows, SHELL_MAX_WIDTH if shell else None)))
     shown = f", {len(rows)} shown" if total > len(rows) else ""
     return f"{total:,} row{'' if total == 1 else 's'}{shown}"
 
 
-def run_sql(db: Any, sql: str, *, fmt: str = "table", shell: bool = False, progress: str = "never"):
-    """Run every statement of ``sql``, printing those that return rows (and, in the shell,
-    the time taken). Stops at the first error, printed to stderr. Returns an exit code:
-    0, 1 on an error, 130 on Ctrl-C."""
+def run_sql(
+    db: Any,
+    sql: str,
+    *,
+    fmt: str = "table",
+    shell: bool = False,
+    progress: str = "never",
+    timer: bool | None = None,
+):
+    """Run every statement of ``sql``, printing those that return rows (and, in the shell
+    unless ``timer`` is False, the time taken). The shell shows the first rows of a table
+    (or line) result and counts the rest. Stops at the first error, printed to stderr.
+    Returns an exit code: 0, 1 on an error, 130 on Ctrl-C."""
     import duckdb
 
+    timer = shell if timer is None else timer
     try:
         for statement in db.con.extract_statements(sql):
             started = time.perf_counter()
-            limit = SHELL_MAX_ROWS if shell else None
-            columns, rows, total = run_statement(db, statement, limit=limit, progress=progress)
+            limit = SHELL_MAX_ROWS if shell and fmt in ("table", "line") else None
+            result = run_statement(db, statement, limit=limit, progress=progress)
             footer = ""
             if statement.type == duckdb.StatementType.EXPLAIN and fmt == "table":
-                print("\n".join(str(row[-1]) for row in rows))
-            elif columns is not None:
-                footer = _print_result(columns, rows, total, fmt, shell)
-            if shell:
+                print("\n".join(str(row[-1]) for row in result.rows))
+            elif result.columns is not None:
+                footer = _print_result(
+                    result.columns, result.rows, result.total, fmt, shell, result.types
+                )
+            if timer:
                 footer = ", ".join(filter(None, [footer, f"{time.perf_counter() - started:.3f} s"]))
             if footer:
                 print(f"({footer})")
@@ -212,12 +274,21 @@ def _finished_jobs(db: Any, since: Any) -> Any:
     return jobs[-1].finished_at if jobs else since
 
 
+@dataclass
+class ShellSettings:
+    """What .mode and .timer set."""
+
+    mode: str = "table"
+    timer: bool = True
+
+
 def shell(db: Any, session: Any = None, *, progress: str = "auto") -> int:
     """Read, run, print until Ctrl-D or .quit. Errors and Ctrl-C keep the shell.
 
     Between statements it reports jobs that ended, with base-vs-fine-tuned metrics.
     """
     session = session or prompt_session()
+    settings = ShellSettings()
     finished = db.ctx.catalog.finished_jobs()
     mark = finished[-1].finished_at if finished else None
     while True:
@@ -228,20 +299,100 @@ def shell(db: Any, session: Any = None, *, progress: str = "auto") -> int:
             continue
         except EOFError:
             return 0
-        command = text.split()[0].lower() if text.startswith(".") else ""
-        if command in (".quit", ".exit"):
-            return 0
-        if command == ".help":
-            print(SHELL_HELP)
-        elif command == ".job" and len(text.split()) == 2:
-            _show_job(db, text.split()[1])
-        elif command in DOT_LISTINGS:
-            columns, rows = db.ctx.catalog.listing(command[1:])
-            print(f"({_print_result(columns, rows, len(rows), 'table', True)})")
-        elif command:
-            print(f"Error: unknown command {command}; try .help", file=sys.stderr)
+        if text.startswith("."):
+            if not dot_command(db, text, settings, progress):
+                return 0
         elif text:
-            run_sql(db, text, shell=True, progress=progress)
+            run_sql(
+                db, text, fmt=settings.mode, shell=True, progress=progress, timer=settings.timer
+            )
+
+
+def dot_command(db: Any, text: str, settings: ShellSettings, progress: str = "never") -> bool:
+    """Run one shell command (``.tables``, ``.mode csv``, ...); False when it is ``.quit``."""
+    command, *args = text.split(maxsplit=1)
+    command, arg = command.lower(), args[0].strip() if args else ""
+    if command in (".quit", ".exit"):
+        return False
+    if command == ".help":
+        print(SHELL_HELP)
+    elif command == ".job" and arg and len(arg.split()) == 1:
+        _show_job(db, arg)
+    elif command in DOT_LISTINGS and not arg:
+        columns, rows = db.ctx.catalog.listing(command[1:])
+        print(f"({_print_result(columns, rows, len(rows), 'table', True)})")
+    elif command == ".schema":
+        _show_schema(db, arg or None)
+    elif command == ".mode" and arg.lower() in FORMATS:
+        settings.mode = arg.lower()
+    elif command == ".mode" and not arg:
+        print(settings.mode)
+    elif command == ".timer" and arg.lower() in ("on", "off"):
+        settings.timer = arg.lower() == "on"
+    elif command == ".timer" and not arg:
+        print("on" if settings.timer else "off")
+    elif command == ".read" and arg:
+        run_script(db, arg, fmt=settings.mode, shell=True, progress=progress, timer=settings.timer)
+    elif command in {c.split()[0] for c, _ in DOT_COMMANDS}:
+        usage = next(c for c, _ in DOT_COMMANDS if c.split()[0] == command)
+        print(f"Error: usage: {usage}; .help lists the commands", file=sys.stderr)
+    else:
+        print(f"Error: unknown command {command}; try .help", file=sys.stderr)
+    return True
+
+
+SCHEMA_SQL = """
+SELECT sql FROM (
+    SELECT schema_name, table_name AS name, sql FROM duckdb_tables() WHERE NOT internal
+    UNION ALL
+    SELECT schema_name, view_name, sql FROM duckdb_views() WHERE NOT internal
+)
+WHERE CASE WHEN $pattern IS NULL THEN schema_name <> 'jammi'
+           ELSE name ILIKE $pattern OR schema_name || '.' || name ILIKE $pattern END
+ORDER BY schema_name <> 'main', schema_name, name
+"""
+
+
+def _show_schema(db: Any, pattern: str | None) -> None:
+    """``.schema``: the CREATE statements of the tables and views that match."""
+    found = db.con.execute(SCHEMA_SQL, {"pattern": pattern}).fetchall()
+    if pattern and not found:
+        print(f"Error: no table or view matches '{pattern}'; .tables lists them", file=sys.stderr)
+    for (sql,) in found:
+        print(sql)
+
+
+def read_script(path: str) -> str | None:
+    """The text of the script at ``path``, or None after printing why it cannot be read."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError as exc:
+        print(f"Error: cannot read {path}: {exc.strerror}", file=sys.stderr)
+        return None
+
+
+def search_script_folder(db: Any, path: str) -> None:
+    """Let relative paths in the script at ``path`` name files beside it: its folder joins
+    DuckDB's ``file_search_path``, where ``read_csv('x.csv')`` (and ``add_source``) look for
+    a file the current directory lacks. It stays there for the session, so sources and jobs
+    the script set up can read their files again later."""
+    folder = os.path.dirname(os.path.abspath(path))
+    current = db.con.execute("SELECT current_setting('file_search_path')").fetchone()[0]
+    folders = [f for f in (current or "").split(",") if f]
+    if folder not in folders:
+        value = ",".join([*folders, folder]).replace("'", "''")
+        db.con.execute(f"SET GLOBAL file_search_path = '{value}'")
+
+
+def run_script(db: Any, path: str, **options: Any) -> int:
+    """Run the SQL in the file at ``path`` (``.read``; ``-f``) with ``run_sql``'s options;
+    relative file paths in it that the current directory lacks are looked up beside it."""
+    sql = read_script(path)
+    if sql is None:
+        return 1
+    search_script_folder(db, path)
+    return run_sql(db, sql, **options)
 
 
 def _show_job(db: Any, job_id: str) -> None:
@@ -282,13 +433,15 @@ def _parser() -> argparse.ArgumentParser:
     source.add_argument("-c", "--command", metavar="SQL", help="run SQL, print, exit")
     source.add_argument("-f", "--file", help="run the SQL in FILE, print, exit")
     fmt = parser.add_mutually_exclusive_group()
-    for name in ("csv", "json"):
+    for name in FORMATS[1:]:
         fmt.add_argument(
             f"--{name}",
             dest="fmt",
             action="store_const",
             const=name,
-            help=f"print results as {name.upper()} instead of a table",
+            help=f"print results as {name.upper()} instead of a table"
+            if name != "line"
+            else "print each row as lines of column = value",
         )
     parser.set_defaults(fmt="table")
     add("--readonly", action="store_true", help="open DB read-only (no jammi function writes)")
@@ -322,13 +475,8 @@ def main(argv: list[str] | None = None) -> int:
         return demo.main(argv[1:])
     args = _parser().parse_args(argv)
     sql = args.command
-    if args.file is not None:
-        try:
-            with open(args.file, encoding="utf-8") as f:
-                sql = f.read()
-        except OSError as exc:
-            print(f"Error: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
-            return 1
+    if args.file is not None and (sql := read_script(args.file)) is None:
+        return 1  # before a database file is created
     interactive = sql is None and sys.stdin.isatty()
     if sql is None and not interactive:
         sql = sys.stdin.read()
@@ -347,6 +495,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"jammi-sql {jammi_sql.__version__} on {args.db}; .help for help, Ctrl-D quits")
             code = shell(db, progress=args.progress)
         else:
+            if args.file is not None:
+                search_script_folder(db, args.file)
             code = run_sql(db, sql, fmt=args.fmt, progress=args.progress)
         _note_unfinished_jobs(db)
         return code

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import numbers
 import re
+from collections.abc import Callable
 from typing import Any
 
 VECTOR_HEAD = 3  # a list longer than VECTOR_HEAD + 1 items shows its head and its length
@@ -67,6 +69,32 @@ def format_value(value: Any, *, nested: bool = False) -> str:
     return str(value)
 
 
+def json_decoder(duck_type: Any) -> Callable[[Any], Any] | None:
+    """A function that turns the JSON texts inside a value of ``duck_type`` (a DuckDB type from
+    a cursor's description) into Python objects, so JSON nests in JSON output instead of
+    arriving as an escaped string; None when the type holds no JSON."""
+    if duck_type is None:
+        return None
+    if str(duck_type) == "JSON":
+        return lambda v: None if v is None else json.loads(v)
+    kind = getattr(duck_type, "id", None)
+    if kind in ("list", "array"):
+        item = json_decoder(duck_type.children[0][1])
+        return item and (lambda v: None if v is None else [item(x) for x in v])
+    if kind == "map":
+        value = json_decoder(duck_type.children[1][1])
+        return value and (lambda v: None if v is None else {k: value(x) for k, x in v.items()})
+    if kind == "struct":
+        fields = {name: json_decoder(t) for name, t in duck_type.children}
+        if not any(fields.values()):
+            return None
+        keep = lambda x: x  # noqa: E731
+        return lambda v: (
+            None if v is None else {k: (fields.get(k) or keep)(x) for k, x in v.items()}
+        )
+    return None
+
+
 def format_table(columns: list[str], rows: list[tuple], max_width: int | None = None) -> list[str]:
     """Rows as aligned lines, psql style: numbers align right, cells cut at ``max_width``."""
 
@@ -88,6 +116,12 @@ def format_table(columns: list[str], rows: list[tuple], max_width: int | None = 
 
     rule = "-" + "-+-".join("-" * w for w in widths) + "-"
     return [line(columns, [False] * len(columns)), rule] + [line(r, right) for r in cells]
+
+
+def format_lines(columns: list[str], row: tuple) -> list[str]:
+    """One row as ``column = value`` lines, names aligned right (DuckDB's ``.mode line``)."""
+    width = max((len(c) for c in columns), default=0)
+    return [f"{c.rjust(width)} = {format_value(v)}" for c, v in zip(columns, row, strict=True)]
 
 
 # --- running statements ---------------------------------------------------------------------

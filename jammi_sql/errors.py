@@ -75,6 +75,10 @@ class ArtifactError(JammiError, OSError):
     """A model folder that is missing, incomplete or of an unknown format."""
 
 
+class MissingPackageError(JammiError, ModuleNotFoundError):
+    """An optional package a call needs (pandas for ``.df()``) is not installed."""
+
+
 # The class of each jammi error recently raised inside a SQL function, by message, so the
 # Python API can raise the same class once the error has crossed DuckDB as text.
 _RAISED: dict[str, type[JammiError]] = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import _thread
 import io
+import json
 import re
 import subprocess
 import sys
@@ -311,3 +312,103 @@ def test_the_shell_warns_when_generate_text_embeddings_cuts_texts(tmp_path, tiny
         captured.err
     )
     assert "chunk_tokens" in captured.err and progress.take_warnings() == []
+
+
+def test_json_output_nests_json_struct_and_list_values_instead_of_escaping_them(tmp_path, capsys):
+    sql = (
+        "SELECT '{\"a\": [1, 2]}'::JSON AS j, {'kept': 'x', 'why': '{\"n\": 3}'::JSON} AS s, "
+        "['[1]'::JSON, NULL] AS l, MAP {'k': 'true'::JSON} AS m, 'not json' AS t"
+    )
+    assert run(tmp_path, "--json", "-c", sql) == 0
+    assert json.loads(capsys.readouterr().out) == [
+        {
+            "j": {"a": [1, 2]},
+            "s": {"kept": "x", "why": {"n": 3}},
+            "l": [[1], None],
+            "m": {"k": True},
+            "t": "not json",
+        }
+    ]
+    assert run(tmp_path, "--csv", "-c", sql) == 0  # a JSON column is its text; nested, JSON
+    assert capsys.readouterr().out.splitlines()[1] == (
+        '"{""a"": [1, 2]}","{""kept"": ""x"", ""why"": {""n"": 3}}","[[1], null]",'
+        '"{""k"": true}",not json'
+    )
+
+
+def test_the_shell_has_schema_mode_timer_and_read(db, tmp_path, capsys):
+    from prompt_toolkit.history import InMemoryHistory
+    from prompt_toolkit.input import create_pipe_input
+    from prompt_toolkit.output import DummyOutput
+
+    script = tmp_path / "script.sql"
+    script.write_text("SELECT 7 AS from_file, 'x' AS letter;\n")
+    with create_pipe_input() as keys:
+        keys.send_text("CREATE TABLE pets (id INT, name VARCHAR);\r.schema\r.schema PETS\r")
+        keys.send_text(".schema nope\r.mode csv\r.timer off\rSELECT 1 AS a, 2 AS b;\r")
+        keys.send_text(f".mode line\r.read {script}\r.mode\r.timer\r.mode yaml\r.read\r")
+        keys.send_text(".timer on\r.mode table\rSELECT 3 AS c;\r.quit\r")
+        session = cli.prompt_session(input=keys, output=DummyOutput(), history=InMemoryHistory())
+        assert cli.shell(db, session, progress="never") == 0
+    captured = capsys.readouterr()
+    out, err = captured.out, captured.err
+    assert out.count('CREATE TABLE pets(id INTEGER, "name" VARCHAR);') == 2
+    assert "jammi.jobs" not in out  # .schema alone: your tables, not jammi's catalog
+    assert "Error: no table or view matches 'nope'; .tables lists them" in err
+    assert "a,b\n1,2\n" in out and "a,b\n1,2\n(" not in out  # csv, and no timing with .timer off
+    assert "from_file = 7\n   letter = x\n(1 row)\n" in out  # line mode, rows counted
+    assert "\nline\noff\n" in out  # .mode and .timer alone say what is set
+    assert "Error: usage: .mode [MODE]; .help lists the commands" in err
+    assert "Error: usage: .read FILE" in err
+    assert re.search(r" c\n---\n 3\n\(1 row, \d+\.\d{3} s\)", out)
+
+
+def test_dot_commands_in_the_shell_are_in_help_and_in_the_readme(db, capsys):
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    shell_section = readme.split("## The shell", 1)[1].split("\n## ", 1)[0]
+    assert cli.dot_command(db, ".help", cli.ShellSettings())
+    shown = capsys.readouterr().out
+    for command, _ in cli.DOT_COMMANDS:
+        name = command.split(" ")[0]
+        if name:
+            assert f"  {name}" in shown, name
+            assert f"`{name}" in shell_section, name
+    for name in (".schema", ".mode", ".timer", ".read"):
+        assert name in shown
+    assert not cli.dot_command(db, ".exit", cli.ShellSettings())
+
+
+def test_line_format_prints_column_equals_value(tmp_path, capsys):
+    assert (
+        run(tmp_path, "--line", "-c", "SELECT 1 AS id, 'cat' AS name UNION ALL SELECT 2, 'x'") == 0
+    )
+    assert capsys.readouterr().out == "  id = 1\nname = cat\n\n  id = 2\nname = x\n(2 rows)\n"
+
+
+def test_relative_paths_in_a_script_are_found_beside_it_when_the_current_folder_lacks_them(
+    db, tmp_path, capsys, monkeypatch
+):
+    scripts, here = tmp_path / "scripts", tmp_path / "here"
+    (scripts / "data").mkdir(parents=True)
+    here.mkdir()
+    (scripts / "data" / "pets.csv").write_text("id,name\n1,cat\n2,dog\n")
+    (here / "data").mkdir()
+    (here / "data" / "both.csv").write_text("where\ncurrent folder\n")
+    (scripts / "data" / "both.csv").write_text("where\nscript folder\n")
+    (scripts / "load.sql").write_text(
+        "SELECT count(*) AS pets FROM read_csv('data/pets.csv');\n"
+        "SELECT add_source('pets', 'data/pets.csv') AS added;\n"
+        "SELECT * FROM read_csv('data/both.csv');\n"
+    )
+    monkeypatch.chdir(here)
+    assert cli.run_script(db, str(scripts / "load.sql")) == 0
+    out = capsys.readouterr().out
+    assert " pets\n------\n    2\n" in out and "source 'pets' added" in out
+    assert "current folder" in out  # the current folder comes first, as in DuckDB
+    url = db.sql("SELECT url FROM jammi.sources WHERE name = 'pets'").fetchall()[0][0]
+    assert url == str(scripts / "data" / "pets.csv")  # stored absolute: it reads from anywhere
+    script = scripts / "load.sql"
+    code = cli.main([str(tmp_path / "f.duckdb"), "--home", str(tmp_path / "h"), "-f", str(script)])
+    assert code == 0 and "source 'pets' added" in capsys.readouterr().out

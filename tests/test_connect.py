@@ -87,3 +87,20 @@ def test_install_into_an_in_memory_connection_leaves_no_folder_and_no_warnings(t
     assert out.stdout.strip().startswith(str(tmp_path))
     assert not Path(out.stdout.strip()).exists()
     assert "leaked" not in out.stderr
+
+
+def test_df_without_pandas_is_a_jammi_error_that_says_how_to_install_it(tmp_path, monkeypatch):
+    import pytest
+
+    from jammi_sql.errors import MissingPackageError
+
+    monkeypatch.setitem(sys.modules, "pandas", None)  # as if pandas were not installed
+    with jammi_sql.connect(":memory:", home=str(tmp_path / "home")) as db:
+        relation = db.sql("SELECT 1 AS one")
+        for fetch in (relation.df, relation.fetchdf, relation.to_df):
+            with pytest.raises(MissingPackageError) as err:
+                fetch()
+            assert str(err.value).startswith("jammi: .")
+            assert "pip install pandas" in str(err.value) and "jammi-sql[pandas]" in str(err.value)
+            assert isinstance(err.value, ModuleNotFoundError)
+        assert relation.fetchall() == [(1,)]

@@ -84,3 +84,27 @@ def regenerate(text: str) -> str:
 if __name__ == "__main__":
     path = Path(__file__).resolve().parents[1] / "README.md"
     path.write_text(regenerate(path.read_text()))
+
+
+def test_every_public_python_api_function_has_a_docstring_that_help_shows():
+    import inspect
+    import pydoc
+
+    from jammi_sql.api import database
+    from jammi_sql.api.job_handle import Job
+
+    members = [(f"database.{n}", f) for n, f in vars(database).items() if inspect.isfunction(f)]
+    members = [(n, f) for n, f in members if f.__module__ == database.__name__]
+    for cls in (database.Database, Job):
+        for name, member in vars(cls).items():
+            fn = member.fget if isinstance(member, property) else member
+            if callable(fn):
+                members.append((f"{cls.__name__}.{name}", fn))
+    public = [(n, f) for n, f in members if not n.split(".")[-1].startswith("_")]
+    assert len(public) > 25
+    undocumented = [n for n, f in public if not inspect.getdoc(f)]
+    assert undocumented == []
+    shown = pydoc.render_doc(database.Database, renderer=pydoc.plaintext)
+    for name in ("add_source", "register_model", "wait_job", "evaluate_similarity"):
+        doc = inspect.getdoc(getattr(database.Database, name)).splitlines()[0]
+        assert doc in shown, name

@@ -313,3 +313,56 @@ def test_a_succeeded_job_says_which_trial_and_epoch_it_kept_and_why(pairs):
         "the final weights were kept"
     )
     assert judged == "false"
+
+
+def test_a_source_of_whitespace_only_texts_is_refused_before_any_job_is_written(db):
+    db.sql(
+        "CREATE TABLE blank AS SELECT chr(9) || chr(10) AS question, "
+        "chr(13) || ' ' || chr(160) || chr(11) AS answer FROM range(40)"
+    ).fetchall()
+    db.sql("SELECT add_source('blank', 'blank')").fetchall()
+    before = catalog_snapshot(db)
+    with pytest.raises(
+        Exception, match="source .blank. has 40 empty or whitespace-only texts, every"
+    ):
+        fine_tune(db, "'blank', 'tiny', ['question', 'answer']")
+    assert catalog_snapshot(db) == before
+
+
+def test_a_head_jobs_progress_epoch_and_steps_never_go_back_across_trials(db, monkeypatch):
+    from jammi_sql.jobs.runner import JobRunner
+
+    words = "cat dog car bike train plane piano guitar cell gene solar".split()
+    db.con.execute(
+        "CREATE TABLE scored AS SELECT 'the ' || w[1 + i % 11] || ' ' || w[1 + (i * 3) % 11] || "
+        "' ' || i AS text_a, 'a ' || w[1 + i % 11] || ' and ' || w[1 + (i * 5) % 11] AS text_b, "
+        "(i % 6)::DOUBLE AS score FROM range(120) r(i), (SELECT ? AS w)",
+        [words],
+    )
+    db.sql("SELECT add_source('scored', 'scored')").fetchall()
+    reports, rows = [], []
+    record = JobRunner._record_progress
+
+    def recording(self, job_id, p):
+        reports.append(p)
+        record(self, job_id, p)
+        job = self.catalog.get_job(job_id)
+        rows.append((job.progress, job.epoch, job.step, job.total_steps))
+
+    monkeypatch.setattr(JobRunner, "_record_progress", recording)
+    job = db.fine_tune(  # several trials, early stopping, then the refit: 60 rows validate
+        "scored", "tiny", ["text_a", "text_b", "score"], epochs=6, trials=4,
+        validation_fraction=0.5, early_stopping_patience=1,
+    )  # fmt: skip
+    job.wait(timeout=120)
+    assert len(job.metrics["trials"]) == 4 and "refit" in job.metrics
+    assert any(t["stopped_early"] for t in job.metrics["trials"])  # the plan was cut short
+    for name in ("epoch", "step", "total_steps"):  # what the run reports
+        values = [getattr(r, name) for r in reports]
+        assert values == sorted(values), name
+    for i, name in enumerate(("progress", "epoch", "step", "total_steps")):  # the job's row
+        shown = [row[i] for row in rows]
+        assert shown == sorted(shown), name
+    assert len({r.total_steps for r in reports}) == 1
+    assert rows[-1][0] == 1.0 and rows[-1][2] == rows[-1][3]
+    assert job.progress == 1.0

@@ -352,9 +352,11 @@ def test_a_small_set_trains_the_chosen_setting_again_on_every_row(tmp_path, tiny
     assert m["refit"] == {"trial": 1, "epochs": epochs, "rows": 120}
     assert "trained again on all 120 rows (the validation rows too)" in m["kept"]["why"]
     assert m["fine_tuned"] == chosen.metrics["fine_tuned"]  # validation of the run that chose
-    # the steps of the run that chose, then `epochs` epochs over all 120 rows; progress ends at 1
+    # the plan: the steps of the run that chose, then at most its 2 epochs over all 120 rows
+    # again; progress ends at 1 whatever the refit left out
     first = math.ceil(m["n_train"] / 8) * 2
-    assert (seen[-1].step, seen[-1].total_steps) == (first + 15 * epochs,) * 2
+    assert (seen[-1].step, seen[-1].total_steps) == (first + 15 * 2,) * 2
+    assert {p.total_steps for p in seen} == {first + 30}
     assert not all(torch.equal(a, b) for a, b in zip(
         weights(chosen).values(), weights(refit).values(), strict=True
     ))  # fmt: skip
@@ -406,6 +408,34 @@ def test_the_split_never_puts_a_text_a_text_b_anchor_or_positive_on_both_sides()
         seen = {t for row in train.rows for t in row[:2]}
         assert len(val) > 0 and not seen & {t for row in val.rows for t in row[:2]}
         assert len(train) + len(val) == len(ts)
+
+
+def test_when_every_answer_has_many_questions_whole_answers_are_held_out():
+    from jammi_sql.training.dataset import split, text_groups
+
+    # 200 questions about 10 answers: each answer's 20 questions form one group, larger than
+    # half the 20 validation rows wanted, so drawing groups at random held out none
+    rows = [(f"question {i}", f"answer {i % 10}") for i in range(200)]
+    ts = make_training_set("pairs", rows)
+    assert len(text_groups(ts)) == 10
+    train, val = split(ts, 0.1, seed=0)
+    assert len(val) == 20 and len(train) == 180
+    assert len({r[1] for r in val.rows}) == 1  # one whole answer
+    assert not {t for r in train.rows for t in r} & {t for r in val.rows for t in r}
+    assert split(ts, 0.1, seed=0)[1].rows == val.rows
+
+
+def test_a_run_without_validation_rows_says_that_shared_texts_caused_it(tmp_path, tiny_model):
+    from jammi_sql.training.dataset import why_no_validation
+
+    rows = [(f"the cat plays {i}", "a dog runs") for i in range(24)]  # one answer for all
+    result = fit(tmp_path, tiny_model, rows, kind="pairs", epochs=1, refit=False)
+    why = result.metrics["kept"]["why"]
+    assert why.startswith("validation cannot judge: no validation rows: rows that share a text")
+    assert "join all 24 rows into one group" in why and "too few rows" not in why
+    ts = make_training_set("pairs", rows)
+    assert why_no_validation(ts, 0.0) == "validation_fraction is 0"
+    assert "make no validation row" in why_no_validation(ts, 0.01)
 
 
 @pytest.mark.parametrize("ratio", [1.0, 8.0])

@@ -76,10 +76,12 @@ class Database:
 
     @property
     def read_only(self) -> bool:
+        """Whether the database was opened read-only (jammi calls that write refuse)."""
         return self.ctx.read_only
 
     @property
     def home(self):
+        """The folder of models and job files (``DB.jammi/``, ``$JAMMI_HOME`` or ``home=``)."""
         return self.ctx.home
 
     # ---- SQL ----------------------------------------------------------------------
@@ -89,6 +91,8 @@ class Database:
             return wrap(self.con.sql(query, params=params))
 
     def execute(self, query: str, params: Any = None) -> duckdb.DuckDBPyConnection:
+        """``con.execute``: run ``query`` now (``params`` fill its ``?``); fetch from the
+        connection it returns. A ``jammi:`` error is raised as its JammiError subclass."""
         with translated():
             return self.con.execute(query, params or [])
 
@@ -117,6 +121,8 @@ class Database:
         self.ctx.require_writable(what)
 
     def close(self) -> None:
+        """Stop this database's jobs (a running one shows as interrupted and can be resumed)
+        and close the connection; closing twice is harmless."""
         if self._closed:
             return
         self._closed = True
@@ -141,6 +147,10 @@ class Database:
         url: str | None = None,
         query: str | None = None,
     ):
+        """Register a named source to train, embed or evaluate on: a file (csv, tsv, parquet,
+        json, jsonl; globs allowed), a table or view, or a SQL query (``query=`` or
+        ``format='query'``); the format is inferred when omitted. Returns the Source, with its
+        columns; a source that cannot be read is refused and nothing is written."""
         from ..data.sources import add_source
 
         self._writes("add_source")
@@ -164,6 +174,8 @@ class Database:
         return remove_embeddings(self.ctx, source, model)
 
     def register_model(self, model_id: str, path: str | os.PathLike):
+        """Register a local Hugging Face model folder (config.json, weights, tokenizer) under
+        ``model_id``, for ``embed``, ``fine_tune`` and the rest; returns its ModelRecord."""
         self._writes("register_model")
         record = self.ctx.models.register(model_id, str(path))
         return record
@@ -199,10 +211,14 @@ class Database:
         return Job(self, job_id)
 
     def job(self, job_id: str) -> Job:
+        """The Job handle of an existing job (an unknown id is a NotFoundError)."""
         self.ctx.jobs.get(job_id)
         return Job(self, job_id)
 
     def wait_job(self, job_id: str, timeout: float | None = None) -> str:
+        """Block until the job ends, or ``timeout`` seconds pass; return its status
+        ('succeeded', 'failed', 'cancelled', 'interrupted', or still 'queued'/'running' after a
+        timeout). Unlike ``Job.wait`` it does not raise when the job failed."""
         return self.ctx.jobs.wait(job_id, timeout)
 
     # ---- embeddings and search ----------------------------------------------------
@@ -417,6 +433,9 @@ class Database:
     def evaluate_similarity(
         self, model: str, source: str, columns: list[str] | None = None
     ) -> dict:
+        """How well ``model``'s cosine similarity follows the gold scores of ``source``'s
+        (text_a, text_b, score) rows (``columns`` names them otherwise): a dict of
+        ``spearman``, ``pearson`` and ``n`` (the pairs used)."""
         from ..evaluation.tasks import evaluate_similarity
 
         with progress.call(self.ctx):
@@ -432,6 +451,13 @@ class Database:
         per_query: str | None = None,
         dims: int | None = None,
     ) -> dict:
+        """Retrieval metrics of ``model``: the ``queries`` source (query_id, text) ranks the
+        ``corpus`` source (doc_id, text), judged by the ``qrels`` source (query_id, doc_id,
+        score; score > 0 is relevant). Returns a dict: ndcg_at_10, mrr_at_10, recall_at_1/10/100,
+        map_at_100, n_queries, skipped_queries, and ndcg_at_k, mrr_at_k, recall_at_k at cut-off
+        ``k``. It embeds the
+        corpus into an embedding table (reused next time); ``per_query`` names a table to write
+        one row per query into; ``dims`` compares the first dims dimensions (Matryoshka)."""
         from ..evaluation.tasks import evaluate_retrieval
 
         self._writes("evaluate_retrieval")

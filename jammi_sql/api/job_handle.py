@@ -19,22 +19,28 @@ class Job:
 
     @property
     def status(self) -> str:
+        """'queued', 'running', 'succeeded', 'failed', 'cancelled' or 'interrupted'."""
         return self.record().status
 
     @property
     def progress(self) -> float:
+        """The fraction of the job's planned steps done (every trial's, then the refit's),
+        0.0 to 1.0; it never goes back."""
         return self.record().progress
 
     @property
     def model_id(self) -> str | None:
+        """The id of the model the job registered once it succeeded, else None."""
         return self.record().model_id
 
     @property
     def metrics(self) -> dict | None:
+        """Base vs fine-tuned validation metrics and what was kept, once it succeeded."""
         return self.record().metrics
 
     @property
     def error(self) -> str | None:
+        """Why the job failed or stopped, else None."""
         return self.record().error
 
     def wait(self, timeout: float | None = None) -> Job:
@@ -52,10 +58,12 @@ class Job:
         return self
 
     def cancel(self) -> str:
+        """Stop the job (a queued one never starts); returns its status, 'cancelled'."""
         self.db._writes("cancel_job")
         return self.db.ctx.jobs.cancel(self.job_id)
 
     def resume(self) -> Job:
+        """Continue an interrupted job from its last checkpoint; returns this handle."""
         self.db._writes("resume_job")
         self.db.ctx.jobs.resume(self.job_id)
         return self

@@ -4,11 +4,13 @@ A ``jammi:`` error raised inside a SQL function crosses DuckDB as text. ``transl
 turns it back into the JammiError subclass it was raised as (also an instance of the duckdb
 error class, so ``except duckdb.Error`` keeps working). DuckDB relations are lazy: most
 errors surface when rows are fetched, so ``db.sql`` returns a ``Relation`` that translates
-errors on every call, and is a duckdb relation in every other respect.
+errors on every call, and is a duckdb relation in every other respect. Its methods that need
+an optional package (``.df()``: pandas) say how to install it when it is missing.
 """
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,7 +18,11 @@ from typing import Any
 
 import duckdb
 
-from ..errors import InvalidArgumentError, LockedError, from_duckdb
+from ..errors import InvalidArgumentError, LockedError, MissingPackageError, from_duckdb
+
+# Relation methods that import an optional package, and the pip extra that installs it.
+NEEDS = {"df": "pandas", "fetchdf": "pandas", "to_df": "pandas", "pl": "polars"}
+EXTRAS = {"pandas": "jammi-sql[pandas]"}
 
 
 @contextmanager
@@ -54,6 +60,8 @@ class Relation:
             return attr
 
         def call(*args: Any, **kwargs: Any) -> Any:
+            if name in NEEDS:
+                require(NEEDS[name], f".{name}()")
             with translated():
                 return wrap(attr(*args, **kwargs))
 
@@ -74,6 +82,18 @@ class Relation:
     def __repr__(self) -> str:
         with translated():
             return repr(self.relation)
+
+
+def require(package: str, what: str) -> None:
+    """Import ``package`` or raise a ``jammi:`` error saying how to install it."""
+    try:
+        importlib.import_module(package)
+    except ImportError:
+        extra = f" (or: pip install '{EXTRAS[package]}')" if package in EXTRAS else ""
+        raise MissingPackageError(
+            f"{what} returns a {package} DataFrame, and {package} is not installed; "
+            f"pip install {package}{extra}, or fetch without it: .fetchall(), .arrow()"
+        ) from None
 
 
 def wrap(value: Any) -> Any:

@@ -13,6 +13,9 @@ from .sources import is_numeric, quote_ident, relation, require_columns
 
 MIN_TRAIN_ROWS = 2
 MIN_ROWS = 4
+# A text that is nothing but whitespace: DuckDB's trim() strips spaces only, so tabs, newlines
+# and Unicode spaces (what Python's str.strip() also strips) are matched here (RE2 syntax).
+BLANK = r"[\s\v\pZ\x{85}\x{1c}-\x{1f}]*"
 
 
 def data_kind(src: Source, columns: list[str]) -> str:
@@ -41,7 +44,9 @@ def check_rows(
     """
     texts = columns if kind != "scored_pairs" else columns[:2]
     checks = [f"count(*) FILTER (WHERE {quote_ident(c)} IS NULL)" for c in texts]
-    checks += [f"count(*) FILTER (WHERE length(trim({quote_ident(c)})) = 0)" for c in texts]
+    checks += [
+        f"count(*) FILTER (WHERE regexp_full_match({quote_ident(c)}, '{BLANK}'))" for c in texts
+    ]
     if kind == "scored_pairs":
         s = quote_ident(columns[2])
         checks.append(
@@ -50,11 +55,18 @@ def check_rows(
     total, *bad = catalog.query(f"SELECT count(*), {', '.join(checks)} FROM {relation(src)}")[0]
     nulls, empties = bad[: len(texts)], bad[len(texts) : 2 * len(texts)]
     for column, n, e in zip(texts, nulls, empties, strict=True):
+        if (n or e) and n + e == total:
+            what = "NULL" if n == total else "empty or whitespace-only" if e == total else "blank"
+            raise DataError(
+                f"column '{column}' of source '{src.name}' has {n + e} {what} texts, every row: "
+                "there is no text to train on; name the column that holds the texts"
+            )
         if n or e:
             what = f"{n} NULL values" if n else f"{e} empty or whitespace-only texts"
+            keep = f"regexp_matches({column}, ''[^\\s\\pZ]'')"  # a visible character
             raise DataError(
                 f"column '{column}' of source '{src.name}' has {what}; filter them out, e.g. "
-                f"add_source('{src.name}_clean', 'SELECT * FROM ... WHERE length(trim({column})) > 0', "
+                f"add_source('{src.name}_clean', 'SELECT * FROM ... WHERE {keep}', "
                 "format := 'query')"
             )
     if kind == "scored_pairs" and bad[-1]:

@@ -149,7 +149,7 @@ def add_source(catalog: Catalog, name: str, url: str, format: str | None = None)
         )
     kind = {"table": "table", "query": "query"}.get(fmt, "file")
     if kind == "file":
-        url = os.path.abspath(os.path.expanduser(url))
+        url = _find_file(catalog, url)
         if not glob.glob(url):
             raise NotFoundError(
                 f"no file matches '{url}'; check the path (globs like data/*.csv are allowed)"
@@ -165,6 +165,20 @@ def add_source(catalog: Catalog, name: str, url: str, format: str | None = None)
         raise DataError(f"cannot read source '{name}' as {fmt}: {str(e).splitlines()[0]}") from None
     catalog.add_source(source)
     return source
+
+
+def _find_file(catalog: Catalog, url: str) -> str:
+    """The absolute path of a file source: from the current directory when a file matches
+    there, else from the first folder of DuckDB's ``file_search_path`` where one does (where
+    ``read_csv`` looks too; the shell adds a script's own folder)."""
+    path = os.path.expanduser(url)
+    if os.path.isabs(path) or glob.glob(path):
+        return os.path.abspath(path)
+    folders = catalog.query("SELECT current_setting('file_search_path')")[0][0] or ""
+    for folder in filter(None, folders.split(",")):
+        if glob.glob(os.path.join(folder, path)):
+            return os.path.abspath(os.path.join(folder, path))
+    return os.path.abspath(path)
 
 
 def remove_source(catalog: Catalog, name: str, cascade: bool = False) -> list[str]:

@@ -70,6 +70,8 @@ class JobRunner:
         self._lock = threading.Lock()
         self._shutdown = False
         self._cancelled: set[str] = set()  # stopped by cancel_job, not by closing the database
+        # job id -> the (progress, epoch, step, total_steps) its row shows, which never go back
+        self._shown: dict[str, tuple[float, int, int, int]] = {}
         self._workers = [
             threading.Thread(target=self._work, name=f"jammi-job-worker-{i}", daemon=True)
             for i in range(max(1, max_concurrent))
@@ -282,6 +284,7 @@ class JobRunner:
                     self._run(plan, stop)
             finally:
                 _LIVE.pop(plan.job_id, None)
+                self._shown.pop(plan.job_id, None)
                 self._done_event(plan.job_id).set()
 
     def _finish(self, job_id: str, status: str, **values) -> None:
@@ -298,6 +301,8 @@ class JobRunner:
         self.catalog.update_job(
             job.job_id, status="running", started_at=job.started_at or _now(), error=None
         )
+        was = (job.progress or 0.0, job.epoch or 0, job.step or 0, job.total_steps or 0)
+        self._shown[job.job_id] = was  # a resumed job's row: what it showed
         try:
             src = get_source(self.catalog, job.source)
             kind = data_kind(src, job.columns)
@@ -348,13 +353,21 @@ class JobRunner:
             self._fail(plan.job_id, f"jammi: training failed: {type(e).__name__}: {e}")
 
     def _record_progress(self, job_id: str, p) -> None:
-        total = max(p.total_steps, 1)
+        """Write a run's report to the job's row. Progress, epoch, step and total_steps never
+        go back: the run counts through its whole plan (training.trial.Progress), and a
+        resumed run, which starts again from its last checkpoint, shows what was shown until
+        it passes it."""
+        was = self._shown.get(job_id, (0.0, 0, 0, 0))
+        total = max(p.total_steps, was[3], 1)
+        step, epoch = max(p.step, was[2]), max(p.epoch, was[1])
+        progress = max(min(step / total, 1.0), was[0])
+        self._shown[job_id] = (progress, epoch, step, total)
         self.catalog.update_job(
             job_id,
-            progress=min(p.step / total, 1.0),
-            epoch=p.epoch,
-            step=p.step,
-            total_steps=p.total_steps,
+            progress=progress,
+            epoch=epoch,
+            step=step,
+            total_steps=total,
             train_loss=_finite(p.train_loss),
             val_loss=_finite(p.val_loss),
             best_val_loss=_finite(p.best_val_loss),

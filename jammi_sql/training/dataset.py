@@ -147,6 +147,9 @@ def split(ts: TrainingSet, fraction: float, seed: int) -> tuple[TrainingSet, Tra
     Whole groups of rows that share a text (see :func:`text_groups`) are drawn at random
     until the validation side holds about ``fraction`` of the rows. A group larger than half
     the wanted validation size stays in training, so one hub text cannot swallow the split.
+    When that leaves validation empty (every group is large: several questions share each
+    answer), the smallest groups are held out whole instead, up to twice the wanted size or a
+    quarter of the rows, and never every group.
     """
     n_val_rows = int(round(len(ts) * fraction))
     groups = text_groups(ts)
@@ -159,11 +162,51 @@ def split(ts: TrainingSet, fraction: float, seed: int) -> tuple[TrainingSet, Tra
             break
         if len(groups[g]) <= max(1, n_val_rows // 2):
             chosen.update(groups[g])
+    if not chosen:
+        chosen = _smallest_groups(groups, order, n_val_rows, len(ts))
     if not chosen or len(chosen) == len(ts):  # never leave nothing to train on
         return ts, TrainingSet(ts.kind, [])
     train = [row for i, row in enumerate(ts.rows) if i not in chosen]
     val = [ts.rows[i] for i in sorted(chosen)]
     return TrainingSet(ts.kind, train), TrainingSet(ts.kind, val)
+
+
+def _smallest_groups(groups: list[list[int]], order: np.ndarray, wanted: int, n: int) -> set[int]:
+    """Whole groups, smallest first (ties in ``order``), until about ``wanted`` rows are held
+    out; at most ``max(2 * wanted, n // 4)`` rows and never the last group."""
+    cap = max(2 * wanted, n // 4)
+    by_size = sorted(order, key=lambda g: len(groups[g]))
+    chosen: set[int] = set()
+    for g in by_size[:-1]:
+        if len(chosen) >= wanted or len(chosen) + len(groups[g]) > cap:
+            break
+        chosen.update(groups[g])
+    return chosen
+
+
+def why_no_validation(ts: TrainingSet, fraction: float) -> str:
+    """Why :func:`split` held out no rows, in words for the job's metrics."""
+    n_val_rows = int(round(len(ts) * fraction))
+    if fraction <= 0:
+        return "validation_fraction is 0"
+    if n_val_rows == 0:
+        return (
+            f"{len(ts)} rows with validation_fraction {fraction:g} make no validation row "
+            "(give more rows or a larger validation_fraction)"
+        )
+    groups = text_groups(ts)
+    shared = (
+        "rows that share a text (several questions with one answer, say) are kept on one side "
+        "of the split, so that validation never sees a text that trained"
+    )
+    if len(groups) < 2:
+        return f"{shared}, and shared texts join all {len(ts)} rows into one group"
+    smallest = min(len(g) for g in groups)
+    return (
+        f"{shared}, and the {len(groups)} groups they form are too large to hold out (the "
+        f"smallest has {smallest} of {len(ts)} rows); give rows with more distinct texts or a "
+        "larger validation_fraction"
+    )
 
 
 def epoch_batches(

@@ -32,10 +32,13 @@ TRIAL_MARGIN = 0.005
 CEILING = 0.99  # a base scoring this (Spearman or NDCG@10) on validation leaves no room to show
 
 
-def cannot_judge(n_val: int, base_val: dict | None, metric: str) -> str | None:
-    """Why validation cannot tell models apart, or None when it can."""
+def cannot_judge(
+    n_val: int, base_val: dict | None, metric: str, why_empty: str | None = None
+) -> str | None:
+    """Why validation cannot tell models apart, or None when it can; ``why_empty`` says why
+    the split held out no rows (:func:`~jammi_sql.training.dataset.why_no_validation`)."""
     if base_val is None or n_val == 0:
-        return "no validation rows (too few rows or validation_fraction 0)"
+        return "no validation rows" + (f": {why_empty}" if why_empty else "")
     if n_val < MIN_JUDGE_ROWS:
         return (
             f"the validation split has {n_val} rows, fewer than the {MIN_JUDGE_ROWS} needed to "

@@ -10,6 +10,7 @@ a config and folders, and hears back through ``on_progress`` and ``should_stop``
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -28,13 +29,31 @@ from ..inference.encoder import Encoder, pick_device
 from . import checkpoint, selection
 from . import losses as L
 from .checkpoint import TrainState
-from .dataset import TrainingSet, resolve_loss, split
+from .dataset import TrainingSet, resolve_loss, split, why_no_validation
 from .trainee import Cancelled, Trainee, distractors, index_texts, validate
 from .trial import Progress, Run
 
 __all__ = ["CHECKPOINT_FILE", "Cancelled", "Progress", "TrainResult", "run_training"]
 
 MAX_DISTRACTORS = 2000  # training documents that validation positives are ranked among
+
+
+@dataclass
+class Plan:
+    """The steps and epochs each trial plans, and the refit's steps at most (any trial's
+    setting may win it): what a job's progress counts through."""
+
+    steps: list[int]
+    epochs: list[int]
+    refit_steps: int = 0
+
+    @property
+    def total_steps(self) -> int:
+        return sum(self.steps) + self.refit_steps
+
+    def before(self, trial: int) -> tuple[int, int]:
+        """(steps, epochs) planned before ``trial`` (``len(steps)``: the refit)."""
+        return sum(self.steps[:trial]), sum(self.epochs[:trial])
 
 
 @dataclass
@@ -172,20 +191,28 @@ def run_training(
     state = checkpoint.state_of(saved) or TrainState()
     if saved is None:
         state.base_val = setup.validate()  # epoch 0: what fine-tuning is judged against
-    reason = selection.cannot_judge(len(setup.val_set), state.base_val, setup.metric)
+    empty = None if setup.n_val else why_no_validation(data, config.validation_fraction)
+    reason = selection.cannot_judge(setup.n_val, state.base_val, setup.metric, empty)
     trials = setup.trials()[: 1 if reason else None]  # nothing to choose between: one setting
     refit = reason is None and refits(setup.config, len(data))
     started = time.monotonic()
+    # ---- the plan that progress counts through: every trial's steps, then the refit's at most
+    plan = Plan([setup.steps(c) for c in trials], [c.epochs for c in trials])
+    plan.refit_steps = max(setup.steps(c, len(data)) for c in trials) if refit else 0
+    shown: list[Progress] = []  # the latest report
+
+    def report(p: Progress) -> None:
+        shown[:] = [p]
+        on_progress(p)
 
     # ---- trials, each: a fresh head, then epochs of train, validate, keep the best, checkpoint
     while state.trial < len(trials):
         run = Run(setup, trials[state.trial], state.trial, judged=reason is None)
-        run.steps_after = sum(setup.steps(c) for c in trials[state.trial + 1 :])
-        run.steps_after += setup.steps(trials[0], len(data)) if refit else 0  # at most
+        run.place(*plan.before(state.trial), plan.total_steps)
         if saved is not None and (state.step or state.batch or state.epoch):
             checkpoint.restore(saved, setup.trainee, run.optimizer, run.scheduler)
 
-        run.attach(work_dir, on_progress)
+        run.attach(work_dir, report)
         run.report(state, [], min(state.epoch + 1, run.config.epochs))  # the step budget
         while state.epoch < run.config.epochs and not state.stopped_early:
             run.train_epoch(state)
@@ -208,7 +235,9 @@ def run_training(
     if state.refit is None:
         selection.settle(state, setup.metric, setup.n_val, judged=reason is None)
     if refit and state.winner["epoch"] > 0:
-        _refit(setup, state, trials[state.winner["trial"]], saved, work_dir, on_progress)
+        _refit(setup, state, trials[state.winner["trial"]], saved, work_dir, report, plan)
+    if shown:  # the plan is done, whatever early stopping and the refit left out of it
+        on_progress(dataclasses.replace(shown[0], step=plan.total_steps, logs=[], trial_logs=[]))
     return _finish(setup, state, trials, reason, output_dir, base_model_id or str(base_folder),
                    base_folder, time.monotonic() - started)  # fmt: skip
 
@@ -257,7 +286,7 @@ def _finish(setup: _Setup, state: TrainState, trials: list, reason: str | None, 
 
 
 def _refit(setup: _Setup, state: TrainState, config: FineTuneConfig, saved: dict | None,
-           work_dir: Path, on_progress: Callable[[Progress], None]) -> None:  # fmt: skip
+           work_dir: Path, on_progress: Callable[[Progress], None], plan: Plan) -> None:  # fmt: skip
     """Train the winning setting again from the base, on every row, for the epochs validation
     kept (the same schedule, stopped there); ``state.refit`` marks the phase, so a killed job
     resumes inside it to the same weights."""
@@ -271,6 +300,7 @@ def _refit(setup: _Setup, state: TrainState, config: FineTuneConfig, saved: dict
         setup.trainee.load_state(setup.trainee.initial)
     run = Run(setup, config, winner["trial"], judged=False)
     run.planned = setup.steps(config, epochs=state.refit["epochs"])
+    run.place(*plan.before(len(plan.steps)), plan.total_steps)
     if saved is not None and (state.step or state.batch or state.epoch):
         checkpoint.restore(saved, setup.trainee, run.optimizer, run.scheduler)
     run.attach(work_dir, on_progress)

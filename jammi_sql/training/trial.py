@@ -30,6 +30,11 @@ CHECKPOINTS = 10  # write a checkpoint about every 1/10 of the optimizer steps
 
 @dataclass
 class Progress:
+    """What a run reports. ``step`` and ``epoch`` count through the job's whole plan (every
+    trial's epochs, then at most the refit's), and ``total_steps`` is that plan's size, fixed
+    at the start: a trial that stops early jumps ``step`` to where the next trial starts, so
+    none of the three ever goes back."""
+
     epoch: int
     step: int
     total_steps: int
@@ -105,7 +110,8 @@ class Run:
         self.checkpoint_every = max(1, round(self.total_steps / CHECKPOINTS))
         self.log_every = max(1, min(10, self.total_steps // 20))
         self.bad_batches, self.window, self.train_loss = 0, [], None
-        self.steps_after = 0  # steps of the trials still to come (for the progress figure)
+        # where this run sits in the job's plan (see Progress); run_training places it
+        self.steps_before, self.epochs_before, self.plan_steps = 0, 0, self.total_steps
 
     def score(self, val: dict) -> float:
         """Higher is better; NaN never wins."""
@@ -132,9 +138,9 @@ class Run:
             [state.base_val["loss"]] if state.base_val else []
         )
         return Progress(
-            epoch=epoch,
-            step=state.steps_before + state.step,
-            total_steps=state.steps_before + self.planned + self.steps_after,
+            epoch=self.epochs_before + epoch,
+            step=self.steps_before + state.step,
+            total_steps=self.plan_steps,
             train_loss=self.train_loss,
             val_loss=latest["loss"] if latest else None,
             best_val_loss=min(seen) if seen else None,
@@ -179,6 +185,14 @@ class Run:
 
     def attach(self, work_dir: Path, on_progress: Callable[[Progress], None]) -> None:
         self.work_dir, self.on_progress = work_dir, on_progress
+
+    def place(self, steps_before: int, epochs_before: int, plan_steps: int) -> None:
+        """Put this run in the job's plan: the steps and epochs planned before it, and all."""
+        self.steps_before, self.epochs_before, self.plan_steps = (
+            steps_before,
+            epochs_before,
+            plan_steps,
+        )
 
     def save(self, state: TrainState) -> None:
         setup = self.setup

@@ -1,13 +1,16 @@
 -- Training from documents: mine hard negatives for help-centre questions from the articles
 -- already embedded, then train on (question, article, negative) with symmetric InfoNCE.
--- Run from the repository root: jammi-sql -f sql/examples/03_hard_negatives.sql
+-- Run: jammi-sql -f sql/examples/03_hard_negatives.sql (from any folder: a relative path in a
+-- script that the current folder lacks is looked up beside the script)
+CREATE TABLE kb_questions AS FROM read_csv('../../jammi_sql/samples/kb_questions.csv');
+CREATE TABLE kb_articles AS FROM read_csv('../../jammi_sql/samples/kb_articles.csv');
+
 SELECT add_source('kb_pairs', $$
     SELECT q.question, a.title || '. ' || a.body AS article
-    FROM read_csv('jammi_sql/samples/kb_questions.csv') q
-    JOIN read_csv('jammi_sql/samples/kb_articles.csv') a ON a.id = q.article_id
+    FROM kb_questions q JOIN kb_articles a ON a.id = q.article_id
     WHERE q.article_id % 4 = 1$$, format := 'query') AS added;
 SELECT add_source('kb_articles', $$SELECT id::VARCHAR AS doc_id, title || '. ' || body AS text
-    FROM read_csv('jammi_sql/samples/kb_articles.csv')$$, format := 'query') AS added;
+    FROM kb_articles$$, format := 'query') AS added;
 
 -- The corpus is embedded once; mining reads these vectors instead of embedding it again.
 SELECT generate_text_embeddings('kb_articles', 'all-MiniLM-L6-v2', ['text'], 'doc_id') AS rows;

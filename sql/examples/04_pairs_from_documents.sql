@@ -1,7 +1,8 @@
 -- Pairs with no questions at all: build training pairs from the help-centre articles alone
 -- (each title -> its body, and neighbouring passages of each body), then fine-tune on them.
--- Run from the repository root: jammi-sql -f sql/examples/04_pairs_from_documents.sql
-SELECT add_source('articles', 'jammi_sql/samples/kb_articles.csv') AS added;
+-- Run: jammi-sql -f sql/examples/04_pairs_from_documents.sql (from any folder: a relative path in
+-- a script that the current folder lacks is looked up beside the script)
+SELECT add_source('articles', '../../jammi_sql/samples/kb_articles.csv') AS added;
 
 -- Each title is a short, query-like text for the body it names.
 SELECT pairs_from_documents('articles', 'body', title := 'title') AS built;
