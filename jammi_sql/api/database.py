@@ -161,10 +161,10 @@ class Database:
     def remove_source(self, name: str, cascade: bool = False) -> list[str]:
         """Unregister a source; ``cascade=True`` also drops the embedding tables built from
         it (refused, naming them, otherwise). Returns the tables dropped."""
-        from ..data.sources import remove_source
+        from ..search.embeddings import remove_source
 
         self._writes("remove_source")
-        return remove_source(self.ctx.catalog, name, cascade)
+        return remove_source(self.ctx, name, cascade)
 
     def remove_embeddings(self, source: str, model: str) -> str:
         """Drop the embedding table built from ``source`` with ``model``; returns its name."""

@@ -63,9 +63,9 @@ def add_source(ctx: Context, name, url, format):
 def remove_source(ctx: Context, name, cascade):
     """Unregisters a source (its file or table is untouched); refuses while embedding tables
     were built from it, unless `cascade := true` drops them too."""
-    from ..data.sources import remove_source as remove
+    from ..search.embeddings import remove_source as remove
 
-    dropped = remove(ctx.catalog, name, bool(cascade))
+    dropped = remove(ctx, name, bool(cascade))
     return f"source '{name}' removed" + (f", with {', '.join(dropped)}" if dropped else "")
 
 

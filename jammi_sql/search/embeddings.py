@@ -11,6 +11,7 @@ is all or nothing.
 from __future__ import annotations
 
 import re
+import secrets
 import uuid
 from dataclasses import asdict
 
@@ -70,7 +71,8 @@ def clear_leftovers(ctx: Context) -> None:
         with building(ctx.catalog, table, wait=False) as free:
             if free:  # no build of that table is running here (DuckDB: no other process writes)
                 ctx.catalog.execute(f"DROP TABLE IF EXISTS {staging_name(table)}")
-    for table in ctx.catalog.embedding_tables():  # an index build a killed process left
+    tables = ctx.catalog.embedding_tables()
+    for table in tables:  # an index build a killed process left
         if table.index_state == "building":  # caught up by the next search (index.for_search)
             with building(ctx.catalog, table.table_name, wait=False) as free:
                 if free:
@@ -173,6 +175,18 @@ def remove_embeddings(ctx: Context, source: str, model_id: str) -> str:
     return table.table_name
 
 
+def remove_source(ctx: Context, name: str, cascade: bool = False) -> list[str]:
+    """data.sources.remove_source, and the index files of the embedding tables it drops."""
+    from ..data.sources import remove_source as remove
+
+    tables = ctx.catalog.embedding_tables(source=name)
+    dropped = remove(ctx.catalog, name, cascade)
+    for table in tables:
+        if table.table_name in dropped:
+            drop_index_files(ctx, table)
+    return dropped
+
+
 def drop_index_files(ctx: Context, table: EmbeddingTable) -> None:
     """Delete the vector and keyword index files of a dropped table."""
     import shutil
@@ -252,7 +266,7 @@ def _build(ctx: Context, source: Source, rel: str, wanted: EmbeddingTable) -> tu
             [name.split(".", 1)[1]],
         )
     )
-    new_rows, next_vid = current, 0
+    new_rows, next_vid = current, fresh_vid_base()
     if table_exists:
         next_vid = ensure_vid(catalog, name)
         new_rows = (
@@ -318,9 +332,23 @@ def _carry_search_state(existing: EmbeddingTable | None, wanted: EmbeddingTable)
 def sync_indexes(ctx: Context, table: EmbeddingTable) -> None:
     """Bring the vector and keyword indexes up to the table's rows (after a build commits)."""
     fresh = ctx.catalog.get_embedding_table(table.source, table.model_id)
-    if fresh is not None:
-        index.sync(ctx, fresh)
-        keyword.sync(ctx, fresh)
+    for name, sync in (("vector index", index.sync), ("keyword index", keyword.sync)):
+        try:
+            if fresh is not None:
+                sync(ctx, fresh)
+        except Exception as exc:  # the rows are committed; the index stays stale, never wrong
+            progress.warn(
+                f"jammi: the {name} of {table.table_name} was not brought up to date "
+                f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); search "
+                "catches it up (or is exact) until the next generate_text_embeddings"
+            )
+
+
+def fresh_vid_base() -> int:
+    """Where a new table's vids start: random, so two tables (of two databases sharing a home
+    folder, or a table dropped and built again) never label different vectors alike, and an
+    index of one is never caught up as if it were the other's (all its vids look removed)."""
+    return secrets.randbits(40) << 20
 
 
 def ensure_vid(catalog: Catalog, name: str) -> int:
@@ -333,7 +361,7 @@ def ensure_vid(catalog: Catalog, name: str) -> int:
     if not has:
         with catalog.transaction() as tx:
             tx.execute(f"ALTER TABLE {name} ADD COLUMN vid BIGINT")
-            tx.execute(f"UPDATE {name} SET vid = rowid")
+            tx.execute(f"UPDATE {name} SET vid = rowid + {fresh_vid_base()}")
     return catalog.query(f"SELECT coalesce(max(vid) + 1, 0) FROM {name}")[0][0]
 
 

@@ -163,6 +163,7 @@ def remove_files(ctx: Context, table: EmbeddingTable) -> None:
 # ---- loaded indexes -----------------------------------------------------------------
 _LOADED: dict[tuple, tuple[str, object]] = {}  # (database, table) -> (file, usearch Index)
 _LOCK = threading.Lock()
+_WARNED: set[tuple] = set()  # tables whose unusable index a read-only database has reported
 
 
 def forget(ctx: Context, table: EmbeddingTable) -> None:
@@ -302,11 +303,13 @@ def for_search(ctx: Context, table: EmbeddingTable):
             except (OSError, RuntimeError, ValueError):
                 pass  # unreadable: rebuilt below
     if ctx.read_only:
-        progress.warn(
-            f"jammi: the vector index of {table.table_name} is "
-            + ("stale" if current is not None else "missing")
-            + "; searching exactly (open the database writable once to rebuild it)"
-        )
+        if _key(ctx, table) not in _WARNED:  # once per table and process
+            _WARNED.add(_key(ctx, table))
+            progress.warn(
+                f"jammi: the vector index of {table.table_name} is "
+                + ("stale" if current is not None else "missing")
+                + "; searching exactly (open the database writable once to rebuild it)"
+            )
         return None
     with building(ctx.catalog, table.table_name):
         fresh = ctx.catalog.get_embedding_table(table.source, table.model_id)
