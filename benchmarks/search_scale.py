@@ -166,7 +166,7 @@ def run_size(n: int, basis: np.ndarray, queries: np.ndarray, peers: list[str]) -
     sql = f"SELECT key FROM semantic_search('docs', '{MODEL}', ?::FLOAT[], k := 10{{}})"
 
     def ours(extra):
-        cur = db.con.cursor()
+        cur = db._cursor()  # a cursor with the TEMP macros installed
         return lambda q: [r[0] for r in cur.execute(sql.format(extra), [q.tolist()]).fetchall()]
 
     t = time.perf_counter()

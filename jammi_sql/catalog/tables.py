@@ -111,6 +111,19 @@ class EmbeddingTable:
     keyword_index: bool | None = None
 
 
+_EPOCH = [0]  # bumped after every write to jammi.embedding_tables in this process
+
+
+def tables_epoch() -> int:
+    """Changes whenever this process writes jammi.embedding_tables (only one process writes a
+    database at a time), so a reader may cache what it read at the epoch it read it."""
+    return _EPOCH[0]
+
+
+def _bump() -> None:
+    _EPOCH[0] += 1
+
+
 _JSON_FIELDS = {"config", "metrics", "index_settings"}
 LISTINGS = {
     "tables": "SELECT table_schema AS schema, table_name AS name, table_type AS type "
@@ -255,6 +268,7 @@ class Catalog:
             self.execute(
                 "DELETE FROM jammi.embedding_tables WHERE table_name = ?", [table.table_name]
             )
+        _bump()
 
     # ---- models -------------------------------------------------------------------
     def get_model(self, model_id: str) -> ModelRecord | None:
@@ -379,6 +393,7 @@ class Catalog:
             f"UPDATE jammi.embedding_tables SET {sets} WHERE table_name = ?",
             [*values.values(), table_name],
         )
+        _bump()
 
     def put_embedding_table(self, table: EmbeddingTable) -> None:
         self.execute(
@@ -386,6 +401,7 @@ class Catalog:
             [table.source, table.model_id],
         )
         self._insert("embedding_tables", table)
+        _bump()
 
 
 class _Transaction:
@@ -402,5 +418,6 @@ class _Transaction:
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
             self.catalog.con.execute("ROLLBACK" if exc_type else "COMMIT")
+            _bump()
         finally:
             self.catalog.lock.release()

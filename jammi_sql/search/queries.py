@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..catalog.context import Context
-from ..catalog.tables import EmbeddingTable
+from ..catalog.models import canonical_id
+from ..catalog.tables import EmbeddingTable, tables_epoch
 from ..errors import InvalidArgumentError, NotFoundError
 from . import filters, index, keyword, vectors
 from .fusion import fuse
@@ -38,9 +39,28 @@ class Hits:
 
 
 # ---- which table --------------------------------------------------------------------
+_DOCUMENT_MODEL: dict[tuple, str] = {}  # (database, model as typed) -> its documents' model id
+_TABLES: dict[tuple, tuple[int, EmbeddingTable]] = {}  # (database, source, model) -> read at
+
+
 def table_for(ctx: Context, source: str, model: str | None) -> EmbeddingTable:
     """The embedding table of ``source`` with ``model`` (a query-side head: its base's); with
-    no model, the table of the source built last. Reads the catalog only, not the source."""
+    no model, the table of the source built last. Reads the catalog only, not the source.
+
+    Every search asks this (twice: binding and running), so the model's resolution is
+    remembered: a table exists only while its model does (remove_model refuses while a table
+    uses it), so one catalog query finds a known pair; anything else takes the long way, which
+    also words the errors."""
+    epoch = tables_epoch()  # read before the catalog, so a write meanwhile is never cached
+    held = _TABLES.get((ctx.catalog.database_key(), source, model))
+    if held is not None and held[0] == epoch:
+        return held[1]
+    remembered = _DOCUMENT_MODEL.get((ctx.catalog.database_key(), model))
+    if remembered is not None and remembered == canonical_id(model):  # not a query-side head
+        table = ctx.catalog.get_embedding_table(source, remembered)
+        if table is not None:
+            _TABLES[(ctx.catalog.database_key(), source, model)] = (epoch, table)
+            return table
     if ctx.catalog.get_source(source) is None:
         from ..data.sources import get_source
 
@@ -57,14 +77,15 @@ def table_for(ctx: Context, source: str, model: str | None) -> EmbeddingTable:
                 "'<model>', ['<text column>'], '<key column>') first"
             )
         return built[-1]
-    ref = ctx.models.resolve(ctx.models.document_model(model))
-    table = ctx.catalog.get_embedding_table(source, ref.model_id)
+    documents = ctx.models.resolve(ctx.models.document_model(model)).model_id
+    table = ctx.catalog.get_embedding_table(source, documents)
     if table is None:
         raise NotFoundError(
-            f"source '{source}' has no embeddings for model '{ref.model_id}'; run "
+            f"source '{source}' has no embeddings for model '{documents}'; run "
             f"SELECT generate_text_embeddings('{source}', '{model}', ['<text column>'], "
             "'<key column>') first"
         )
+    _DOCUMENT_MODEL[(ctx.catalog.database_key(), model)] = documents
     return table
 
 

@@ -47,8 +47,10 @@ class Vectors:
         count = min(count, len(scores))
         if count == 0:
             return vids[:0], scores[:0]
-        best = np.argpartition(-scores, count - 1)[:count] if count < len(scores) else None
-        best = np.arange(len(scores)) if best is None else best
+        if count < len(scores):  # the count largest, unordered, without negating every score
+            best = np.argpartition(scores, len(scores) - count)[len(scores) - count :]
+        else:
+            best = np.arange(len(scores))
         best = best[np.argsort(-scores[best], kind="stable")]
         return vids[best], scores[best]
 
