@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint format docs bench clean psql
+.PHONY: install demo test test-fast lint format docs bench bench-search clean psql
 
 install: $(STAMP)
 
@@ -52,6 +52,15 @@ bench: install
 	$(PY) benchmarks/train_step.py
 	$(PY) benchmarks/quality.py
 	$(PY) benchmarks/server_load.py
+	$(PY) benchmarks/hybrid.py
+	bash benchmarks/peer_venv.sh
+	$(PY) benchmarks/search_scale.py
+
+# search at 100k and 1M vectors beside numpy, LanceDB and DuckDB's vss (in .venv-peers)
+bench-search: install
+	bash benchmarks/peer_venv.sh
+	$(PY) benchmarks/hybrid.py
+	$(PY) benchmarks/search_scale.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache

@@ -381,3 +381,26 @@ def test_a_kill_during_index_updates_never_gives_wrong_results(tiny_model, tmp_p
     state = db.sql("SELECT index_state FROM jammi.embedding_tables").fetchall()
     assert state == [("ready",)]
     db.close()
+
+
+def test_a_read_only_database_searches_with_its_indexes(tiny_model, tmp_path):
+    path, home = str(tmp_path / "r.duckdb"), str(tmp_path / "home")
+    with jammi_sql.connect(path, home=home) as db:
+        db.sql(f"SELECT register_model('tiny', '{tiny_model}')").fetchall()
+        db.con.execute(_corpus_sql(500))
+        db.sql("SELECT add_source('docs', 'docs')").fetchall()
+        db.sql("SELECT generate_text_embeddings('docs', 'tiny', ['body'], 'id')").fetchall()
+        db.sql("SELECT create_vector_index('docs', 'tiny')").fetchall()
+        expected = _keys(db, "SELECT * FROM semantic_search('docs', 'tiny', 'wolf')")
+        words = _keys(db, "SELECT * FROM keyword_search('docs', 'wolf', k := 5)")
+    with jammi_sql.connect(path, home=home, read_only=True) as db:
+        assert _keys(db, "SELECT * FROM semantic_search('docs', 'tiny', 'wolf')") == expected
+        assert _keys(db, "SELECT * FROM keyword_search('docs', 'wolf', k := 5)") == words
+
+
+def test_removing_a_source_with_cascade_removes_its_index_files(corpus):
+    corpus.sql("SELECT create_vector_index('docs', 'tiny')").fetchall()
+    folder = Path(corpus.home) / "indexes" / "emb_docs__tiny"
+    assert any(folder.iterdir())
+    corpus.sql("SELECT remove_source('docs', cascade := true)").fetchall()
+    assert not folder.exists()
