@@ -366,3 +366,35 @@ def test_a_head_jobs_progress_epoch_and_steps_never_go_back_across_trials(db, mo
     assert len({r.total_steps for r in reports}) == 1
     assert rows[-1][0] == 1.0 and rows[-1][2] == rows[-1][3]
     assert job.progress == 1.0
+
+
+JOBS_AT_ONCE = """
+import sys, jammi_sql
+db = jammi_sql.connect(sys.argv[1], home=sys.argv[2], precision="fp32")
+db.sql(f"SELECT register_model('tiny', '{sys.argv[3]}')").fetchall()
+db.con.execute("CREATE TABLE pairs AS SELECT 'the cat ' || i AS text_a, 'a dog ' || i AS text_b, "
+               "(i % 2)::DOUBLE AS score FROM range(40) r(i)")
+db.sql("SELECT add_source('pairs', 'pairs')").fetchall()
+cols = ['text_a', 'text_b', 'score']
+jobs = [db.fine_tune('pairs', 'tiny', cols, epochs=1),
+        db.fine_tune('pairs', 'tiny', cols, method='lora', target_modules=['query', 'value'], epochs=1),
+        db.fine_tune('pairs', 'tiny', cols, method='full', epochs=1)]
+print([db.wait_job(j.job_id if hasattr(j, 'job_id') else j) for j in jobs])
+"""
+
+
+def test_jobs_submitted_back_to_back_in_a_fresh_process_all_run(tiny_model, tmp_path):
+    """Nothing embedded first: the first job's thread imports transformers while the next
+    fine_tune validates its model; both used to race on transformers' lazy imports."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", JOBS_AT_ONCE, str(tmp_path / "j.duckdb"), str(tmp_path / "h")]
+        + [str(tiny_model)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "['succeeded', 'succeeded', 'succeeded']"

@@ -33,7 +33,7 @@ RANKS = [
     ("state", {"catalog"}),  # all SQL against schema jammi (no torch)
     ("engine", {"shapes"}),
     ("artifacts", {"artifacts"}),
-    ("leaf", {"config", "errors", "defaults", "progress"}),
+    ("leaf", {"config", "errors", "defaults", "progress", "hf"}),
 ]
 WITHOUT_TORCH = ["catalog", "jobs", "functions"]
 

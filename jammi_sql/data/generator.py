@@ -57,8 +57,11 @@ class Generator:
     """A text-generation model and its tokenizer, ready to write questions."""
 
     def __init__(self, folder: Path, device: torch.device | None = None):
-        from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
-        from transformers.utils import logging as hf_logging
+        from ..hf import transformers
+
+        AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer, hf_logging = transformers(
+            "AutoModelForCausalLM", "AutoModelForSeq2SeqLM", "AutoTokenizer", "utils.logging"
+        )
 
         kind = generation_kind(folder)
         if kind is None:

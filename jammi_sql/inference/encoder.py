@@ -128,8 +128,11 @@ class Encoder(nn.Module):
     # ---- loading ------------------------------------------------------------------
     @classmethod
     def from_folder(cls, folder: str | Path, device: torch.device | None = None) -> Encoder:
-        from transformers import AutoModel, AutoTokenizer
-        from transformers.utils import logging as hf_logging
+        from ..hf import transformers
+
+        AutoModel, AutoTokenizer, hf_logging = transformers(
+            "AutoModel", "AutoTokenizer", "utils.logging"
+        )
 
         hf_logging.disable_progress_bar()  # no "Loading weights" bars in query output
         spec = ModelSpec.read(folder)

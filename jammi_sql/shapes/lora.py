@@ -149,7 +149,9 @@ def check_targets(
 ) -> None:
     """Match ``target_modules`` on a model folder's structure, built on the meta device
     (no weights loaded); an unmatched target raises as :func:`inject_lora` does."""
-    from transformers import AutoConfig, AutoModel
+    from ..hf import transformers
+
+    AutoConfig, AutoModel = transformers("AutoConfig", "AutoModel")
 
     hf_config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
     with torch.device("meta"):
