@@ -217,6 +217,27 @@ MISTAKES = [
         "SELECT mine_hard_negatives('pairs', 'tiny', 'text_a', 'text_b', num_negatives := 'two')",
         "whole number",
     ),
+    (
+        "SELECT mine_hard_negatives('pairs', 'tiny', 'text_a', 'text_b', relative_margin := -1)",
+        "relative_margin := -1",
+    ),
+    (
+        "SELECT mine_hard_negatives('pairs', 'tiny', 'text_a', 'text_b', relative_margin := 1)",
+        "out of range",
+    ),
+    (
+        "SELECT mine_hard_negatives('pairs', 'tiny', 'text_a', 'text_b', absolute_margin := -0.1)",
+        "absolute_margin := -0.1",
+    ),
+    (
+        "SELECT mine_hard_negatives('pairs', 'tiny', 'text_a', 'text_b', max_score := 2)",
+        "max_score := 2",
+    ),
+    (
+        "SELECT mine_hard_negatives('pairs', 'tiny', 'text_a', 'text_b', min_score := 0.9, max_score := 0.5)",
+        "swap them",
+    ),
+    ("SELECT mine_hard_negatives('pairs', 'tiny', 'text_a', 'text_b', seed := -1)", "seed must be"),
     # semantic_search
     ("SELECT * FROM semantic_search('corpus', 'tiny', 'doc', k := 0)", "k must be at least 1"),
     ("SELECT * FROM semantic_search('corpus', 'tiny', 'doc', k := -3)", "got -3"),

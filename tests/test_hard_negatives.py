@@ -135,7 +135,7 @@ def test_mining_shows_a_progress_bar_for_the_texts_it_embeds(qa, bars):
 def test_a_margin_that_leaves_no_candidate_writes_an_empty_source_and_counts_the_anchors(qa):
     message = qa.sql(
         "SELECT mine_hard_negatives('qa', 'tiny', 'question', 'answer', corpus := 'docs', "
-        "max_score := -1.5)"
+        "max_score := -1.0)"
     ).fetchall()[0][0]
     assert "20 of 20 anchors got no negative" in message and "loosen the margins" in message
     assert qa.sql("SELECT count(*) FROM jammi.mined_qa_hard_negatives").fetchall() == [(0,)]

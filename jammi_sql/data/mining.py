@@ -53,10 +53,35 @@ class MiningSettings:
                 f"sampling := '{self.sampling}' is unknown; use 'top' (the highest ranked "
                 "candidates) or 'random' (drawn from the rank range)"
             )
-        for name in ("absolute_margin", "relative_margin"):
+        ranges = {  # every numeric setting's meaningful range: (low, high, inclusive high)
+            "absolute_margin": (0.0, 2.0, True, "a cosine gap, e.g. 0.05"),
+            "relative_margin": (0.0, 1.0, False, "a share of the positive's score, e.g. 0.05"),
+            "max_score": (-1.0, 1.0, True, "a cosine, e.g. 0.95"),
+            "min_score": (-1.0, 1.0, True, "a cosine, e.g. 0.2"),
+        }
+        for name, (low, high, closed, what) in ranges.items():
             value = getattr(self, name)
-            if value is not None and not np.isfinite(value):
-                raise InvalidArgumentError(f"{name} must be a finite number, got {value}")
+            if value is None:
+                continue
+            inside = (
+                np.isfinite(value) and low <= value and (value <= high if closed else value < high)
+            )
+            if not inside:
+                raise InvalidArgumentError(
+                    f"{name} := {value} is out of range; it is {what}, from {low:g} to {high:g}"
+                    + ("" if closed else " (exclusive)")
+                )
+        if (
+            self.min_score is not None
+            and self.max_score is not None
+            and self.min_score > self.max_score
+        ):
+            raise InvalidArgumentError(
+                f"min_score := {self.min_score} is above max_score := {self.max_score}; no "
+                "candidate can be in between: swap them"
+            )
+        if self.seed < 0:
+            raise InvalidArgumentError(f"seed must be 0 or more, got {self.seed}")
 
 
 @dataclass
