@@ -131,6 +131,8 @@ def pg_error(exc: BaseException, readonly: bool = False) -> PgError:
         return PgError("57014", message)
     if message.startswith("jammi:"):
         state = "25006" if "read-only" in message else "P0001" if state == "XX000" else state
+        if message.startswith("jammi: role '") and " may not " in message:
+            state = "42501"  # a role's refusal raised inside a jammi function
     return PgError(state, message)
 
 

@@ -1,0 +1,344 @@
+"""Who may do what on the server: the roles, the sandbox, and the check every statement passes.
+
+Two roles: the owner (``--user``, default ``jammi``) and an optional reader (``--reader``).
+The reader runs queries and the jammi functions that only read; the registry's
+``writes=True`` functions, DDL and DML are refused. Every client session, the owner's too
+unless the server trusts clients (``--trust-clients``), is sandboxed: DuckDB's own file
+access is limited to the allowed directories (``--allow-dir``, the database's folder, jammi's
+home) and its configuration is locked, and here statements that would reach beyond them
+(ATTACH, INSTALL/LOAD, COPY or EXPORT to a file outside ``--allow-dir``, a SET of a DuckDB
+setting, a model loaded from a path) are refused before DuckDB sees them. A refusal is a
+PostgreSQL error (SQLSTATE 42501, or 25006 on ``--readonly``) whose ``jammi:`` message
+names the role and what it may not do; nothing has run.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+from pg_mimic import PgError
+
+OWNER, READER = "owner", "reader"
+DENIED, READ_ONLY_STATE = "42501", "25006"
+# what a reader may run: queries, and statements that change only its own session
+_READER_TYPES = {"SELECT", "EXPLAIN", "TRANSACTION", "SET", "VARIABLE_SET", "PREPARE"}
+_READER_TYPES |= {"EXECUTE", "CALL"}
+_NEVER = {  # statement types no sandboxed session runs, and why
+    "ATTACH": "attach another database file (ATTACH)",
+    "DETACH": "detach a database (DETACH)",
+    "LOAD": "install or load DuckDB extensions (INSTALL, LOAD)",
+    "COPY_DATABASE": "copy a whole database (COPY FROM DATABASE)",
+}
+_SETTING = re.compile(
+    r"^\s*(?:(SET|RESET|PRAGMA)\s+(?:(GLOBAL|SESSION|LOCAL)\s+)?|(USE)\b)\s*\"?([\w.]*)\"?",
+    re.IGNORECASE,
+)
+_SESSION_SETTINGS = {"search_path", "schema"}  # DuckDB scopes these to the connection
+_EXPLAIN = re.compile(r"^\s*EXPLAIN\s+(?:ANALYZE\s+|\(\s*[^)]*\)\s*)?", re.IGNORECASE)
+_PREPARE = re.compile(r"^\s*PREPARE\s+\w+\s*(?:\([^)]*\))?\s+AS\s+", re.IGNORECASE)
+_SECRET = re.compile(r"^\s*CREATE\s+(?:OR\s+REPLACE\s+)?(?:\w+\s+)*SECRET\b", re.IGNORECASE)
+# functions that write although no jammi function: the reader may not call them
+_READER_NEVER_CALLS = {"checkpoint", "force_checkpoint", "nextval", "setval"}
+
+
+@dataclass(frozen=True)
+class Role:
+    name: str
+    kind: str  # OWNER or READER
+    password: str | None
+    sandboxed: bool
+
+
+class Policy:
+    """The rules of one server: its roles, its allowed directories, whether it is read-only.
+
+    ``check(role, sql)`` raises a ``PgError`` for a statement the role may not run;
+    ``guard(ctx)`` makes jammi's own refusals (a writing function, a model from a path) know
+    the role of the session whose statement is running (a thread-local, set by ``acting``).
+    """
+
+    def __init__(self, roles: list[Role], allow_dirs: list[str], readonly: bool):
+        self.roles = {r.name: r for r in roles}
+        self.allow_dirs = [_dir(d) for d in allow_dirs]
+        self.readonly = readonly
+        self.sandboxed = any(r.sandboxed for r in roles)
+        self.local = threading.local()
+        self._writers = _writer_names()
+        self._settings: set[str] = set()
+
+    # -- the sandbox, set once on the database ---------------------------------------------
+
+    def seal(self, db: Any) -> None:
+        """Lock the database down: DuckDB's file access only inside the allowed directories,
+        jammi's home and the files of the sources already in the catalog; configuration
+        locked. It holds for every cursor of the database, jammi's own too."""
+        con = db.con
+        self._settings = {
+            r[0].lower() for r in con.execute("SELECT name FROM duckdb_settings()").fetchall()
+        }
+        if not self.sandboxed:
+            if self.readonly:
+                con.execute("SET enable_external_access = false")
+            return
+        # not the database's folder: DuckDB needs none of it (its file, WAL and spill folder
+        # are open or exempt), and a password file may lie there
+        folders = [*self.allow_dirs, _dir(str(db.ctx.home))]
+        files = []
+        for source in db.ctx.catalog.sources():
+            if source.kind == "file":
+                files += [os.path.abspath(f) for f in glob.glob(source.url)]
+        con.execute("SET allowed_directories = ?", [sorted(set(folders))])
+        if files:
+            con.execute("SET allowed_paths = ?", [sorted(set(files))])
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
+
+    # -- statements ------------------------------------------------------------------------
+
+    def setting(self, role: Role, sql: str) -> str | None:
+        """For a SET/RESET of a PostgreSQL setting DuckDB does not have: its name (the session
+        keeps it); None for any other statement. Refuses a SET of DuckDB's settings in a
+        sandboxed session, save those DuckDB scopes to the session."""
+        found = _SETTING.match(sql)
+        if not found or found.group(3):  # USE: this session's default schema
+            return None
+        verb, scope, name = found.group(1).upper(), (found.group(2) or "").upper(), found.group(4)
+        key = name.lower()
+        if key in _SESSION_SETTINGS or key == "variable":
+            return None
+        if not role.sandboxed:
+            return None if key in self._settings or verb == "PRAGMA" else key
+        if scope == "GLOBAL" or key in self._settings or verb == "PRAGMA":
+            raise refuse(
+                role,
+                f"change the server's setting {name or verb} ({verb} changes it for every "
+                "session; only search_path and schema are per session)",
+            )
+        return key
+
+    def check(self, role: Role, sql: str) -> None:
+        """Raise a ``PgError`` when ``role`` may not run ``sql`` (every statement in it)."""
+        if not role.sandboxed and role.kind == OWNER and not self.readonly:
+            return
+        try:
+            statements = duckdb.extract_statements(sql)
+        except duckdb.Error:
+            return  # DuckDB's parser error is the answer
+        except ValueError:  # a statement type this DuckDB binding has no name for
+            raise refuse(role, "run this kind of statement") from None
+        for statement in statements:
+            self._check_one(role, statement.type.name, statement.query)
+
+    def _check_one(self, role: Role, kind: str, sql: str) -> None:
+        if role.sandboxed and kind in _NEVER:
+            raise refuse(role, _NEVER[kind], self.readonly)
+        if role.sandboxed and kind == "CREATE" and _SECRET.match(sql):
+            raise refuse(role, "create secrets (credentials for remote files)")
+        writer = self._calls_writer(sql, role)
+        writes = role.kind == READER or self.readonly
+        if writes and writer:
+            raise refuse(
+                role, f"call {writer}(): it writes to the database or its files", self.readonly
+            )
+        if writes and kind not in _READER_TYPES:
+            what = "change the database (DDL, DML, COPY FROM, EXPORT, VACUUM)"
+            if kind == "COPY" and re.search(r"\bTO\b", sql, re.IGNORECASE):
+                what = "write files (COPY ... TO a file; COPY ... TO STDOUT sends rows to you)"
+            raise refuse(role, what, self.readonly)
+        if kind in ("COPY", "EXPORT") and role.sandboxed:
+            self._check_target(role, kind, sql)
+        if writes and kind == "EXPLAIN":
+            inner = _EXPLAIN.sub("", sql, count=1)
+            if inner != sql:
+                self.check(role, inner)
+        if writes and kind == "PREPARE":
+            inner = _PREPARE.sub("", sql, count=1)
+            if inner != sql:
+                self.check(role, inner)
+
+    def _check_target(self, role: Role, kind: str, sql: str) -> None:
+        """COPY ... TO 'file' and EXPORT DATABASE 'folder' only into an --allow-dir folder
+        (never the database's folder or jammi's home: those hold what jammi loads)."""
+        target = _target(sql, kind)
+        if target is None:
+            return  # COPY ... FROM a file: DuckDB's sandbox says where it may read
+        path = os.path.realpath(os.path.expanduser(target))
+        if not any(_dir(path).startswith(d) for d in self.allow_dirs):
+            where = ", ".join(self.allow_dirs) or "nowhere: the server has no --allow-dir"
+            raise refuse(role, f"write files outside the allowed directories ({where})")
+
+    def _calls_writer(self, sql: str, role: Role) -> str | None:
+        """The first jammi function that writes (or DuckDB's checkpoint, for a reader) this
+        statement calls, by its tokens: a quoted name or a comment between the name and
+        its parenthesis does not hide it."""
+        try:
+            tokens = duckdb.tokenize(sql)
+        except duckdb.Error:
+            return None
+        words = []
+        for (start, kind), following in zip(tokens, tokens[1:] + [(len(sql), None)], strict=True):
+            if kind == duckdb.token_type.comment:
+                continue
+            words.append((sql[start : following[0]].strip(), kind))
+        names = self._writers | (_READER_NEVER_CALLS if role.kind == READER else set())
+        for (word, kind), (after, _) in zip(words, words[1:], strict=False):
+            if kind in (duckdb.token_type.identifier, duckdb.token_type.keyword):
+                name = word.strip('"').lower().rsplit(".", 1)[-1]
+                bare = re.sub(r"_\d+$", "", name)  # a second connection's UDF names
+                if after.startswith("(") and (name in names or bare in names):
+                    return bare.removeprefix("jammi_")
+        return None
+
+    def translate(self, role: Role, exc: BaseException) -> PgError | None:
+        """DuckDB's own refusal (the sandbox, the locked configuration, a read-only file) as
+        a refusal that names the role; None for any other error."""
+        text = str(exc)
+        detail = f" (DuckDB: {text.splitlines()[0]})" if text else ""
+        where = ", ".join(self.allow_dirs) or "none: the server has no --allow-dir"
+        if isinstance(exc, duckdb.PermissionException):
+            if "extension" in text.lower():
+                what = "install or load DuckDB extensions (INSTALL, LOAD)"
+            else:
+                what = f"read or write files outside the allowed directories ({where})"
+            error = refuse(role, what, self.readonly)
+        elif "configuration has been locked" in text:
+            error = refuse(role, "change the server's settings (they are every session's)")
+        elif self.readonly and "read-only mode" in text:
+            error = refuse(role, "change the database", True)
+        else:
+            return None
+        return PgError(error.sqlstate, error.message + detail)
+
+    # -- jammi's own refusals, per session -------------------------------------------------
+
+    def acting(self, role: Role | None) -> None:
+        """Name the role whose statement this worker thread runs (None: none)."""
+        self.local.role = role
+
+    def current(self) -> Role | None:
+        return getattr(self.local, "role", None)
+
+    def guard(self, ctx: Any) -> None:
+        """Hook jammi's checks on this database: a writing function refuses a reader; a model
+        named by a path outside the allowed directories refuses a sandboxed session."""
+        require_writable, resolve, register = (
+            ctx.require_writable,
+            ctx.models.resolve,
+            ctx.models.register,
+        )
+        known = ctx.models.known_ids
+
+        def writable(what: str) -> None:
+            role = self.current()
+            if role is not None and role.kind == READER:
+                raise _jammi_denied(role, f"call {what}(): it writes to the database or its files")
+            require_writable(what)
+
+        def checked_resolve(model_id: str) -> Any:
+            self._check_model(model_id, known)
+            return resolve(model_id)
+
+        def checked_register(model_id: str, path: str) -> Any:
+            self._check_model_path(path)
+            return register(model_id, path)
+
+        ctx.require_writable = writable
+        ctx.models.resolve = checked_resolve
+        ctx.models.register = checked_register
+
+    def _sandboxed_now(self) -> Role | None:
+        role = self.current()
+        if role is not None:
+            return role if role.sandboxed else None
+        # a call DuckDB runs on a thread of its own: the strictest role of this server
+        return next((r for r in self.roles.values() if r.sandboxed), None)
+
+    def _check_model(self, model_id: Any, known: Any) -> None:
+        if not isinstance(model_id, str) or self._sandboxed_now() is None:
+            return
+        if model_id in known() or not _looks_like_path(model_id):
+            return  # the catalog's, the bundled one, or a Hugging Face cache id
+        self._check_model_path(model_id)
+
+    def _check_model_path(self, path: Any) -> None:
+        role = self._sandboxed_now()
+        if role is None or not isinstance(path, str):
+            return
+        real = _dir(os.path.realpath(os.path.expanduser(path)))
+        if not any(real.startswith(d) for d in self.allow_dirs):
+            where = ", ".join(self.allow_dirs) or "none: the server has no --allow-dir"
+            raise _jammi_denied(
+                role,
+                f"load a model from {path}: models come from the catalog or the allowed "
+                f"directories ({where})",
+            )
+
+
+def refuse(role: Role, what: str, readonly: bool = False) -> PgError:
+    if readonly:
+        return PgError(
+            READ_ONLY_STATE,
+            f"jammi: this server was started with --readonly, so role '{role.name}' may not "
+            f"{what}; read-only: queries only (no DDL or DML, no file access, no jammi function "
+            "that writes)",
+        )
+    fix = (
+        "connect as the owner to change things"
+        if role.kind == READER
+        else "ask whoever runs the server to add --allow-dir or to trust clients"
+    )
+    return PgError(DENIED, f"jammi: role '{role.name}' ({role.kind}) may not {what}; {fix}")
+
+
+def _jammi_denied(role: Role, what: str) -> Exception:
+    """A refusal raised inside a jammi function: DuckDB carries it to the client."""
+    from ..errors import ReadOnlyError
+
+    return ReadOnlyError(refuse(role, what).message)
+
+
+def _target(sql: str, kind: str) -> str | None:
+    """The file a COPY ... TO or EXPORT DATABASE writes: the string after the top-level TO
+    (or after DATABASE), by DuckDB's tokens."""
+    tokens = duckdb.tokenize(sql)
+    depth, previous = 0, ""
+    for i, (start, token_kind) in enumerate(tokens):
+        end = tokens[i + 1][0] if i + 1 < len(tokens) else len(sql)
+        word = sql[start:end].strip()
+        if token_kind == duckdb.token_type.operator:
+            depth += word.count("(") - word.count(")")
+        if depth == 0 and token_kind == duckdb.token_type.string_const:
+            if (kind == "COPY" and previous == "TO") or (
+                kind == "EXPORT" and previous == "DATABASE"
+            ):
+                return word[1:-1].replace("''", "'")
+        if token_kind != duckdb.token_type.comment:
+            previous = word.upper()
+    if kind == "EXPORT":
+        return ""  # no literal folder: refuse (the current folder)
+    return None
+
+
+def _dir(path: str) -> str:
+    return os.path.join(os.path.realpath(os.path.expanduser(path)), "")
+
+
+def _looks_like_path(model_id: str) -> bool:
+    return (
+        model_id.startswith(("/", ".", "~"))
+        or os.sep in model_id
+        and Path(model_id).expanduser().exists()
+    )
+
+
+def _writer_names() -> set[str]:
+    from ..functions.registry import FUNCTIONS
+
+    return {n for f in FUNCTIONS if f.writes for n in (f.name, f.udf_name)}
