@@ -43,6 +43,7 @@ _SETTING = re.compile(
 _SESSION_SETTINGS = {"search_path", "schema"}  # DuckDB scopes these to the connection
 _EXPLAIN = re.compile(r"^\s*EXPLAIN\s+(?:ANALYZE\s+|\(\s*[^)]*\)\s*)?", re.IGNORECASE)
 _PREPARE = re.compile(r"^\s*PREPARE\s+\w+\s*(?:\([^)]*\))?\s+AS\s+", re.IGNORECASE)
+_CHECKPOINT = re.compile(r"^\s*(?:FORCE\s+)?CHECKPOINT\b", re.IGNORECASE)
 _SECRET = re.compile(r"^\s*CREATE\s+(?:OR\s+REPLACE\s+)?(?:\w+\s+)*SECRET\b", re.IGNORECASE)
 # functions that write although no jammi function: the reader may not call them
 _READER_NEVER_CALLS = {"checkpoint", "force_checkpoint", "nextval", "setval"}
@@ -70,6 +71,7 @@ class Policy:
         self.readonly = readonly
         self.sandboxed = any(r.sandboxed for r in roles)
         self.local = threading.local()
+        self.active: dict[int, Role] = {}  # worker thread -> the role whose statement it runs
         self._writers = _writer_names()
         self._settings: set[str] = set()
 
@@ -147,10 +149,14 @@ class Policy:
             raise refuse(
                 role, f"call {writer}(): it writes to the database or its files", self.readonly
             )
+        if writes and _CHECKPOINT.match(sql):
+            raise refuse(role, "call checkpoint(): it writes the database file", self.readonly)
         if writes and kind not in _READER_TYPES:
-            what = "change the database (DDL, DML, COPY FROM, EXPORT, VACUUM)"
+            what = "change the database (DDL, DML, COPY FROM, VACUUM)"
             if kind == "COPY" and re.search(r"\bTO\b", sql, re.IGNORECASE):
                 what = "write files (COPY ... TO a file; COPY ... TO STDOUT sends rows to you)"
+            if kind == "EXPORT":
+                what = "write files (EXPORT DATABASE)"
             raise refuse(role, what, self.readonly)
         if kind in ("COPY", "EXPORT") and role.sandboxed:
             self._check_target(role, kind, sql)
@@ -202,7 +208,7 @@ class Policy:
         text = str(exc)
         detail = f" (DuckDB: {text.splitlines()[0]})" if text else ""
         where = ", ".join(self.allow_dirs) or "none: the server has no --allow-dir"
-        if isinstance(exc, duckdb.PermissionException):
+        if isinstance(exc, duckdb.PermissionException) or "Permission Error: " in text:
             if "extension" in text.lower():
                 what = "install or load DuckDB extensions (INSTALL, LOAD)"
             else:
@@ -221,6 +227,10 @@ class Policy:
     def acting(self, role: Role | None) -> None:
         """Name the role whose statement this worker thread runs (None: none)."""
         self.local.role = role
+        if role is None:
+            self.active.pop(threading.get_ident(), None)
+        else:
+            self.active[threading.get_ident()] = role
 
     def current(self) -> Role | None:
         return getattr(self.local, "role", None)
@@ -257,8 +267,14 @@ class Policy:
         role = self.current()
         if role is not None:
             return role if role.sandboxed else None
-        # a call DuckDB runs on a thread of its own: the strictest role of this server
-        return next((r for r in self.roles.values() if r.sandboxed), None)
+        # a call DuckDB runs on a thread of its own: the role running statements now if one,
+        # else the strictest sandboxed role
+        running = set(self.active.values())
+        if len(running) == 1:
+            only = running.pop()
+            return only if only.sandboxed else None
+        ranked = sorted(self.roles.values(), key=lambda r: r.kind != READER)
+        return next((r for r in ranked if r.sandboxed), None)
 
     def _check_model(self, model_id: Any, known: Any) -> None:
         if not isinstance(model_id, str) or self._sandboxed_now() is None:

@@ -227,11 +227,7 @@ class JammiServer(PgServer):
         audit = self.shared.audit
         if self.open >= self.max_connections:
             audit.write("connect", address=address, outcome="too many connections")
-            fields = {"S": "FATAL", "V": "FATAL", "C": "53300", "M": TOO_MANY.format(self.open)}
-            writer.write(messages.make_error_response(fields))
-            with contextlib.suppress(ConnectionError):
-                await writer.drain()
-            writer.close()
+            await self._refuse_busy(stream)
             return
         self.open += 1
         # a connection not logged in within auth_timeout is dropped, as PostgreSQL does
@@ -241,6 +237,21 @@ class JammiServer(PgServer):
         finally:
             timer.cancel()
             self.open -= 1
+
+    async def _refuse_busy(self, stream: CappedStream) -> None:
+        """Past --max-connections: answer the startup (declining TLS, which the refusal
+        needs none of) with PostgreSQL's 53300 error, within a second, and hang up."""
+        with contextlib.suppress(ConnectionError, ConnectionClosed, asyncio.TimeoutError):
+            async with asyncio.timeout(1.0):
+                code, _ = await stream.read_startup_packet()
+                if code in (messages.SSL_REQUEST_CODE, messages.GSSENC_REQUEST_CODE):
+                    stream.write(b"N")
+                    await stream.drain()
+                    await stream.read_startup_packet()
+                fields = {"S": "FATAL", "V": "FATAL", "C": "53300", "M": TOO_MANY.format(self.open)}
+                stream.write(messages.make_error_response(fields))
+                await stream.drain()
+        stream.writer.close()
 
     async def _serve_client(self, stream: CappedStream, address: str) -> None:
         try:
