@@ -43,10 +43,27 @@ _SETTING = re.compile(
 _SESSION_SETTINGS = {"search_path", "schema"}  # DuckDB scopes these to the connection
 _EXPLAIN = re.compile(r"^\s*EXPLAIN\s+(?:ANALYZE\s+|\(\s*[^)]*\)\s*)?", re.IGNORECASE)
 _PREPARE = re.compile(r"^\s*PREPARE\s+\w+\s*(?:\([^)]*\))?\s+AS\s+", re.IGNORECASE)
+_IMPORT = re.compile(r"^\s*IMPORT\s+DATABASE\b", re.IGNORECASE)
+_READ_PRAGMAS = re.compile(
+    r"^\s*PRAGMA\s+(table_info|show_tables|show_tables_expanded|database_list|version|"
+    r"storage_info|functions|show|database_size|metadata_info|platform|user_agent|collations)"
+    r"\b\s*(\(|;|$)",
+    re.IGNORECASE,
+)
 _CHECKPOINT = re.compile(r"^\s*(?:FORCE\s+)?CHECKPOINT\b", re.IGNORECASE)
 _SECRET = re.compile(r"^\s*CREATE\s+(?:OR\s+REPLACE\s+)?(?:\w+\s+)*SECRET\b", re.IGNORECASE)
 # functions that write although no jammi function: the reader may not call them
 _READER_NEVER_CALLS = {"checkpoint", "force_checkpoint", "nextval", "setval"}
+# functions that run SQL given as a string, which no token check could see into
+_READER_NEVER_CALLS |= {"query", "query_table", "json_execute_serialized_sql"}
+_WRITES = "it writes to the database or its files"
+_WHY = {
+    "nextval": "it changes a sequence",
+    "setval": "it changes a sequence",
+    "query": "it runs SQL from a string, which the server cannot check beforehand",
+    "query_table": "it runs SQL from a string, which the server cannot check beforehand",
+    "json_execute_serialized_sql": "it runs SQL the server cannot check beforehand",
+}
 
 
 @dataclass(frozen=True)
@@ -100,6 +117,7 @@ class Policy:
         if files:
             con.execute("SET allowed_paths = ?", [sorted(set(files))])
         con.execute("SET enable_external_access = false")
+        con.execute("SET python_enable_replacements = false")  # no scans of Python variables
         con.execute("SET lock_configuration = true")
 
     # -- statements ------------------------------------------------------------------------
@@ -115,6 +133,8 @@ class Policy:
         key = name.lower()
         if key in _SESSION_SETTINGS or key == "variable":
             return None
+        if verb == "PRAGMA" and key not in self._settings:
+            return None  # a pragma that is no setting (table_info, checkpoint): check() says
         if not role.sandboxed:
             return None if key in self._settings or verb == "PRAGMA" else key
         if scope == "GLOBAL" or key in self._settings or verb == "PRAGMA":
@@ -141,17 +161,19 @@ class Policy:
     def _check_one(self, role: Role, kind: str, sql: str) -> None:
         if role.sandboxed and kind in _NEVER:
             raise refuse(role, _NEVER[kind], self.readonly)
+        if role.sandboxed and _IMPORT.match(sql):
+            raise refuse(
+                role, "run IMPORT DATABASE (it runs the SQL files it finds)", self.readonly
+            )
         if role.sandboxed and kind == "CREATE" and _SECRET.match(sql):
             raise refuse(role, "create secrets (credentials for remote files)")
         writer = self._calls_writer(sql, role)
         writes = role.kind == READER or self.readonly
         if writes and writer:
-            raise refuse(
-                role, f"call {writer}(): it writes to the database or its files", self.readonly
-            )
+            raise refuse(role, f"call {writer}(): {_WHY.get(writer, _WRITES)}", self.readonly)
         if writes and _CHECKPOINT.match(sql):
             raise refuse(role, "call checkpoint(): it writes the database file", self.readonly)
-        if writes and kind not in _READER_TYPES:
+        if writes and kind not in _READER_TYPES and not _READ_PRAGMAS.match(sql):
             what = "change the database (DDL, DML, COPY FROM, VACUUM)"
             if kind == "COPY" and re.search(r"\bTO\b", sql, re.IGNORECASE):
                 what = "write files (COPY ... TO a file; COPY ... TO STDOUT sends rows to you)"
@@ -247,6 +269,9 @@ class Policy:
 
         def writable(what: str) -> None:
             role = self.current()
+            running = set(self.active.values())
+            if role is None and running and all(r.kind == READER for r in running):
+                role = next(iter(running))  # DuckDB's own thread, while only readers run
             if role is not None and role.kind == READER:
                 raise _jammi_denied(role, f"call {what}(): it writes to the database or its files")
             require_writable(what)
