@@ -511,6 +511,25 @@ def test_an_oversized_startup_message_is_refused_before_it_is_read(limited):
     assert limited.pg.open == 0
 
 
+def test_garbage_before_login_ends_that_connection_and_no_other(limited):
+    dsn = f"host=127.0.0.1 port={limited.port} user=jammi password=pw dbname=x"
+    with psycopg.connect(dsn) as conn:
+        for garbage in [
+            os.urandom(64),
+            struct.pack("!ii", 40, 196608) + os.urandom(32),
+            struct.pack("!ii", -5, 0),
+            b"GET / HTTP/1.1\r\n\r\n",
+        ]:
+            with socket.create_connection(("127.0.0.1", limited.port)) as sock:
+                sock.sendall(garbage)
+                assert closed_by_server(sock, 5)
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    deadline = time.monotonic() + 5
+    while limited.pg.open and time.monotonic() < deadline:  # the last one's handler ends
+        time.sleep(0.01)
+    assert limited.pg.open == 0
+
+
 def test_silent_sockets_are_dropped_and_the_connection_cap_refuses_clearly(limited):
     silent = [socket.create_connection(("127.0.0.1", limited.port)) for _ in range(3)]
     try:

@@ -266,6 +266,10 @@ class JammiServer(PgServer):
             return
         except (ConnectionClosed, ssl.SSLError, ConnectionError):
             return
+        except Exception:  # garbage where a startup message should be: hang up
+            log.info("unreadable startup message from %s", address)
+            stream.writer.close()
+            return
         if startup is None:
             return
         pid = self._allocate_pid()
