@@ -80,6 +80,7 @@ class Shared:
         self.policy = policy or Policy([Role(DEFAULT_USER, OWNER, None, False)], [], readonly)
         self.audit = audit or Audit(None)
         self.statement_timeout = statement_timeout
+        self.extensions: list[tuple] = []  # (name, version) DuckDB had loaded at the start
         self.pool = ThreadPoolExecutor(WORKER_THREADS, thread_name_prefix="jammi-serve")
         self.sessions: set[Any] = set()  # the sessions logged in now
         self.version_text = (
@@ -96,20 +97,20 @@ class Shared:
 
 @dataclass
 class Throttle:
-    """Failed logins from one address: each attempt takes a turn, and each turn lasts
-    longer the more failures (and attempts waiting) there are, so guesses sent in parallel
-    wait in line as sequential ones do."""
+    """Failed logins from one address, and until when their answers are held: each failure
+    is answered after the one before it, later by a delay that doubles per failure, so
+    guesses sent in parallel are answered in turn as sequential ones are."""
 
     failures: int = 0
-    waiting: int = 0
-    free_at: float = 0.0  # when the next attempt from this address may be checked
+    free_at: float = 0.0  # no answer to this address before then (0: none held)
 
 
 class Gate(AuthPlugin):
     """A role (``--user`` or ``--reader``), by SCRAM-SHA-256 when it has a password. A
     failure is logged and answered after a delay that doubles with each failure from that
-    address (up to 32 times); attempts from one address are checked one at a time, so
-    guessing in parallel is as slow as guessing in turn; a success resets it."""
+    address (up to 32 s), and never before the failure ahead of it was answered; a success
+    is answered once those are (so a right guess among parallel wrong ones is no quicker)
+    and resets the count. Logins from an address without failures are not delayed."""
 
     def __init__(self, server: JammiServer):
         self.server = server
@@ -119,29 +120,24 @@ class Gate(AuthPlugin):
         role = server.shared.policy.roles.get(username)
         peer = stream.writer.get_extra_info("peername")
         address = str(peer[0]) if peer else "?"
+        inner = ScramSha256AuthPlugin() if role and role.password else TrustAuthPlugin()
+        ok = role is not None and await inner.authenticate(stream, username, identities)
         throttle = server.failures.setdefault(address, Throttle())
-        now = time.monotonic()
-        turn = max(now, throttle.free_at)
-        delay = server.failed_login_delay * 2 ** min(throttle.failures + throttle.waiting, 5)
-        throttle.free_at, throttle.waiting = turn + delay, throttle.waiting + 1
-        try:
-            await asyncio.sleep(turn - now)
-            inner = ScramSha256AuthPlugin() if role and role.password else TrustAuthPlugin()
-            ok = role is not None and await inner.authenticate(stream, username, identities)
-        finally:
-            throttle.waiting -= 1
         if ok:
-            throttle.failures, throttle.free_at = 0, time.monotonic()
+            await asyncio.sleep(max(0.0, throttle.free_at - time.monotonic()))
+            server.failures.pop(address, None)
             stream.authenticated = True  # the login timer lets it be
             server.shared.audit.write("login", address=address, role=username, outcome="ok")
             return True
         throttle.failures += 1
+        delay = server.failed_login_delay * 2 ** min(throttle.failures - 1, 5)
+        throttle.free_at = max(time.monotonic(), throttle.free_at) + delay
         log.warning(
             "failed login for user %r from %s (%d in a row)", username, address, throttle.failures
         )
         why = "bad password" if role is not None else "no such role"
         server.shared.audit.write("login", address=address, role=username, outcome=why)
-        await asyncio.sleep(max(0.0, turn + delay - time.monotonic()))
+        await asyncio.sleep(max(0.0, throttle.free_at - time.monotonic()))
         return False
 
 
@@ -367,10 +363,15 @@ class Server:
             raise InvalidArgumentError(
                 f"--statement-timeout {statement_timeout}: give seconds above 0 (or leave it out)"
             )
+        extensions = db.con.execute(  # before the sandbox, which hides the extension folder
+            "SELECT extension_name, extension_version FROM duckdb_extensions() WHERE loaded "
+            "ORDER BY 1"
+        ).fetchall()
         policy.seal(db)  # DuckDB's file sandbox and locked configuration, for every session
         policy.guard(db.ctx)
         audit = Audit(audit_log)
         self.shared = Shared(db, readonly or db.read_only, policy, audit, statement_timeout)
+        self.shared.extensions = extensions
         self.pg = JammiServer(self.shared, tls, max_connections)
         self.host, self.port = host, port
         self.loop: asyncio.AbstractEventLoop | None = None

@@ -40,11 +40,15 @@ from .dialect import (
     TEXT_ARRAYS,
     array_text,
     converter,
+    insert_targets,
     param_oids,
+    pg_column_name,
     pg_compatible,
     pg_error,
     pg_type,
     python_param,
+    real_text,
+    session_macros,
 )
 
 BATCH_ROWS = 2048
@@ -60,6 +64,8 @@ _VERSION = re.compile(r"^\s*SELECT\s+(pg_catalog\.)?version\(\)\s*;?\s*$", re.IG
 _SET_VALUE = re.compile(
     r"^\s*SET\s+(?:SESSION\s+|LOCAL\s+)?\"?(\w+)\"?\s*(?:TO|=)\s*(.+?)\s*;?\s*$", re.I | re.S
 )
+_INSERT = re.compile(r"^\s*INSERT\s+INTO\b", re.IGNORECASE)
+REAL = 700
 _JOB_CALLS = re.compile(r"\b(fine_tune|resume_job|cancel_job|delete_job)\s*\(", re.IGNORECASE)
 
 
@@ -81,13 +87,9 @@ class JammiSession(Session):
         self.role = self.shared.policy.roles[connection.username]
         self.address = getattr(connection, "address", "?")
         self.cursor = await self.run(self.shared.new_cursor)
-        name = self.role.name.replace("'", "''")
-        await self.run(  # current_user and its synonyms: the role, as PostgreSQL says
-            self.cursor.execute,
-            "".join(
-                f"CREATE OR REPLACE TEMP MACRO {fn}() AS '{name}';"
-                for fn in ("current_user", "session_user", "user", "current_role")
-            ),
+        roles = list(self.shared.policy.roles.values())
+        await self.run(  # current_user is the role; pg_roles, pg_extension this server's
+            self.cursor.execute, session_macros(roles, self.role, self.shared.extensions)
         )
         self.shared.sessions.add(self)
 
@@ -191,6 +193,9 @@ class JammiSession(Session):
         answer = await asyncpg_typeinfo(probe)
         if answer is None and self._pg_session_function(sql):
             answer = await session_functions(probe)  # current_setting('jit') and the like
+        if answer is None and "$" in sql and _INSERT.match(sql):  # executemany's parameters
+            self.close_portal(None)
+            param_oids_ = await self.run(insert_targets, self.cursor, sql, param_oids_)
         return answer or DuckStatement(self, sql, param_oids_)
 
     def check(self, sql: str) -> str | None:
@@ -302,10 +307,7 @@ class DuckStatement(Statement):
                 "(e.g. semantic_search's source and model) or use psycopg, which asks after "
                 f"binding ({user_message(exc) or str(exc).splitlines()[0]})",
             ) from None
-        return [
-            ResultColumn(n, pg_type(str(t)))
-            for n, t in zip(relation.columns, relation.types, strict=True)
-        ]
+        return _columns(relation.columns, [str(t) for t in relation.types])
 
     def bind(self, params: list[Any]) -> Portal:
         values = [python_param(oid, v) for oid, v in zip(self.param_oids, params, strict=False)]
@@ -366,13 +368,15 @@ class DuckPortal(Portal):
         names, types = relation.columns, [str(t) for t in relation.types]
         kind = self.statement.kind
         if names in (["Success"], ["Count"]) and kind not in _ROWS:
-            self.count = relation.fetchall()[0][0] if kind in _WRITES else None
+            self.count = relation.fetchall()[0][0] if kind in _COUNTED else None
             return None
-        self.columns = [ResultColumn(n, pg_type(t)) for n, t in zip(names, types, strict=True)]
+        self.columns = _columns(names, types)
         self._converters = [converter(c.oid, t) for c, t in zip(self.columns, types, strict=True)]
         for i, column in enumerate(self.columns):  # number arrays sent as text: Arrow writes them
             if column.oid in TEXT_ARRAYS and format_code_for(self.formats, i) == 0:
                 self._converters[i] = array_text
+            elif column.oid == REAL and format_code_for(self.formats, i) == 0:
+                self._converters[i] = real_text
         self.reader = relation.to_arrow_reader(BATCH_ROWS)  # runs the query
         self._read_batch()
         return relation
@@ -437,6 +441,7 @@ class DuckPortal(Portal):
 
 
 _WRITES = {duckdb.StatementType.INSERT, duckdb.StatementType.UPDATE, duckdb.StatementType.DELETE}
+_COUNTED = _WRITES | {duckdb.StatementType.COPY}  # COPY ... TO a file: its row count
 _ROWS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN, duckdb.StatementType.PRAGMA}
 _ROWS |= {duckdb.StatementType.CALL, None}
 
@@ -503,6 +508,14 @@ class JammiConnection(Connection):
         entry.rows_returned = portal.count or 0
         self.portals[parsed.portal_name] = entry
         self.stream.write(messages.make_bind_complete())
+
+
+def _columns(names: list[str], types: list[str]) -> list[ResultColumn]:
+    columns = []
+    for name, duck_type in zip(names, types, strict=True):
+        oid = pg_type(duck_type)
+        columns.append(ResultColumn(pg_column_name(name, oid), oid))
+    return columns
 
 
 def _specs(columns: list) -> list:
