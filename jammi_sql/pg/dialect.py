@@ -204,6 +204,12 @@ REWRITES = [
     (re.compile(r"OPERATOR\(pg_catalog\.(~|!~|~\*)\)"), r"\1"),
     (re.compile(r"\bpg_catalog\.(\w+)\s*\(", re.I), r"\1("),
     (re.compile(r"\bjson_build_object\s*\(", re.I), "json_object("),
+    (  # a column's type (SQLAlchemy's reflection): lists by their element, as real[]
+        re.compile(
+            r"\bformat_type\s*\(\s*((?:pg_catalog\.)?\w+)\.atttypid\s*,\s*\1\.atttypmod\s*\)", re.I
+        ),
+        r"pg_column_type_name(\1.attrelid, \1.attname, \1.atttypid, \1.atttypmod)",
+    ),
     (re.compile(r"\bformat_type\s*\(", re.I), "pg_type_name("),
     (re.compile(r"\bpg_catalog\.(pg_\w+)\.(\w+)"), r"\1.\2"),  # schema.table.column
     (
@@ -276,6 +282,27 @@ _PG_AUTH_MEMBERS = (
     "false AS admin_option WHERE false"
 )
 REWRITES += [
+    (  # '{a,b}'::text[], PostgreSQL's array literal (DBeaver's keyword list), as a list
+        re.compile(r"'\{([^'{}\\\"]*)\}'::(?:pg_catalog\.)?(?:text|varchar|name)\[\]", re.I),
+        lambda m: (
+            "["
+            + ", ".join("'" + w.strip() + "'" for w in m.group(1).split(",") if w.strip())
+            + "]::VARCHAR[]"
+        ),
+    ),
+    (  # Metabase's row estimates: DuckDB's
+        re.compile(
+            r"\b(?:pg_catalog\.)?pg_stat_user_tables\b(\s+(?:AS\s+)?(?!"
+            + _CLAUSE
+            + r")([A-Za-z_]\w*))?",
+            re.I,
+        ),
+        lambda m: (
+            "(SELECT table_oid AS relid, schema_name AS schemaname, table_name AS relname, "
+            "estimated_size AS n_live_tup, 0::BIGINT AS n_dead_tup FROM duckdb_tables()) AS "
+            + (m.group(2) or "pg_stat_user_tables")
+        ),
+    ),
     _table("pg_database", _PG_DATABASE),
     _table("pg_roles", "SELECT * FROM jammi_pg_roles()"),
     _table("pg_user", "SELECT rolname AS usename, oid AS usesysid, * FROM jammi_pg_roles()"),
@@ -301,6 +328,15 @@ PG_MACROS = (
     "CREATE OR REPLACE TEMP MACRO pg_function_is_visible(id) AS true;"
     "CREATE OR REPLACE TEMP MACRO pg_encoding_to_char(e) AS 'UTF8';"
     "CREATE OR REPLACE TEMP MACRO pg_get_function_sqlbody(id) AS NULL::VARCHAR;"
+    "CREATE OR REPLACE TEMP MACRO pg_get_keywords() AS TABLE SELECT keyword_name AS word, "
+    "CASE keyword_category WHEN 'reserved' THEN 'R' WHEN 'unreserved' THEN 'U' "
+    "WHEN 'type_function' THEN 'T' ELSE 'C' END AS catcode, keyword_category AS catdesc "
+    "FROM duckdb_keywords();"
+    # sizes DuckDB does not keep per table: 0 bytes, as PostgreSQL says of an empty one
+    "CREATE OR REPLACE TEMP MACRO pg_total_relation_size(id) AS 0::BIGINT;"
+    "CREATE OR REPLACE TEMP MACRO pg_relation_size(id) AS 0::BIGINT;"
+    "CREATE OR REPLACE TEMP MACRO pg_table_size(id) AS 0::BIGINT;"
+    "CREATE OR REPLACE TEMP MACRO pg_indexes_size(id) AS 0::BIGINT;"
     "CREATE OR REPLACE TEMP MACRO pg_get_indexdef(i) AS "
     "(SELECT any_value(sql) FROM duckdb_indexes() WHERE index_oid = i), "
     "(i, k, pretty) AS (SELECT any_value(trim((expressions::VARCHAR[])[k], '\"')) "
@@ -312,6 +348,13 @@ PG_MACROS = (
     "WHEN 'timestamp' THEN 'timestamp without time zone' "
     "WHEN 'timestamptz' THEN 'timestamp with time zone' WHEN 'struct' THEN 'json' "
     "ELSE pg_catalog.format_type(t, m) END;"
+    "CREATE OR REPLACE TEMP MACRO pg_column_type_name(rel, col, t, m) AS coalesce((SELECT "
+    "any_value(CASE regexp_replace(data_type, '\\[\\d*\\]$', '') WHEN 'FLOAT' THEN 'real' "
+    "WHEN 'DOUBLE' THEN 'double precision' WHEN 'INTEGER' THEN 'integer' "
+    "WHEN 'BIGINT' THEN 'bigint' WHEN 'SMALLINT' THEN 'smallint' WHEN 'BOOLEAN' THEN 'boolean' "
+    "WHEN 'VARCHAR' THEN 'character varying' ELSE 'text' END || '[]') "
+    "FROM duckdb_columns() WHERE table_oid = rel AND column_name = col "
+    "AND regexp_matches(data_type, '\\[\\d*\\]$')), pg_type_name(t, m));"
 )
 
 

@@ -57,7 +57,9 @@ _TX_BEGIN = re.compile(r"^\s*(BEGIN|START\s+TRANSACTION)\b", re.IGNORECASE)
 _TX_END = re.compile(r"^\s*(COMMIT|END|ROLLBACK|ABORT)\b", re.IGNORECASE)
 _SAVEPOINT = re.compile(r"^\s*(SAVEPOINT|RELEASE)\b", re.IGNORECASE)
 _ROLLBACK_TO = re.compile(r"^\s*ROLLBACK\s+TO\b", re.IGNORECASE)
-_ISOLATION = re.compile(r"^\s*SHOW\s+TRANSACTION\s+ISOLATION\s+LEVEL\s*;?\s*$", re.IGNORECASE)
+_ISOLATION = re.compile(
+    r"^\s*SHOW\s+(TRANSACTION\s+ISOLATION\s+LEVEL|transaction_isolation)\s*;?\s*$", re.I
+)
 _PG_SESSION_FUNCTIONS = re.compile(r"\b(current_setting|set_config|pg_backend_pid)\s*\(", re.I)
 _DEALLOCATE = re.compile(r'^\s*DEALLOCATE\s+(?:PREPARE\s+)?(\w+|"[^"]+")\s*;?\s*$', re.I)
 _VERSION = re.compile(r"^\s*SELECT\s+(pg_catalog\.)?version\(\)\s*;?\s*$", re.IGNORECASE)
