@@ -66,6 +66,8 @@ def server(world):
     db.con.execute(f"SELECT add_source('notes', '{world.outside / 'notes.csv'}')")
     db.con.execute("SELECT generate_text_embeddings('notes', 'tiny', ['body'], 'id')")
     db.con.execute("SELECT add_source('docs', 'docs')")
+    db.con.execute("CREATE TABLE pairs AS SELECT 'the cat' AS a, 'a dog' AS b FROM range(8)")
+    db.con.execute("SELECT add_source('pairs', 'pairs')")
     running = Server(
         db,
         port=0,
@@ -226,6 +228,8 @@ READER_REFUSED = [
 OWNER_REFUSED = [
     ("SELECT * FROM query('SELECT * FROM read_text(''/etc/hostname'')')", "files outside"),
     ("SELECT register_model('evil', '{out}/model')", "load a model from"),
+    ("SELECT fine_tune('pairs', '{out}/model', ['a', 'b'])", "load a model from"),
+    ("SELECT mine_hard_negatives('docs', '{out}/model', 'body', 'body')", "load a model from"),
     ("SELECT add_source('leak', '{out}/secret.csv')", "files outside the allowed"),
 ]
 
@@ -298,6 +302,22 @@ def test_a_writing_function_behind_the_owners_view_still_refuses_the_reader(owne
         assert "role 'analyst' (reader) may not call cancel_job()" in str(error)
     finally:
         owner.execute("DROP VIEW sneaky")
+
+
+def test_a_writing_function_behind_the_owners_macro_refuses_the_reader_while_the_owner_works(
+    server, owner, reader
+):
+    owner.execute("CREATE OR REPLACE MACRO sneaky_macro() AS jammi_cancel_job('no-such-job')")
+    try:
+        busy = threading.Thread(target=lambda: connect(server).execute("SELECT 1, sleep_ms(2000)"))
+        busy.start()  # an owner statement running meanwhile: no thread-based guess helps here
+        time.sleep(0.3)
+        error = refused(reader, "SELECT sneaky_macro()")
+        busy.join()
+        assert error.sqlstate == "42501", str(error)
+        assert "role 'analyst' (reader) may not call cancel_job()" in str(error)
+    finally:
+        owner.execute("DROP MACRO sneaky_macro")
 
 
 def test_the_reader_may_not_copy_rows_in(reader):

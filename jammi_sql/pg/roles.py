@@ -260,12 +260,7 @@ class Policy:
     def guard(self, ctx: Any) -> None:
         """Hook jammi's checks on this database: a writing function refuses a reader; a model
         named by a path outside the allowed directories refuses a sandboxed session."""
-        require_writable, resolve, register = (
-            ctx.require_writable,
-            ctx.models.resolve,
-            ctx.models.register,
-        )
-        known = ctx.models.known_ids
+        require_writable = ctx.require_writable
 
         def writable(what: str) -> None:
             role = self.current()
@@ -276,6 +271,23 @@ class Policy:
                 raise _jammi_denied(role, f"call {what}(): it writes to the database or its files")
             require_writable(what)
 
+        ctx.require_writable = writable
+        self._guard_models(ctx.models)
+        if getattr(ctx, "_jobs", None) is not None:  # the job runner resolves its own
+            self._guard_models(ctx._jobs.models)
+        start = getattr(ctx, "_start_runner", None)
+        if start is not None:
+
+            def guarded_start(catalog: Any, models: Any, home: Any) -> Any:
+                self._guard_models(models)
+                return start(catalog, models, home)
+
+            ctx._start_runner = guarded_start
+
+    def _guard_models(self, models: Any) -> None:
+        """A model registry that refuses model paths outside the allowed directories."""
+        resolve, register, known = models.resolve, models.register, models.known_ids
+
         def checked_resolve(model_id: str) -> Any:
             self._check_model(model_id, known)
             return resolve(model_id)
@@ -284,9 +296,7 @@ class Policy:
             self._check_model_path(path)
             return register(model_id, path)
 
-        ctx.require_writable = writable
-        ctx.models.resolve = checked_resolve
-        ctx.models.register = checked_register
+        models.resolve, models.register = checked_resolve, checked_register
 
     def _sandboxed_now(self) -> Role | None:
         role = self.current()
@@ -320,6 +330,30 @@ class Policy:
                 f"load a model from {path}: models come from the catalog or the allowed "
                 f"directories ({where})",
             )
+
+
+def reader_shadows(role: Role, suffix: str) -> str:
+    """TEMP macros, on a reader's cursor only, that take the names of the functions that
+    write (the macro and the Python UDF under it) and refuse: DuckDB resolves a TEMP macro
+    before a function of the database, so a writing call the reader reaches by any road (an
+    owner's view or macro, ``query()``) fails as it is bound, before it runs."""
+    from ..functions.arguments import sql_literal
+    from ..functions.registry import FUNCTIONS
+
+    sql = []
+    for fn in FUNCTIONS:
+        if not fn.writes:
+            continue
+        message = refuse(role, f"call {fn.name}(): {_WRITES}").message.replace("'", "''")
+        heads = [
+            p.name if not p.optional else f"{p.name} := {sql_literal(p.default)}" for p in fn.params
+        ]
+        names = {fn.name: heads, fn.udf_name + suffix: [p.name for p in fn.params]}
+        for name, params in names.items():
+            sql.append(
+                f"CREATE OR REPLACE TEMP MACRO {name}({', '.join(params)}) AS error('{message}');"
+            )
+    return "".join(sql)
 
 
 def refuse(role: Role, what: str, readonly: bool = False) -> PgError:

@@ -50,6 +50,7 @@ from .dialect import (
     real_text,
     session_macros,
 )
+from .roles import READER, reader_shadows
 
 BATCH_ROWS = 2048
 WATCH_S = 0.25  # how often a running statement checks that its client is still there
@@ -90,8 +91,11 @@ class JammiSession(Session):
         self.address = getattr(connection, "address", "?")
         self.cursor = await self.run(self.shared.new_cursor)
         roles = list(self.shared.policy.roles.values())
+        macros = session_macros(roles, self.role, self.shared.extensions)
+        if self.role.kind == READER:  # writing functions refuse, however they are reached
+            macros += reader_shadows(self.role, self.shared.db.ctx.suffix)
         await self.run(  # current_user is the role; pg_roles, pg_extension this server's
-            self.cursor.execute, session_macros(roles, self.role, self.shared.extensions)
+            self.cursor.execute, macros
         )
         self.shared.sessions.add(self)
 
