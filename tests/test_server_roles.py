@@ -600,3 +600,6 @@ def test_statement_timeout_cancels_a_long_query_and_the_session_goes_on(limited)
         conn.execute("SET statement_timeout = 100")  # ms, as PostgreSQL's
         with pytest.raises(psycopg.errors.QueryCanceled, match=r"statement timeout \(0.1 s\)"):
             conn.execute("SELECT count(*) FROM range(100000000000) a")
+        conn.execute("SET statement_timeout = 0")  # none: the server's limit still holds
+        with pytest.raises(psycopg.errors.QueryCanceled, match=r"statement timeout \(0.5 s\)"):
+            conn.execute("SELECT count(*) FROM range(100000000000) a")

@@ -142,16 +142,18 @@ class JammiSession(Session):
                 self.interrupt()
 
     def statement_timeout(self) -> float | None:
-        """Seconds: the session's ``SET statement_timeout`` (PostgreSQL's milliseconds, or
-        '5s'; 0 is none) where it is set, else the server's ``--statement-timeout``."""
+        """Seconds: the server's ``--statement-timeout``, or less where the session's ``SET
+        statement_timeout`` (PostgreSQL's milliseconds, or '5s'; 0 is none) says so. A
+        session may shorten the server's limit, never lift it."""
+        limit = self.shared.statement_timeout
         given = self._connection.session_vars.get("statement_timeout") if self._connection else None
-        if given is None:
-            return self.shared.statement_timeout
-        found = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|min)?\s*", str(given))
+        found = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|min)?\s*", str(given or ""))
         if not found:
-            return self.shared.statement_timeout
+            return limit
         value = float(found.group(1)) * {"ms": 1e-3, "s": 1.0, "min": 60.0}[found.group(2) or "ms"]
-        return value or None
+        if not value:
+            return limit
+        return value if limit is None else min(value, limit)
 
     def interrupt(self) -> None:
         """Stop this session's statement: DuckDB's work at its next chunk, a long jammi call
