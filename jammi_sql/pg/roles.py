@@ -77,9 +77,12 @@ class Role:
 class Policy:
     """The rules of one server: its roles, its allowed directories, whether it is read-only.
 
-    ``check(role, sql)`` raises a ``PgError`` for a statement the role may not run;
-    ``guard(ctx)`` makes jammi's own refusals (a writing function, a model from a path) know
-    the role of the session whose statement is running (a thread-local, set by ``acting``).
+    ``check(role, sql)`` raises a ``PgError`` for a statement the role may not run (before
+    DuckDB sees it); ``guard(ctx)`` hooks jammi's own checks (a writing function, a model
+    from a path) so that they know the role whose statement runs: the session's worker
+    thread names it (``acting``), and where DuckDB runs a call on a thread of its own, the
+    roles running statements at that moment do. A reader's cursor also carries
+    ``reader_shadows``.
     """
 
     def __init__(self, roles: list[Role], allow_dirs: list[str], readonly: bool):
@@ -168,12 +171,12 @@ class Policy:
         if role.sandboxed and kind == "CREATE" and _SECRET.match(sql):
             raise refuse(role, "create secrets (credentials for remote files)")
         writer = self._calls_writer(sql, role)
-        writes = role.kind == READER or self.readonly
-        if writes and writer:
+        held = role.kind == READER or self.readonly  # to the reader's rules
+        if held and writer:
             raise refuse(role, f"call {writer}(): {_WHY.get(writer, _WRITES)}", self.readonly)
-        if writes and _CHECKPOINT.match(sql):
+        if held and _CHECKPOINT.match(sql):
             raise refuse(role, "call checkpoint(): it writes the database file", self.readonly)
-        if writes and kind not in _READER_TYPES and not _READ_PRAGMAS.match(sql):
+        if held and kind not in _READER_TYPES and not _READ_PRAGMAS.match(sql):
             what = "change the database (DDL, DML, COPY FROM, VACUUM)"
             if kind == "COPY" and re.search(r"\bTO\b", sql, re.IGNORECASE):
                 what = "write files (COPY ... TO a file; COPY ... TO STDOUT sends rows to you)"
@@ -182,11 +185,11 @@ class Policy:
             raise refuse(role, what, self.readonly)
         if kind in ("COPY", "EXPORT") and role.sandboxed:
             self._check_target(role, kind, sql)
-        if writes and kind == "EXPLAIN":
+        if held and kind == "EXPLAIN":
             inner = _EXPLAIN.sub("", sql, count=1)
             if inner != sql:
                 self.check(role, inner)
-        if writes and kind == "PREPARE":
+        if held and kind == "PREPARE":
             inner = _PREPARE.sub("", sql, count=1)
             if inner != sql:
                 self.check(role, inner)
@@ -264,7 +267,7 @@ class Policy:
 
         def writable(what: str) -> None:
             role = self.current()
-            running = set(self.active.values())
+            running = set(tuple(self.active.values()))  # tuple(): one step under the GIL
             if role is None and running and all(r.kind == READER for r in running):
                 role = next(iter(running))  # DuckDB's own thread, while only readers run
             if role is not None and role.kind == READER:
@@ -304,7 +307,7 @@ class Policy:
             return role if role.sandboxed else None
         # a call DuckDB runs on a thread of its own: the role running statements now if one,
         # else the strictest sandboxed role
-        running = set(self.active.values())
+        running = set(tuple(self.active.values()))  # tuple(): one step under the GIL
         if len(running) == 1:
             only = running.pop()
             return only if only.sandboxed else None
