@@ -603,3 +603,22 @@ def test_statement_timeout_cancels_a_long_query_and_the_session_goes_on(limited)
         conn.execute("SET statement_timeout = 0")  # none: the server's limit still holds
         with pytest.raises(psycopg.errors.QueryCanceled, match=r"statement timeout \(0.5 s\)"):
             conn.execute("SELECT count(*) FROM range(100000000000) a")
+
+
+def test_the_command_refuses_a_reader_without_password_and_reads_it_from_a_file(
+    tmp_path, capsys, monkeypatch
+):
+    from jammi_sql.pg import server as serve
+
+    monkeypatch.delenv("JAMMI_READER_PASSWORD", raising=False)
+    db = str(tmp_path / "x.duckdb")
+    assert serve.main([db, "--port", "0", "--reader", "analyst"]) == 2
+    assert "--reader analyst needs a password" in capsys.readouterr().err
+    secret = tmp_path / "reader.txt"
+    secret.write_text("pw\n")
+    args = [db, "--port", "0", "--reader", "analyst", "--reader-password-file", str(secret)]
+    assert serve.main([*args, "--trust-clients"]) == 2
+    assert "--trust-clients cannot go with --reader" in capsys.readouterr().err
+    assert serve.main([*args, "--allow-dir", str(tmp_path / "nope")]) == 2
+    assert "--allow-dir" in capsys.readouterr().err
+    assert not (tmp_path / "x.duckdb").exists()  # refused before the database is created
