@@ -47,6 +47,9 @@ class World:
         (self.outside / "secret.txt").write_text("top secret\n")
         (self.outside / "secret.csv").write_text("id,body\n1,secret row\n")
         (self.outside / "notes.csv").write_text("id,body\n1,the cat plays\n2,a dog runs\n")
+        (self.outside / "parts").mkdir()
+        for n in (1, 2):
+            (self.outside / "parts" / f"{n}.csv").write_text(f"id,body\n{n},part {n}\n")
         (self.dbdir / "password.txt").write_text(OWNER_PW)
 
 
@@ -66,6 +69,7 @@ def server(world):
     db.con.execute(f"SELECT add_source('notes', '{world.outside / 'notes.csv'}')")
     db.con.execute("SELECT generate_text_embeddings('notes', 'tiny', ['body'], 'id')")
     db.con.execute("SELECT add_source('docs', 'docs')")
+    db.con.execute(f"SELECT add_source('parts', '{world.outside / 'parts' / '*.csv'}')")
     db.con.execute("CREATE TABLE pairs AS SELECT 'the cat' AS a, 'a dog' AS b FROM range(8)")
     db.con.execute("SELECT add_source('pairs', 'pairs')")
     running = Server(
@@ -279,6 +283,7 @@ def test_the_reader_queries_and_runs_the_functions_that_only_read(server, world,
     assert reader.execute("SELECT count(*) FROM keyword_search('notes', 'cat')").fetchone()[0] >= 1
     # a file source outside every allowed folder stays readable through jammi
     assert reader.execute("SELECT count(*) FROM read_source('notes')").fetchone() == (2,)
+    assert reader.execute("SELECT count(*) FROM read_source('parts')").fetchone() == (2,)
     assert reader.execute(f"SELECT * FROM read_csv('{world.allowed}/ok.csv')").fetchall() == [
         (1, "allowed text")
     ]

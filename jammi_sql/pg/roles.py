@@ -114,8 +114,8 @@ class Policy:
         folders = [*self.allow_dirs, _dir(str(db.ctx.home))]
         files = []
         for source in db.ctx.catalog.sources():
-            if source.kind == "file":
-                files += [os.path.abspath(f) for f in glob.glob(source.url)]
+            if source.kind == "file":  # a glob source: the pattern and what it matches
+                files += [source.url, *(os.path.abspath(f) for f in glob.glob(source.url))]
         con.execute("SET allowed_directories = ?", [sorted(set(folders))])
         if files:
             con.execute("SET allowed_paths = ?", [sorted(set(files))])
