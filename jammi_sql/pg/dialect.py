@@ -328,6 +328,12 @@ PG_MACROS = (
     "CREATE OR REPLACE TEMP MACRO pg_function_is_visible(id) AS true;"
     "CREATE OR REPLACE TEMP MACRO pg_encoding_to_char(e) AS 'UTF8';"
     "CREATE OR REPLACE TEMP MACRO pg_get_function_sqlbody(id) AS NULL::VARCHAR;"
+    "CREATE OR REPLACE TEMP MACRO pg_get_expr(tree, relation) AS tree, "
+    "(tree, relation, pretty) AS tree;"  # DBeaver passes pretty
+    "CREATE OR REPLACE TEMP MACRO pg_get_partkeydef(id) AS NULL::VARCHAR;"
+    "CREATE OR REPLACE TEMP MACRO pg_stat_get_numscans(id) AS 0::BIGINT;"
+    "CREATE OR REPLACE TEMP MACRO array_upper(a, dimension) AS "
+    "CASE WHEN dimension = 1 AND len(a) > 0 THEN len(a) END;"
     "CREATE OR REPLACE TEMP MACRO pg_get_keywords() AS TABLE SELECT keyword_name AS word, "
     "CASE keyword_category WHEN 'reserved' THEN 'R' WHEN 'unreserved' THEN 'U' "
     "WHEN 'type_function' THEN 'T' ELSE 'C' END AS catcode, keyword_category AS catdesc "
