@@ -164,6 +164,8 @@ EVERYONE_REFUSED = [
     ("COPY (SELECT 1) TO '{home}/planted.csv'", "write files"),
     ("COPY (SELECT 1) TO '{allowed}/../outside/y.csv'", "write files"),
     ("COPY docs TO '{db}/x.parquet' (FORMAT parquet)", "write files"),
+    ("COPY (SELECT 1) TO $1", "write files"),
+    ("COPY (SELECT 'TO' AS x) /* TO '{allowed}/a' */ TO '{out}/y.csv'", "write files"),
     ("EXPORT DATABASE '{out}/exported'", "write files"),
     ("ATTACH '{out}/other.duckdb' AS other", "ATTACH"),
     ("ATTACH ':memory:' AS scratch", "ATTACH"),

@@ -200,6 +200,8 @@ class Policy:
         target = _target(sql, kind)
         if target is None:
             return  # COPY ... FROM a file: DuckDB's sandbox says where it may read
+        if not target:
+            raise refuse(role, "write files to a path the statement does not spell out")
         path = os.path.realpath(os.path.expanduser(target))
         if not any(_dir(path).startswith(d) for d in self.allow_dirs):
             where = ", ".join(self.allow_dirs) or "nowhere: the server has no --allow-dir"
@@ -383,25 +385,26 @@ def _jammi_denied(role: Role, what: str) -> Exception:
 
 
 def _target(sql: str, kind: str) -> str | None:
-    """The file a COPY ... TO or EXPORT DATABASE writes: the string after the top-level TO
-    (or after DATABASE), by DuckDB's tokens."""
+    """The file a COPY ... TO or EXPORT DATABASE writes: the string right after the top-level
+    TO (or DATABASE), by DuckDB's tokens; "" where something else stands there (a parameter:
+    refused, as no check can read it); None for a COPY ... FROM."""
     tokens = duckdb.tokenize(sql)
-    depth, previous = 0, ""
+    depth, previous, previous_depth, writes = 0, "", 0, kind == "EXPORT"
     for i, (start, token_kind) in enumerate(tokens):
         end = tokens[i + 1][0] if i + 1 < len(tokens) else len(sql)
         word = sql[start:end].strip()
+        if token_kind == duckdb.token_type.comment:
+            continue
         if token_kind == duckdb.token_type.operator:
             depth += word.count("(") - word.count(")")
-        if depth == 0 and token_kind == duckdb.token_type.string_const:
-            if (kind == "COPY" and previous == "TO") or (
-                kind == "EXPORT" and previous == "DATABASE"
-            ):
+        after = previous == ("DATABASE" if kind == "EXPORT" else "TO")
+        if depth == 0 and after and previous_depth == 0:
+            if token_kind == duckdb.token_type.string_const:
                 return word[1:-1].replace("''", "'")
-        if token_kind != duckdb.token_type.comment:
-            previous = word.upper()
-    if kind == "EXPORT":
-        return ""  # no literal folder: refuse (the current folder)
-    return None
+            return ""
+        writes = writes or (depth == 0 and word.upper() == "TO")
+        previous, previous_depth = word.upper(), depth
+    return "" if writes else None
 
 
 def _dir(path: str) -> str:
