@@ -345,7 +345,7 @@ class DuckPortal(Portal):
             if _is_set(self.statement.sql) and isinstance(exc, duckdb.CatalogException):
                 return self._remember_setting(session)
             error = session.error(exc)
-            if error.sqlstate == "42501":  # refused inside a jammi function
+            if error.sqlstate in ("42501", "25006"):  # refused by DuckDB or a jammi function
                 session.shared.audit.write(
                     "refused",
                     address=session.address,
