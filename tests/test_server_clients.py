@@ -16,7 +16,7 @@ from jammi_sql.pg.server import Server
 
 PSQL = shutil.which("psql")
 needs_psql = pytest.mark.skipif(PSQL is None, reason="psql is not installed")
-READER_PW = "reader pw"
+READER_PW, OWNER_PW = "reader pw", "owner pw"
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,12 @@ def served(tmp_path_factory, _tiny_bert_master):
     db.con.execute("INSERT INTO docs VALUES (1, 'the cat plays', [0.1, 0.2], 0.1)")
     (root / "out").mkdir()
     server = Server(
-        db, port=0, reader="analyst", reader_password=READER_PW, allow_dirs=[str(root / "out")]
+        db,
+        port=0,
+        password=OWNER_PW,
+        reader="analyst",
+        reader_password=READER_PW,
+        allow_dirs=[str(root / "out")],
     ).start()
     server.root = root
     yield server
@@ -41,7 +46,7 @@ def served(tmp_path_factory, _tiny_bert_master):
 
 
 def psql(server: Server, *commands: str, user: str = "jammi") -> str:
-    env = {**os.environ, "PGPASSWORD": READER_PW if user == "analyst" else ""}
+    env = {**os.environ, "PGPASSWORD": READER_PW if user == "analyst" else OWNER_PW}
     args = [PSQL, f"host=127.0.0.1 port={server.port} user={user} dbname=work", "-X", "-A"]
     for command in commands:
         args += ["-c", command]
@@ -75,7 +80,10 @@ def test_psql_lists_and_shows_the_jammi_functions(served):
 
 def connect(server: Server, **kwargs) -> psycopg.Connection:
     return psycopg.connect(
-        f"host=127.0.0.1 port={server.port} user=jammi dbname=work", autocommit=True, **kwargs
+        f"host=127.0.0.1 port={server.port} user=jammi dbname=work",
+        password=OWNER_PW,
+        autocommit=True,
+        **kwargs,
     )
 
 
@@ -119,7 +127,7 @@ def test_asyncpg_sends_arrays_integers_and_executemany(served):
 
     async def run():
         conn = await asyncpg.connect(
-            host="127.0.0.1", port=served.port, user="jammi", database="work"
+            host="127.0.0.1", port=served.port, user="jammi", password=OWNER_PW, database="work"
         )
         try:
             await conn.execute("CREATE TABLE many (n INTEGER, x DOUBLE, tags VARCHAR[], v FLOAT[])")
@@ -210,7 +218,8 @@ def test_sqlalchemy_reflects_list_columns_as_arrays(served):
     sqlalchemy = pytest.importorskip("sqlalchemy")
     from sqlalchemy.dialects import postgresql
 
-    engine = sqlalchemy.create_engine(f"postgresql+psycopg://jammi@127.0.0.1:{served.port}/c")
+    url = f"postgresql+psycopg://jammi:owner%20pw@127.0.0.1:{served.port}/c"
+    engine = sqlalchemy.create_engine(url)
     try:
         columns = {c["name"]: c["type"] for c in sqlalchemy.inspect(engine).get_columns("docs")}
     finally:

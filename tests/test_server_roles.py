@@ -434,7 +434,9 @@ def test_a_reader_needs_a_password_and_trusting_clients_excludes_a_reader(db):
     with pytest.raises(InvalidArgumentError, match="needs a password"):
         Server(db, port=0, reader="analyst")
     with pytest.raises(InvalidArgumentError, match="--trust-clients cannot go with --reader"):
-        Server(db, port=0, reader="analyst", reader_password="x", trust_clients=True)
+        Server(db, port=0, password="o", reader="r", reader_password="x", trust_clients=True)
+    with pytest.raises(InvalidArgumentError, match="needs the owner to have a password too"):
+        Server(db, port=0, reader="analyst", reader_password="x")
     with pytest.raises(InvalidArgumentError, match="is not a folder"):
         Server(db, port=0, allow_dirs=["/no/such/folder"])
 
@@ -618,12 +620,16 @@ def test_the_command_refuses_a_reader_without_password_and_reads_it_from_a_file(
     from jammi_sql.pg import server as serve
 
     monkeypatch.delenv("JAMMI_READER_PASSWORD", raising=False)
+    monkeypatch.delenv("JAMMI_SERVER_PASSWORD", raising=False)
     db = str(tmp_path / "x.duckdb")
     assert serve.main([db, "--port", "0", "--reader", "analyst"]) == 2
     assert "--reader analyst needs a password" in capsys.readouterr().err
     secret = tmp_path / "reader.txt"
     secret.write_text("pw\n")
     args = [db, "--port", "0", "--reader", "analyst", "--reader-password-file", str(secret)]
+    assert serve.main(args) == 2
+    assert "needs the owner to have a password too" in capsys.readouterr().err
+    monkeypatch.setenv("JAMMI_SERVER_PASSWORD", "owner")
     assert serve.main([*args, "--trust-clients"]) == 2
     assert "--trust-clients cannot go with --reader" in capsys.readouterr().err
     assert serve.main([*args, "--allow-dir", str(tmp_path / "nope")]) == 2

@@ -430,6 +430,11 @@ def check_roles(
             f"--reader {reader} needs a password: --reader-password-file F or "
             f"${READER_PASSWORD_ENV}"
         )
+    if not password:
+        raise InvalidArgumentError(
+            f"--reader {reader} needs the owner to have a password too (--password-file F or "
+            f"${PASSWORD_ENV}): without one, anyone who can connect could log in as {user}"
+        )
     if trust_clients:
         raise InvalidArgumentError(
             "--trust-clients cannot go with --reader: DuckDB's file sandbox is one for the "
