@@ -270,7 +270,12 @@ class Policy:
         def writable(what: str) -> None:
             role = self.current()
             running = set(tuple(self.active.values()))  # tuple(): one step under the GIL
-            if role is None and running and all(r.kind == READER for r in running):
+            if (
+                role is None
+                and _duckdb_thread()
+                and running
+                and all(r.kind == READER for r in running)
+            ):
                 role = next(iter(running))  # DuckDB's own thread, while only readers run
             if role is not None and role.kind == READER:
                 raise _jammi_denied(role, f"call {what}(): it writes to the database or its files")
@@ -307,6 +312,8 @@ class Policy:
         role = self.current()
         if role is not None:
             return role if role.sandboxed else None
+        if not _duckdb_thread():  # the server's own Python (the job runner, the API)
+            return None
         # a call DuckDB runs on a thread of its own: the role running statements now if one,
         # else the strictest sandboxed role
         running = set(tuple(self.active.values()))  # tuple(): one step under the GIL
@@ -405,6 +412,12 @@ def _target(sql: str, kind: str) -> str | None:
         writes = writes or (depth == 0 and word.upper() == "TO")
         previous, previous_depth = word.upper(), depth
     return "" if writes else None
+
+
+def _duckdb_thread() -> bool:
+    """Whether this thread is one of DuckDB's own (Python sees it as a dummy thread), where a
+    session's call may run; the job runner's and the caller's are Python's."""
+    return isinstance(threading.current_thread(), threading._DummyThread)
 
 
 def _dir(path: str) -> str:
