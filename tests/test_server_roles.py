@@ -271,6 +271,14 @@ def test_the_sandboxed_owner_is_refused_and_nothing_changes(server, world, owner
     assert snapshot(server, world) == before
 
 
+def test_a_model_folder_in_the_servers_current_folder_is_no_model(
+    server, world, owner, monkeypatch
+):
+    monkeypatch.chdir(world.outside)  # holds the folder 'model'
+    error = refused(owner, "SELECT embed('model', 'x')")
+    assert error.sqlstate == "42501" and "may not load a model from model" in str(error)
+
+
 def test_there_are_at_least_forty_forbidden_actions():
     assert len({s for s, _ in EVERYONE_REFUSED + READER_REFUSED + OWNER_REFUSED}) >= 40
 

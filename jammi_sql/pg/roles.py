@@ -425,11 +425,12 @@ def _dir(path: str) -> str:
 
 
 def _looks_like_path(model_id: str) -> bool:
-    return (
-        model_id.startswith(("/", ".", "~"))
-        or os.sep in model_id
-        and Path(model_id).expanduser().exists()
-    )
+    """A model id that would load a folder by its path (from the server's current folder
+    too), rather than name a model of the catalog or the Hugging Face cache."""
+    try:
+        return model_id.startswith(("/", ".", "~")) or Path(model_id).expanduser().exists()
+    except (OSError, ValueError):  # a name no filesystem takes is no path
+        return False
 
 
 def _writer_names() -> set[str]:
