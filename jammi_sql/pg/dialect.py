@@ -52,6 +52,9 @@ CAST_OIDS = {"int": 23, "integer": 23, "int4": 23, "bigint": 20, "int8": 20, "sm
 CAST_OIDS |= {"float": 700, "real": 700, "float4": 700, "double": 701, "float8": 701}
 CAST_OIDS |= {"boolean": 16, "bool": 16, "text": 25, "varchar": 25, "json": 114}
 CAST_OIDS |= {"varchar[]": 1009, "text[]": 1009}
+CAST_OIDS |= {"float[]": 1021, "real[]": 1021, "float4[]": 1021, "double[]": 1022}
+CAST_OIDS |= {"float8[]": 1022, "int[]": 1007, "integer[]": 1007, "int4[]": 1007}
+CAST_OIDS |= {"bigint[]": 1016, "int8[]": 1016, "boolean[]": 1000, "bool[]": 1000}
 _CAST = re.compile(r"\$(\d+)\s*::\s*(\w+(?:\s*\[\s*\])?)")
 _INT_OIDS, _FLOAT_OIDS = {20, 21, 23}, {700, 701, NUMERIC}
 
@@ -83,6 +86,55 @@ def pg_type(duck_type: str) -> int:
     if duck_type.startswith(("STRUCT", "MAP", "UNION")):
         return JSON
     return TEXT
+
+
+# PostgreSQL's name of an unnamed result column of each type (``SELECT 0.1::real`` -> float4)
+TYPE_NAMES = {16: "bool", 20: "int8", 21: "int2", 23: "int4", 700: "float4", 701: "float8"}
+TYPE_NAMES |= {25: "text", 1082: "date", 1114: "timestamp", 1184: "timestamptz", 114: "json"}
+TYPE_NAMES |= {NUMERIC: "numeric", 1186: "interval", 2950: "uuid", 17: "bytea"}
+_CALL = re.compile(r"^([A-Za-z_]\w*)\(.*\)$", re.S)
+_CAST_OF_COLUMN = re.compile(
+    r'^CAST\((?:\w+\.)*"?([A-Za-z_]\w*)"? AS [^()]*(?:\(\d+(?:, ?\d+)?\))?\)$'
+)
+
+
+def pg_column_name(name: str, oid: int) -> str:
+    """The name PostgreSQL gives a result column DuckDB named after its expression:
+    ``count(*)`` is ``count``, ``f(x)`` is ``f``, ``x::real`` is ``x``, a cast literal is its
+    type's name, any other expression ``?column?``. A column or an alias keeps its name."""
+    if "(" not in name:
+        return name
+    if name == "count_star()":
+        return "count"
+    cast = _CAST_OF_COLUMN.match(name)
+    if cast:
+        return cast.group(1)
+    if name.startswith("CAST("):
+        from pg_mimic.arrays import ELEMENT_OID
+
+        return TYPE_NAMES.get(ELEMENT_OID.get(oid, oid), "?column?")
+    call = _CALL.match(name)
+    if call and not name.startswith("("):
+        return call.group(1).lower()
+    return "?column?" if name.startswith("(") and name.endswith(")") else name
+
+
+def real_text(value: float | None) -> str | None:
+    """A REAL as PostgreSQL prints it: the shortest digits that give back the same float4
+    (``0.1``, not ``0.10000000149011612``), in exponent form below 1e-4 and from 1e6."""
+    if value is None:
+        return None
+    if value != value:
+        return "NaN"
+    if value in (float("inf"), float("-inf")):
+        return "Infinity" if value > 0 else "-Infinity"
+    single = np.float32(value)
+    if single == 0:
+        return "-0" if np.signbit(single) else "0"
+    scientific = np.format_float_scientific(single, unique=True, exp_digits=2)
+    exponent = int(scientific.rsplit("e", 1)[1])
+    text = scientific if exponent < -4 or exponent >= 6 else np.format_float_positional(single)
+    return text.replace(".e", "e").rstrip(".")
 
 
 def converter(oid: int, duck_type: str):
@@ -131,17 +183,33 @@ def pg_error(exc: BaseException, readonly: bool = False) -> PgError:
         return PgError("57014", message)
     if message.startswith("jammi:"):
         state = "25006" if "read-only" in message else "P0001" if state == "XX000" else state
+        if message.startswith("jammi: role '") and " may not " in message:
+            state = "42501"  # a role's refusal raised inside a jammi function
     return PgError(state, message)
 
 
 # PostgreSQL spellings in what drivers and psql send, and DuckDB's equivalents
 REWRITES = [
+    # psql's \dx: the class of a catalog table, which DuckDB's pg_description never names
+    (re.compile(r"'pg_catalog\.pg_\w+'::pg_catalog\.regclass"), "0"),
+    (  # psql's \sf NAME: the function's oid, the session's macro before the UDF under it
+        re.compile(r"'([\w.]+)'::pg_catalog\.regproc::pg_catalog\.oid"),
+        r"(SELECT function_oid FROM duckdb_functions() WHERE function_name = "
+        r"split_part('\1', '.', -1) ORDER BY database_name = 'temp' DESC LIMIT 1)",
+    ),
+    (re.compile(r"::\s*(?:pg_catalog\.)?oid\b", re.I), "::BIGINT"),
     (re.compile(r"::\s*(?:pg_catalog\.)?(regtype|regclass|regproc|regnamespace)\b", re.I), ""),
     (re.compile(r"\bAS\s+(REGTYPE|REGCLASS|REGPROC|REGNAMESPACE)\b", re.I), "AS VARCHAR"),
     (re.compile(r"\bAS\s+OID\)", re.I), "AS UINTEGER)"),
     (re.compile(r"OPERATOR\(pg_catalog\.(~|!~|~\*)\)"), r"\1"),
     (re.compile(r"\bpg_catalog\.(\w+)\s*\(", re.I), r"\1("),
     (re.compile(r"\bjson_build_object\s*\(", re.I), "json_object("),
+    (  # a column's type (SQLAlchemy's reflection): lists by their element, as real[]
+        re.compile(
+            r"\bformat_type\s*\(\s*((?:pg_catalog\.)?\w+)\.atttypid\s*,\s*\1\.atttypmod\s*\)", re.I
+        ),
+        r"pg_column_type_name(\1.attrelid, \1.attname, \1.atttypid, \1.atttypmod)",
+    ),
     (re.compile(r"\bformat_type\s*\(", re.I), "pg_type_name("),
     (re.compile(r"\bpg_catalog\.(pg_\w+)\.(\w+)"), r"\1.\2"),  # schema.table.column
     (
@@ -203,7 +271,50 @@ def _table(name: str, body: str) -> tuple[re.Pattern, Any]:
     return pattern, lambda m: f"({body}) AS {m.group(2) or name}"
 
 
+_PG_DATABASE = (  # psql's \l: one database, UTF8, C collation
+    "SELECT oid, datname, 10::BIGINT AS datdba, 6 AS encoding, 'C' AS datcollate, "
+    "'C' AS datctype, NULL::VARCHAR AS daticulocale, NULL::VARCHAR AS daticurules, "
+    "'c' AS datlocprovider, NULL::VARCHAR[] AS datacl, datistemplate, datallowconn, "
+    "-1 AS datconnlimit FROM pg_catalog.pg_database WHERE datname NOT IN ('system', 'temp')"
+)
+_PG_AUTH_MEMBERS = (
+    "SELECT 0::BIGINT AS oid, 0::BIGINT AS roleid, 0::BIGINT AS member, 0::BIGINT AS grantor, "
+    "false AS admin_option WHERE false"
+)
 REWRITES += [
+    (  # '{a,b}'::text[], PostgreSQL's array literal (DBeaver's keyword list), as a list
+        re.compile(r"'\{([^'{}\\\"]*)\}'::(?:pg_catalog\.)?(?:text|varchar|name)\[\]", re.I),
+        lambda m: (
+            "["
+            + ", ".join("'" + w.strip() + "'" for w in m.group(1).split(",") if w.strip())
+            + "]::VARCHAR[]"
+        ),
+    ),
+    (  # Metabase's row estimates: DuckDB's
+        re.compile(
+            r"\b(?:pg_catalog\.)?pg_stat_user_tables\b(\s+(?:AS\s+)?(?!"
+            + _CLAUSE
+            + r")([A-Za-z_]\w*))?",
+            re.I,
+        ),
+        lambda m: (
+            "(SELECT table_oid AS relid, schema_name AS schemaname, table_name AS relname, "
+            "estimated_size AS n_live_tup, 0::BIGINT AS n_dead_tup FROM duckdb_tables()) AS "
+            + (m.group(2) or "pg_stat_user_tables")
+        ),
+    ),
+    _table("pg_database", _PG_DATABASE),
+    _table("pg_roles", "SELECT * FROM jammi_pg_roles()"),
+    _table("pg_user", "SELECT rolname AS usename, oid AS usesysid, * FROM jammi_pg_roles()"),
+    _table("pg_auth_members", _PG_AUTH_MEMBERS),
+    _table("pg_extension", "SELECT * FROM jammi_pg_extensions()"),
+    _table("pg_proc", "SELECT * FROM jammi_pg_proc()"),
+    _table(
+        "pg_language",
+        "SELECT DISTINCT prolang AS oid, CASE prolang WHEN 0 THEN 'internal' ELSE 'sql' END "
+        "AS lanname, 10::BIGINT AS lanowner, false AS lanispl, true AS lanpltrusted "
+        "FROM pg_catalog.pg_proc",
+    ),
     _table("pg_index", _PG_INDEX),
     _table("pg_constraint", _PG_CONSTRAINT),
     _table("pg_opclass", _PG_OPCLASS),
@@ -214,6 +325,24 @@ PG_MACROS = (
     "CREATE OR REPLACE TEMP MACRO pg_get_userbyid(id) AS current_user;"
     "CREATE OR REPLACE TEMP MACRO pg_get_serial_sequence(t, c) AS NULL::VARCHAR;"
     "CREATE OR REPLACE TEMP MACRO pg_collation_is_visible(id) AS true;"
+    "CREATE OR REPLACE TEMP MACRO pg_function_is_visible(id) AS true;"
+    "CREATE OR REPLACE TEMP MACRO pg_encoding_to_char(e) AS 'UTF8';"
+    "CREATE OR REPLACE TEMP MACRO pg_get_function_sqlbody(id) AS NULL::VARCHAR;"
+    "CREATE OR REPLACE TEMP MACRO pg_get_expr(tree, relation) AS tree, "
+    "(tree, relation, pretty) AS tree;"  # DBeaver passes pretty
+    "CREATE OR REPLACE TEMP MACRO pg_get_partkeydef(id) AS NULL::VARCHAR;"
+    "CREATE OR REPLACE TEMP MACRO pg_stat_get_numscans(id) AS 0::BIGINT;"
+    "CREATE OR REPLACE TEMP MACRO array_upper(a, dimension) AS "
+    "CASE WHEN dimension = 1 AND len(a) > 0 THEN len(a) END;"
+    "CREATE OR REPLACE TEMP MACRO pg_get_keywords() AS TABLE SELECT keyword_name AS word, "
+    "CASE keyword_category WHEN 'reserved' THEN 'R' WHEN 'unreserved' THEN 'U' "
+    "WHEN 'type_function' THEN 'T' ELSE 'C' END AS catcode, keyword_category AS catdesc "
+    "FROM duckdb_keywords();"
+    # sizes DuckDB does not keep per table: 0 bytes, as PostgreSQL says of an empty one
+    "CREATE OR REPLACE TEMP MACRO pg_total_relation_size(id) AS 0::BIGINT;"
+    "CREATE OR REPLACE TEMP MACRO pg_relation_size(id) AS 0::BIGINT;"
+    "CREATE OR REPLACE TEMP MACRO pg_table_size(id) AS 0::BIGINT;"
+    "CREATE OR REPLACE TEMP MACRO pg_indexes_size(id) AS 0::BIGINT;"
     "CREATE OR REPLACE TEMP MACRO pg_get_indexdef(i) AS "
     "(SELECT any_value(sql) FROM duckdb_indexes() WHERE index_oid = i), "
     "(i, k, pretty) AS (SELECT any_value(trim((expressions::VARCHAR[])[k], '\"')) "
@@ -225,7 +354,109 @@ PG_MACROS = (
     "WHEN 'timestamp' THEN 'timestamp without time zone' "
     "WHEN 'timestamptz' THEN 'timestamp with time zone' WHEN 'struct' THEN 'json' "
     "ELSE pg_catalog.format_type(t, m) END;"
+    "CREATE OR REPLACE TEMP MACRO pg_column_type_name(rel, col, t, m) AS coalesce((SELECT "
+    "any_value(CASE regexp_replace(data_type, '\\[\\d*\\]$', '') WHEN 'FLOAT' THEN 'real' "
+    "WHEN 'DOUBLE' THEN 'double precision' WHEN 'INTEGER' THEN 'integer' "
+    "WHEN 'BIGINT' THEN 'bigint' WHEN 'SMALLINT' THEN 'smallint' WHEN 'BOOLEAN' THEN 'boolean' "
+    "WHEN 'VARCHAR' THEN 'character varying' ELSE 'text' END || '[]') "
+    "FROM duckdb_columns() WHERE table_oid = rel AND column_name = col "
+    "AND regexp_matches(data_type, '\\[\\d*\\]$')), pg_type_name(t, m));"
 )
+
+
+# psql's \\df and \\sf (after jammi_pg_functions(), which they read, on each session)
+_FUNCTION_MACROS = (
+    "CREATE OR REPLACE TEMP MACRO pg_get_function_result(id) AS (SELECT any_value(coalesce("
+    "j.result, CASE WHEN function_type IN ('table_macro', 'table') THEN 'TABLE' "
+    "ELSE coalesce(lower(return_type), 'any') END)) FROM duckdb_functions() f "
+    "LEFT JOIN jammi_pg_functions() j ON j.name = f.function_name "
+    "AND f.database_name = 'temp' WHERE function_oid = id);"
+    "CREATE OR REPLACE TEMP MACRO pg_get_function_arguments(id) AS (SELECT any_value(coalesce("
+    "j.arguments, array_to_string(list_transform(list_zip(parameters, parameter_types), "
+    "lambda p: p[1] || ' ' || lower(coalesce(p[2], 'any'))), ', '))) FROM duckdb_functions() f "
+    "LEFT JOIN jammi_pg_functions() j ON j.name = f.function_name "
+    "AND f.database_name = 'temp' WHERE function_oid = id);"
+    "CREATE OR REPLACE TEMP MACRO pg_get_function_identity_arguments(id) AS "
+    "pg_get_function_arguments(id);"
+    "CREATE OR REPLACE TEMP MACRO pg_get_functiondef(id) AS (SELECT any_value(CASE "
+    "WHEN macro_definition IS NOT NULL THEN 'CREATE MACRO ' || schema_name || '.' || "
+    "function_name || '(' || array_to_string(parameters, ', ') || ') AS ' || "
+    "CASE WHEN function_type = 'table_macro' THEN 'TABLE ' ELSE '' END || "
+    "macro_definition || chr(10) "
+    "ELSE 'CREATE FUNCTION ' || schema_name || '.' || function_name || '(' || "
+    "pg_get_function_arguments(id) || ') RETURNS ' || pg_get_function_result(id) || "
+    "chr(10) || '-- ' || coalesce(function_type, '') || ' function, defined in Python' || "
+    "coalesce(': ' || description, '') || chr(10) END) "
+    "FROM duckdb_functions() WHERE function_oid = id);"
+)
+
+
+def session_macros(roles: list[Any], current: Any, extensions: list[tuple]) -> str:
+    """The catalog of one session's server: its roles (``pg_roles``, for psql's ``\\du``),
+    the extensions DuckDB has loaded (``pg_extension``, ``\\dx``), and who owns what."""
+
+    def text(value: Any) -> str:
+        return "NULL" if value is None else "'" + str(value).replace("'", "''") + "'"
+
+    rows = [
+        f"({10 + i}::BIGINT, {text(r.name)}, {str(not r.sandboxed and r.kind == 'owner')}, "
+        f"{str(r.kind == 'owner')}, {str(r.kind == 'owner')})"
+        for i, r in enumerate(roles)
+    ]
+    owner = next(r.name for r in roles if r.kind == "owner")
+    from ..functions.registry import FUNCTIONS
+
+    public_functions = [f for f in FUNCTIONS if f.public]
+    public = ", ".join(text(f.name) for f in public_functions)
+    signatures = ", ".join(  # \\df's argument and result types, from the registry
+        f"({text(f.name)}, {text(_arguments(f))}, "
+        f"{text('TABLE' if f.returns == 'TABLE' else _returns(f))})"
+        for f in public_functions
+    )
+    extension_rows = [
+        f"({30000 + i}::BIGINT, {text(name)}, {text(version or '')})"
+        for i, (name, version) in enumerate(extensions)
+    ] or ["(0::BIGINT, NULL, NULL)"]
+    return (
+        "CREATE OR REPLACE TEMP MACRO jammi_pg_roles() AS TABLE SELECT oid, rolname, "
+        "rolsuper, true AS rolinherit, rolcreaterole, rolcreatedb, true AS rolcanlogin, "
+        "false AS rolreplication, -1 AS rolconnlimit, '********' AS rolpassword, "
+        "NULL::TIMESTAMP AS rolvaliduntil, false AS rolbypassrls, NULL::VARCHAR[] AS rolconfig "
+        f"FROM (VALUES {', '.join(rows)}) t(oid, rolname, rolsuper, rolcreaterole, rolcreatedb);"
+        # pg_proc with jammi's functions (this session's macros) in schema main, for \\df
+        "CREATE OR REPLACE TEMP MACRO jammi_pg_proc() AS TABLE SELECT * REPLACE (CASE WHEN "
+        "oid IN (SELECT function_oid FROM duckdb_functions() WHERE database_name = 'temp' "
+        f"AND function_name IN ({public})) THEN (SELECT min(oid) FROM pg_catalog.pg_namespace "
+        "WHERE nspname = 'main') ELSE pronamespace END AS pronamespace) "
+        "FROM pg_catalog.pg_proc;"
+        "CREATE OR REPLACE TEMP MACRO jammi_pg_functions() AS TABLE SELECT * FROM "
+        f"(VALUES {signatures}) t(name, arguments, result);" + _FUNCTION_MACROS + ""
+        "CREATE OR REPLACE TEMP MACRO jammi_pg_extensions() AS TABLE SELECT oid, extname, "
+        "10::BIGINT AS extowner, 0::BIGINT AS extnamespace, false AS extrelocatable, "
+        "extversion, NULL::VARCHAR[] AS extconfig, NULL::VARCHAR[] AS extcondition "
+        f"FROM (VALUES {', '.join(extension_rows)}) t(oid, extname, extversion) "
+        "WHERE extname IS NOT NULL;"
+        f"CREATE OR REPLACE TEMP MACRO pg_get_userbyid(id) AS CASE id "
+        + "".join(f"WHEN {10 + i} THEN {text(r.name)} " for i, r in enumerate(roles))
+        + f"ELSE {text(owner)} END;"
+        + "".join(
+            f"CREATE OR REPLACE TEMP MACRO {fn}() AS {text(current.name)};"
+            for fn in ("current_user", "session_user", "user", "current_role")
+        )
+    )
+
+
+def _arguments(fn: Any) -> str:
+    from ..functions.arguments import sql_literal
+
+    return ", ".join(
+        f"{p.name} {p.type.lower()}" + (f" DEFAULT {sql_literal(p.default)}" if p.optional else "")
+        for p in fn.params
+    )
+
+
+def _returns(fn: Any) -> str:
+    return fn.returns.lower() if isinstance(fn.returns, str) else "float[]"
 
 
 def pg_compatible(sql: str) -> str:
@@ -244,6 +475,48 @@ def param_oids(sql: str, declared: list[int | None], count: int) -> list[int]:
     for i in range(max(count, len(declared))):
         given = declared[i] if i < len(declared) else None
         oids.append(given or casts.get(i + 1) or TEXT)
+    return oids
+
+
+_NAME = r'(?:"[^"]+"|[A-Za-z_]\w*)'
+_INSERT_VALUES = re.compile(
+    rf"^\s*INSERT\s+INTO\s+({_NAME}(?:\.{_NAME})*)\s*(?:\(([^)]*)\))?\s*VALUES\s*\((.*)\)\s*;?\s*$",
+    re.IGNORECASE | re.DOTALL,
+)
+_TYPED = (
+    _INT_OIDS | _FLOAT_OIDS | {16, TEXT} | {ARRAY_OID[o] for o in (16, 20, 21, 23, 700, 701, 25)}
+)
+
+
+def insert_targets(
+    cursor: duckdb.DuckDBPyConnection, sql: str, declared: list[int | None]
+) -> list[int | None]:
+    """``INSERT INTO t [(columns)] VALUES ($1, $2, ...)``: each parameter the client left
+    untyped gets its target column's type, so asyncpg's ``executemany`` may send ints,
+    floats and lists (not only strings). Anything else: ``declared`` as it was."""
+    found = _INSERT_VALUES.match(sql)
+    if not found or re.search(r"\)\s*,\s*\(", found.group(3)):
+        return declared
+    try:
+        relation = cursor.sql(f"SELECT * FROM {found.group(1)} LIMIT 0")
+    except duckdb.Error:
+        return declared  # DuckDB says what is wrong when the statement runs
+    types = {n.lower(): str(t) for n, t in zip(relation.columns, relation.types, strict=True)}
+    names = (
+        [n.strip().strip('"').lower() for n in found.group(2).split(",")]
+        if found.group(2)
+        else [n.lower() for n in relation.columns]
+    )
+    oids = list(declared)
+    for name, item in zip(names, found.group(3).split(","), strict=False):
+        parameter = re.fullmatch(r"\s*\$(\d+)\s*", item)
+        if parameter is None or name not in types:
+            continue
+        index = int(parameter.group(1)) - 1
+        oids += [None] * (index + 1 - len(oids))
+        oid = pg_type(types[name])
+        if not oids[index] and oid in _TYPED:
+            oids[index] = oid
     return oids
 
 
@@ -273,6 +546,11 @@ def array_text(column: pa.Array) -> pa.Array:
         offsets = pa.array(np.arange(len(column) + 1, dtype=np.int32) * size)
     else:
         values, offsets = column.values, column.offsets
-    texts = pc.fill_null(pc.cast(values, pa.string()), "NULL")
+    texts = pc.cast(values, pa.string())
+    if pa.types.is_floating(values.type):  # PostgreSQL's spellings: NaN, Infinity, e-05
+        texts = pc.replace_substring_regex(texts, r"e([+-])(\d)$", r"e\10\2")  # RE2: \1, 0
+        texts = pc.replace_substring_regex(texts, "^nan$", "NaN")
+        texts = pc.replace_substring_regex(texts, "^(-?)inf$", r"\1Infinity")
+    texts = pc.fill_null(texts, "NULL")
     lists = pa.ListArray.from_arrays(offsets, texts, mask=column.is_null())
     return pc.binary_join_element_wise("{", pc.binary_join(lists, ","), "}", "")

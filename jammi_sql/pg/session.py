@@ -5,7 +5,9 @@ portals, asyncpg's type probe). What is jammi's own is here: each session runs i
 cursor of the one shared Database (so every session sees every jammi function over one
 catalog, one job runner and one model cache), in a worker thread so that a long call never
 blocks the others; DuckDB types become PostgreSQL ones; an error becomes a PostgreSQL error
-carrying the ``jammi:`` message; a cancel request interrupts that session's query.
+carrying the ``jammi:`` message; a cancel request interrupts that session's query. Each
+session acts as one role: every statement passes the role's check (roles.py) before DuckDB
+sees it, and runs under the statement timeout.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
+import time
 from typing import Any
 
 import duckdb
@@ -37,12 +40,17 @@ from .dialect import (
     TEXT_ARRAYS,
     array_text,
     converter,
+    insert_targets,
     param_oids,
+    pg_column_name,
     pg_compatible,
     pg_error,
     pg_type,
     python_param,
+    real_text,
+    session_macros,
 )
+from .roles import READER, reader_shadows
 
 BATCH_ROWS = 2048
 WATCH_S = 0.25  # how often a running statement checks that its client is still there
@@ -50,10 +58,18 @@ _TX_BEGIN = re.compile(r"^\s*(BEGIN|START\s+TRANSACTION)\b", re.IGNORECASE)
 _TX_END = re.compile(r"^\s*(COMMIT|END|ROLLBACK|ABORT)\b", re.IGNORECASE)
 _SAVEPOINT = re.compile(r"^\s*(SAVEPOINT|RELEASE)\b", re.IGNORECASE)
 _ROLLBACK_TO = re.compile(r"^\s*ROLLBACK\s+TO\b", re.IGNORECASE)
-_ISOLATION = re.compile(r"^\s*SHOW\s+TRANSACTION\s+ISOLATION\s+LEVEL\s*;?\s*$", re.IGNORECASE)
+_ISOLATION = re.compile(
+    r"^\s*SHOW\s+(TRANSACTION\s+ISOLATION\s+LEVEL|transaction_isolation)\s*;?\s*$", re.I
+)
 _PG_SESSION_FUNCTIONS = re.compile(r"\b(current_setting|set_config|pg_backend_pid)\s*\(", re.I)
 _DEALLOCATE = re.compile(r'^\s*DEALLOCATE\s+(?:PREPARE\s+)?(\w+|"[^"]+")\s*;?\s*$', re.I)
 _VERSION = re.compile(r"^\s*SELECT\s+(pg_catalog\.)?version\(\)\s*;?\s*$", re.IGNORECASE)
+_SET_VALUE = re.compile(
+    r"^\s*SET\s+(?:SESSION\s+|LOCAL\s+)?\"?(\w+)\"?\s*(?:TO|=)\s*(.+?)\s*;?\s*$", re.I | re.S
+)
+_INSERT = re.compile(r"^\s*INSERT\s+INTO\b", re.IGNORECASE)
+REAL = 700
+_JOB_CALLS = re.compile(r"\b(fine_tune|resume_job|cancel_job|delete_job)\s*\(", re.IGNORECASE)
 
 
 class JammiSession(Session):
@@ -61,6 +77,8 @@ class JammiSession(Session):
 
     def __init__(self, shared: Any):
         self.shared = shared
+        self.role: Any = None  # the Role it logged in as
+        self.address = "?"
         self.cursor: duckdb.DuckDBPyConnection | None = None
         self.portal: DuckPortal | None = None  # the one whose result is open on the cursor
         self.thread: int | None = None  # the worker thread running its statement, if any
@@ -69,7 +87,16 @@ class JammiSession(Session):
 
     async def init(self, connection: Any) -> None:
         await super().init(connection)
+        self.role = self.shared.policy.roles[connection.username]
+        self.address = getattr(connection, "address", "?")
         self.cursor = await self.run(self.shared.new_cursor)
+        roles = list(self.shared.policy.roles.values())
+        macros = session_macros(roles, self.role, self.shared.extensions)
+        if self.role.kind == READER:  # writing functions refuse, however they are reached
+            macros += reader_shadows(self.role, self.shared.db.ctx.suffix)
+        await self.run(  # current_user is the role; pg_roles, pg_extension this server's
+            self.cursor.execute, macros
+        )
         self.shared.sessions.add(self)
 
     async def close(self) -> None:
@@ -82,20 +109,51 @@ class JammiSession(Session):
         PostgreSQL ends a backend whose client is gone (a jammi function stops after its
         batch and writes nothing half-done)."""
 
+        policy = self.shared.policy
+
         def on_worker() -> Any:
             self.thread = threading.get_ident()
+            policy.acting(self.role)
             try:
                 return fn(*args)
             finally:
+                policy.acting(None)
                 self.thread = None
 
         work = asyncio.get_running_loop().run_in_executor(self.shared.pool, on_worker)
+        limit, started, timed_out = self.statement_timeout(), time.monotonic(), False
         while True:
-            done, _ = await asyncio.wait({work}, timeout=WATCH_S)
+            done, _ = await asyncio.wait({work}, timeout=WATCH_S if limit is None else 0.05)
             if done:
-                return work.result()
+                try:
+                    return work.result()
+                except duckdb.InterruptException:
+                    if timed_out:
+                        raise PgError(
+                            "57014",
+                            f"jammi: canceling statement due to statement timeout ({limit:g} s); "
+                            "SET statement_timeout (ms) for this session, or narrow the query",
+                        ) from None
+                    raise
             if self._client_gone():
                 self.interrupt()
+            elif limit is not None and not timed_out and time.monotonic() - started > limit:
+                timed_out = True
+                self.interrupt()
+
+    def statement_timeout(self) -> float | None:
+        """Seconds: the server's ``--statement-timeout``, or less where the session's ``SET
+        statement_timeout`` (PostgreSQL's milliseconds, or '5s'; 0 is none) says so. A
+        session may shorten the server's limit, never lift it."""
+        limit = self.shared.statement_timeout
+        given = self._connection.session_vars.get("statement_timeout") if self._connection else None
+        found = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|min)?\s*", str(given or ""))
+        if not found:
+            return limit
+        value = float(found.group(1)) * {"ms": 1e-3, "s": 1.0, "min": 60.0}[found.group(2) or "ms"]
+        if not value:
+            return limit
+        return value if limit is None else min(value, limit)
 
     def interrupt(self) -> None:
         """Stop this session's statement: DuckDB's work at its next chunk, a long jammi call
@@ -116,6 +174,9 @@ class JammiSession(Session):
         return bool(reader is not None and getattr(reader, "_eof", False))
 
     async def prepare(self, sql: str, param_oids_: list[int | None]) -> Statement:
+        setting = self.check(sql)
+        if setting is not None:  # a PostgreSQL setting DuckDB has not: kept by the session
+            return StaticStatement(sql, None, [], lambda: self._keep_setting(setting, sql))
         if _VERSION.match(sql):
             column = ResultColumn("version", TEXT)
             return StaticStatement(sql, [column], [(self.shared.version_text,)])
@@ -140,7 +201,46 @@ class JammiSession(Session):
         answer = await asyncpg_typeinfo(probe)
         if answer is None and self._pg_session_function(sql):
             answer = await session_functions(probe)  # current_setting('jit') and the like
+        if answer is None and "$" in sql and _INSERT.match(sql):  # executemany's parameters
+            self.close_portal(None)
+            param_oids_ = await self.run(insert_targets, self.cursor, sql, param_oids_)
         return answer or DuckStatement(self, sql, param_oids_)
+
+    def check(self, sql: str) -> str | None:
+        """Refuse what this session's role may not run (logged to the audit log); the name
+        of a PostgreSQL-only setting a SET or RESET changes, else None."""
+        policy = self.shared.policy
+        try:
+            setting = policy.setting(self.role, sql)
+            if setting is None:
+                policy.check(self.role, sql)
+            return setting
+        except PgError as exc:
+            self.shared.audit.write(
+                "refused",
+                address=self.address,
+                role=self.role.name,
+                sqlstate=exc.sqlstate,
+                why=exc.message,
+                sql=sql.strip(),
+            )
+            raise
+
+    def error(self, exc: BaseException) -> PgError:
+        """The PostgreSQL error for what a statement raised; DuckDB's sandbox refusals name
+        this session's role."""
+        if isinstance(exc, PgError):
+            return exc
+        refused = self.shared.policy.translate(self.role, exc) if self.role else None
+        return refused or pg_error(exc, self.shared.readonly)
+
+    def _keep_setting(self, name: str, sql: str) -> None:
+        found = _SET_VALUE.match(sql)
+        variables = self._connection.session_vars
+        if found:
+            variables[name] = found.group(2).strip("'\"")
+        else:  # RESET
+            variables.pop(name, None)
 
     def close_portal(self, then: DuckPortal | None) -> None:
         """A statement left with rows unread (a client that stopped fetching) gives way to
@@ -215,10 +315,7 @@ class DuckStatement(Statement):
                 "(e.g. semantic_search's source and model) or use psycopg, which asks after "
                 f"binding ({user_message(exc) or str(exc).splitlines()[0]})",
             ) from None
-        return [
-            ResultColumn(n, pg_type(str(t)))
-            for n, t in zip(relation.columns, relation.types, strict=True)
-        ]
+        return _columns(relation.columns, [str(t) for t in relation.types])
 
     def bind(self, params: list[Any]) -> Portal:
         values = [python_param(oid, v) for oid, v in zip(self.param_oids, params, strict=False)]
@@ -247,8 +344,28 @@ class DuckPortal(Portal):
         except BaseException as exc:
             if _is_set(self.statement.sql) and isinstance(exc, duckdb.CatalogException):
                 return self._remember_setting(session)
-            raise pg_error(exc, session.shared.readonly) from None
+            error = session.error(exc)
+            if error.sqlstate in ("42501", "25006"):  # refused by DuckDB or a jammi function
+                session.shared.audit.write(
+                    "refused",
+                    address=session.address,
+                    role=session.role.name,
+                    sqlstate=error.sqlstate,
+                    why=error.message,
+                    sql=self.statement.sql.strip(),
+                )
+            raise error from None
         self._track_transaction(session)
+        job = _JOB_CALLS.search(self.statement.sql)
+        if job is not None:
+            session.shared.audit.write(
+                "job",
+                address=session.address,
+                role=session.role.name,
+                call=job.group(1).lower(),
+                result=self.pending[0][0] if self.pending and self.pending[0] else "",
+                sql=self.statement.sql.strip(),
+            )
         return self.columns
 
     def _bind(self) -> Any:
@@ -259,13 +376,15 @@ class DuckPortal(Portal):
         names, types = relation.columns, [str(t) for t in relation.types]
         kind = self.statement.kind
         if names in (["Success"], ["Count"]) and kind not in _ROWS:
-            self.count = relation.fetchall()[0][0] if kind in _WRITES else None
+            self.count = relation.fetchall()[0][0] if kind in _COUNTED else None
             return None
-        self.columns = [ResultColumn(n, pg_type(t)) for n, t in zip(names, types, strict=True)]
+        self.columns = _columns(names, types)
         self._converters = [converter(c.oid, t) for c, t in zip(self.columns, types, strict=True)]
         for i, column in enumerate(self.columns):  # number arrays sent as text: Arrow writes them
             if column.oid in TEXT_ARRAYS and format_code_for(self.formats, i) == 0:
                 self._converters[i] = array_text
+            elif column.oid == REAL and format_code_for(self.formats, i) == 0:
+                self._converters[i] = real_text
         self.reader = relation.to_arrow_reader(BATCH_ROWS)  # runs the query
         self._read_batch()
         return relation
@@ -295,7 +414,7 @@ class DuckPortal(Portal):
             try:  # more batches; most results came whole with the first, read at Bind
                 await self.statement.session.run(self._fill, max_rows)
             except BaseException as exc:
-                raise pg_error(exc, self.statement.session.shared.readonly) from None
+                raise self.statement.session.error(exc) from None
         if max_rows <= 0:
             rows, self.pending = self.pending, []
             return rows, False
@@ -330,6 +449,7 @@ class DuckPortal(Portal):
 
 
 _WRITES = {duckdb.StatementType.INSERT, duckdb.StatementType.UPDATE, duckdb.StatementType.DELETE}
+_COUNTED = _WRITES | {duckdb.StatementType.COPY}  # COPY ... TO a file: its row count
 _ROWS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN, duckdb.StatementType.PRAGMA}
 _ROWS |= {duckdb.StatementType.CALL, None}
 
@@ -345,7 +465,7 @@ class JammiConnection(Connection):
     async def _handle_simple_query(self, sql: str) -> None:
         try:
             parts = [s.query for s in duckdb.extract_statements(sql)] or [sql]
-        except duckdb.Error:
+        except (duckdb.Error, ValueError):
             parts = [sql]  # PostgreSQL syntax DuckDB cannot parse: one statement, answered below
         for part in parts:
             await self._execute_one_simple_statement(part)
@@ -358,6 +478,9 @@ class JammiConnection(Connection):
             return
         copy = wire_copy.parse(sql)
         if copy is not None:  # psql's \copy, drivers' cursor.copy()
+            self.session.check(  # what it reads, or the insert it is
+                f"INSERT INTO {copy.table[0]} SELECT 1" if copy.into else copy.query
+            )
             run = wire_copy.copy_in if copy.into else wire_copy.copy_out
             count = await run(self, copy)
             self.stream.write(messages.make_command_complete(f"COPY {count}"))
@@ -393,6 +516,14 @@ class JammiConnection(Connection):
         entry.rows_returned = portal.count or 0
         self.portals[parsed.portal_name] = entry
         self.stream.write(messages.make_bind_complete())
+
+
+def _columns(names: list[str], types: list[str]) -> list[ResultColumn]:
+    columns = []
+    for name, duck_type in zip(names, types, strict=True):
+        oid = pg_type(duck_type)
+        columns.append(ResultColumn(pg_column_name(name, oid), oid))
+    return columns
 
 
 def _specs(columns: list) -> list:
