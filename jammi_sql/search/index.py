@@ -231,9 +231,10 @@ def sync(ctx: Context, table: EmbeddingTable) -> str:
                 index.remove(gone)
             removed += len(gone)
             todo = np.setdiff1d(vids, present, assume_unique=True)
-    if index is None:
+    everything = index is None
+    if everything:
         index, removed, todo = _new_index(table.dimensions, settings), 0, vids
-    _add(ctx, table, index, todo)
+    _add(ctx, table, index, todo, everything)
     name = _save(index, where, table.generation)
     _write_current(where, Current(name, table.generation, asdict(settings), len(index), removed))
     _clean(where, keep=name)
@@ -263,30 +264,31 @@ def _new_index(dimensions: int, settings: IndexSettings):
     )
 
 
-def _add(ctx: Context, table: EmbeddingTable, index, vids: np.ndarray) -> None:
-    """Add the rows ``vids`` of the table to ``index``, a batch at a time, with a bar."""
+def _add(ctx: Context, table: EmbeddingTable, index, vids: np.ndarray, everything: bool) -> None:
+    """Add the rows ``vids`` of the table to ``index`` (``everything``: all of them), read in
+    one streaming scan a batch at a time, with a bar."""
     if not len(vids):
         return
     import pyarrow as pa
 
     name = table.table_name.split(".", 1)[1].removeprefix("emb_")
-    with progress.start(f"indexing {name}", len(vids)) as task:
-        for start in range(0, len(vids), ADD_BATCH):
-            progress.check()
-            part = vids[start : start + ADD_BATCH]
-            with ctx.catalog.lock:
-                ctx.catalog.con.register("jammi_index_vids", pa.table({"vid": part}))
-                try:
-                    arrow = ctx.catalog.con.sql(
-                        f"SELECT e.vid, e.embedding FROM {table.table_name} e "
-                        "SEMI JOIN jammi_index_vids v ON e.vid = v.vid"
-                    ).to_arrow_table()
-                finally:
-                    ctx.catalog.con.unregister("jammi_index_vids")
-            keys = arrow.column("vid").to_numpy().astype(np.int64)
-            flat = arrow.column("embedding").combine_chunks().flatten().to_numpy()
-            index.add(keys, flat.astype(np.float32).reshape(len(keys), table.dimensions))
-            task.advance(len(keys))
+    sql = f"SELECT e.vid, e.embedding FROM {table.table_name} e"
+    reader = ctx.catalog.con.cursor()  # a cursor of its own: the scan stays open while we add
+    try:
+        if not everything:
+            reader.register("jammi_index_vids", pa.table({"vid": vids}))
+            sql += " SEMI JOIN jammi_index_vids v ON e.vid = v.vid"
+        with progress.start(f"indexing {name}", len(vids)) as task:
+            for batch in reader.sql(sql).to_arrow_reader(ADD_BATCH):
+                progress.check()
+                if not batch.num_rows:
+                    continue
+                keys = batch.column("vid").to_numpy().astype(np.int64)
+                flat = batch.column("embedding").flatten().to_numpy(zero_copy_only=False)
+                index.add(keys, flat.astype(np.float32).reshape(len(keys), table.dimensions))
+                task.advance(len(keys))
+    finally:
+        reader.close()
 
 
 def for_search(ctx: Context, table: EmbeddingTable):
