@@ -167,7 +167,7 @@ class ModelRegistry:
     def __init__(self, catalog, home: Path | None = None):
         self.catalog = catalog
         self.home = home  # the database's folder: fine-tuned models are under <home>/models
-        self._noted: dict[str, str | None] = {}  # model id -> precision written
+        self._noted: dict[str, tuple] = {}  # model id -> (precision, backend) written
 
     def known_ids(self) -> list[str]:
         return sorted({BUNDLED_ID, *ALIASES, *(m.model_id for m in self.catalog.models())})
@@ -212,11 +212,14 @@ class ModelRegistry:
         record = self.catalog.get_model(ref.model_id)
         return self.document_model(record.base_model_id)
 
-    def note_used(self, ref: ModelRef, precision: str | None = None) -> None:
+    def note_used(
+        self, ref: ModelRef, precision: str | None = None, backend: str | None = None
+    ) -> None:
         """List a base model in ``jammi.models`` once it has been used successfully, and the
-        precision the model runs at."""
+        precision and backend (torch, onnxruntime) the model runs at."""
+        backend = backend or ("torch" if precision is not None else None)
         if self.catalog.read_only or (
-            ref.model_id in self._noted and self._noted[ref.model_id] == precision
+            ref.model_id in self._noted and self._noted[ref.model_id] == (precision, backend)
         ):
             return
         if ref.kind == "base" and self.catalog.get_model(ref.model_id) is None:
@@ -233,11 +236,12 @@ class ModelRegistry:
                     dimensions=hidden_size(ref.folder),
                     artifact_path=str(ref.folder),
                     precision=precision,
+                    backend=backend,
                 )
             )
         elif precision is not None:
-            self.catalog.set_model_precision(ref.model_id, precision)
-        self._noted[ref.model_id] = precision
+            self.catalog.set_model_precision(ref.model_id, precision, backend or "torch")
+        self._noted[ref.model_id] = (precision, backend)
 
     def register(self, model_id: str, path: str, base_model: str | None = None) -> ModelRecord:
         """A Hugging Face or sentence-transformers folder as a base model; a PEFT LoRA folder

@@ -163,6 +163,8 @@ class Encoder(nn.Module):
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.precision = "fp32"  # the transformer's weights (see jammi_sql.inference.precision)
         self.fidelity: float | None = None  # lowest calibration cosine to fp32, when measured
+        self.backend = "torch"  # or "onnxruntime" (see jammi_sql.inference.onnx_backend)
+        self.runtime: Callable[[dict, bool], np.ndarray] | None = None  # runs encode's batches
 
     # ---- loading ------------------------------------------------------------------
     @classmethod
@@ -307,9 +309,12 @@ class Encoder(nn.Module):
         ids = self.tokenize(inputs)
         for batch in length_sorted_batches([len(x) for x in ids]):
             feats = self.collate([ids[i] for i in batch])
-            pooled = self.pooled(feats)
-            emb = pooled if pooled_only else self.project(pooled, query)
-            emb = emb.float().cpu().numpy()
+            if self.runtime is not None and not pooled_only:
+                emb = self.runtime(feats, query)
+            else:
+                pooled = self.pooled(feats)
+                emb = pooled if pooled_only else self.project(pooled, query)
+                emb = emb.float().cpu().numpy()
             if vectors is None:
                 vectors = np.empty((len(inputs), emb.shape[1]), dtype=np.float32)
             vectors[batch] = emb

@@ -100,7 +100,14 @@ def export_model(
         else:
             from . import onnx_export
 
-            onnx_export.write(folder, item.encoder(), quantize=fmt == "onnx-int8")
+            onnx_export.write(
+                folder, item.encoder(), quantize=fmt == "onnx-int8", query_side=item.query_side
+            )
+            if item.query_side:
+                provenance.layout = (
+                    "A query-side projection head: `query/model.onnx` (with the head) for "
+                    "queries and `document/model.onnx` (the base as it is) for documents."
+                )
         provenance.layout = provenance.layout or LAYOUTS[fmt]
         (folder / "README.md").write_text(card(provenance, fmt, target))
 
