@@ -3,6 +3,7 @@ and embeds with as jammi does, and their folders register back into jammi alike.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from jammi_sql.inference.encoder import Encoder
 from jammi_sql.training.trainee import Trainee
 
 CPU = torch.device("cpu")
+BUNDLED = "sentence-transformers/all-MiniLM-L6-v2"
 TEXTS = [
     "the cat plays piano",
     "quantum computing and physics",
@@ -217,3 +219,38 @@ def test_an_existing_folder_is_kept_unless_overwrite_and_a_failed_export_leaves_
     monkeypatch.undo()
     db.export_model("tiny", out, overwrite=True)
     assert not (out / "keep.txt").exists() and (out / "modules.json").is_file()
+
+
+@pytest.mark.slow
+def test_the_real_model_with_a_head_exports_and_loads_in_sentence_transformers_and_onnx(
+    bundled_model_folder, tmp_path
+):
+    """all-MiniLM-L6-v2 with a moved projection head: both formats embed as jammi does."""
+    from jammi_sql.artifacts import layout
+
+    db = jammi_sql.connect(":memory:", home=str(tmp_path / "home"))
+    try:
+        g = torch.Generator().manual_seed(0)
+        folder = model_dir(db.home, "real-head")
+        tensors = {
+            "lora_A.weight": torch.randn(8, 384, generator=g) * 0.05,
+            "lora_B.weight": torch.randn(384, 8, generator=g) * 0.05,
+        }
+        config = {"lora_rank": 8, "lora_alpha": 16.0, "head_layers": ["projection"]}
+        layout.save(folder, "projection_head", config=config, base_model_id=BUNDLED,
+                    base_model_path=str(bundled_model_folder), tensors=tensors)  # fmt: skip
+        db.ctx.catalog.add_model(
+            ModelRecord("real-head", "fine_tuned", "job", base_model_id=BUNDLED,
+                        adapter_type="projection_head", dimensions=384, artifact_path=str(folder))
+        )  # fmt: skip
+        expected = db.encode_text("real-head", TEXTS)
+        assert cosines(expected, db.encode_text(BUNDLED, TEXTS)).min() < 0.999
+        st = sentence_transformer(db.export_model("real-head", tmp_path / "st")).encode(TEXTS)
+        assert cosines(st, expected).min() >= 0.9999
+        if importlib.util.find_spec("onnxruntime") is not None:
+            from test_onnx import run_graph
+
+            out = Path(db.export_model("real-head", tmp_path / "onnx", format="onnx"))
+            assert cosines(run_graph(out, TEXTS), expected).min() >= 0.9999
+    finally:
+        db.close()
