@@ -79,17 +79,31 @@ def main() -> None:
     from jammi_sql.catalog.models import bundled_model_folder
 
     data = texts(args.n)
-    print(f"CPU: {cpu()}")
+    print(f"CPU: {cpu()}", flush=True)
     st = SentenceTransformer(str(bundled_model_folder()), device="cpu")
     st.encode(data[:64])
     peer = best_of(args.repeats, lambda: st.encode(data))
     reference = st.encode(data)
-    rows = [("sentence-transformers fp32", peer, 1.0)]
+    print(
+        f"texts: {len(data)} ({args.n // 2} SciFact abstracts + STSb sentences), "
+        f"torch threads: {torch.get_num_threads()}, best of {args.repeats}"
+    )
+    print(f"{'':44}{'seconds':>9}{'texts/s':>9}{'x ST fp32':>10}{'min cos':>9}")
+
+    def show(name: str, seconds: float, cos: float) -> None:
+        rows.append((name, seconds, cos))
+        print(
+            f"{name:44}{seconds:>9.2f}{len(data) / seconds:>9.1f}{peer / seconds:>9.2f}x{cos:>9.5f}",
+            flush=True,
+        )
+
+    rows: list[tuple[str, float, float]] = []
+    show("sentence-transformers fp32", peer, 1.0)
     if not args.no_bf16_peer:
         st.to(torch.bfloat16)
         st.encode(data[:64])
         seconds = best_of(args.repeats, lambda: st.encode(data))
-        rows.append(("sentence-transformers bf16", seconds, _min_cos(st.encode(data), reference)))
+        show("sentence-transformers bf16", seconds, _min_cos(st.encode(data), reference))
     st = None  # free the peer before ours load
 
     sql = "SELECT embed('all-MiniLM-L6-v2', body) FROM t"
@@ -105,20 +119,11 @@ def main() -> None:
             "WHERE model_id = 'sentence-transformers/all-MiniLM-L6-v2'"
         ).fetchall()[0]
         label = f"jammi-sql {precision}" + (f" -> {ran}" if ran != precision else "")
-        rows.append((f"{label} ({backend})", seconds, _min_cos(mine, reference)))
+        show(f"{label} ({backend})", seconds, _min_cos(mine, reference))
         if args.ndcg:
             ndcg[rows[-1][0]] = retrieval(db, args.ndcg)
         db.close()
 
-    print(
-        f"texts: {len(data)} ({args.n // 2} SciFact abstracts + STSb sentences), "
-        f"torch threads: {torch.get_num_threads()}, best of {args.repeats}"
-    )
-    print(f"{'':44}{'seconds':>9}{'texts/s':>9}{'x ST fp32':>10}{'min cos':>9}")
-    for name, seconds, cos in rows:
-        print(
-            f"{name:44}{seconds:>9.2f}{len(data) / seconds:>9.1f}{peer / seconds:>9.2f}x{cos:>9.5f}"
-        )
     for name, value in ndcg.items():
         print(f"NDCG@10 on {args.ndcg} SciFact queries, {name}: {value:.4f}")
 
