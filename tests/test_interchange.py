@@ -188,12 +188,14 @@ def test_a_fine_tuned_model_exports_with_a_card_of_its_lineage_config_and_metric
     )
     db.add_source("pairs", "pairs")
     job = db.fine_tune(
-        "pairs", "tiny", ["text_a", "text_b", "score"], epochs=2, trials=1, model_name="tuned"
-    ).wait()
+        "pairs", "tiny", ["text_a", "text_b", "score"], epochs=2, trials=1, model_name="tuned",
+        matryoshka_dims=[16, 8],
+    ).wait()  # fmt: skip
     card = (Path(db.export_model("tuned", tmp_path / "out")) / "README.md").read_text()
     assert "base_model: tiny" in card and "`tuned` <- `tiny`" in card
     assert "source `pairs`" in card and job.job_id in card and '"epochs": 2' in card
     assert "| metric | base | fine_tuned | delta |" in card
+    assert "Matryoshka widths 16, 8" in card and "truncate_dim=8" in card
 
 
 def test_an_existing_folder_is_kept_unless_overwrite_and_a_failed_export_leaves_nothing(

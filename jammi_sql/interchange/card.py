@@ -91,6 +91,15 @@ def card(p: Provenance, fmt: str, path: str) -> str:
             json.dumps(p.job.get("config") or {}, indent=2, sort_keys=True, default=str),
             "```",
         ]
+    dims = (p.job.get("config") or {}).get("matryoshka_dims")
+    if dims:
+        lines += [
+            "",
+            f"Trained with Matryoshka widths {', '.join(map(str, dims))}: the first d values of "
+            "an embedding are an embedding of their own; keep them with "
+            f"`SentenceTransformer(path, truncate_dim={min(dims)})` (then renormalise), or jammi's "
+            "`dims :=`.",
+        ]
     if p.metrics:
         lines += ["", "## Metrics (validation split, base vs fine-tuned)", "", *_metrics(p.metrics)]
     lines += ["", "## Use", "", "```python", _loader(fmt, path, base), "```", ""]
