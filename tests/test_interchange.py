@@ -116,7 +116,7 @@ def test_a_query_side_head_exports_as_a_query_folder_and_a_document_folder(
     assert "`query/`" in (out / "README.md").read_text()
 
 
-def test_adapters_export_to_peft_unmerged_and_peft_loads_them_onto_the_base(
+def test_adapters_export_to_peft_unmerged_and_peft_and_sentence_transformers_load_them(
     db, tiny_model, tmp_path
 ):
     from peft import PeftModel
@@ -132,6 +132,9 @@ def test_adapters_export_to_peft_unmerged_and_peft_loads_them_onto_the_base(
     assert any("lora_A" in name for name, _ in peft_model.named_parameters())  # unmerged
     got = mean_pooled(peft_model, AutoTokenizer.from_pretrained(str(tiny_model)), TEXTS)
     assert cosines(got, db.encode_text("tuned", TEXTS)).min() >= 0.9999
+    st = sentence_transformer(tiny_model)
+    st.load_adapter(str(out))  # sentence-transformers' own way to put an adapter on
+    assert cosines(st.encode(TEXTS), db.encode_text("tuned", TEXTS)).min() >= 0.9999
 
 
 def test_a_peft_export_registers_back_as_the_same_model(db, tiny_model, tmp_path):
