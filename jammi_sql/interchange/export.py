@@ -64,7 +64,7 @@ def export_model(
     ctx: Context, model: str, path: str, fmt: str = "sentence-transformers", overwrite: bool = False
 ) -> str:
     """Write ``model`` to the folder ``path`` in format ``fmt``; returns the folder written."""
-    fmt = (fmt or "sentence-transformers").lower()
+    fmt = str(fmt or "sentence-transformers").lower()
     if fmt not in FORMATS:
         raise InvalidArgumentError(
             f"export format '{fmt}' is unknown; use one of {', '.join(FORMATS)}"
