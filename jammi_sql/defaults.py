@@ -13,7 +13,7 @@ from .errors import InvalidArgumentError
 SHAPES = ("projection_head", "encoder_adapters", "full")
 # Inference precision (jammi_sql.connect(precision=...)); auto: reduced where the hardware runs
 # it natively and the calibration texts keep cosine >= MIN_COSINE to fp32, else fp32.
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "onnx", "onnx-int8")
 MIN_COSINE = 0.999
 # What a config key left NULL means, per shape: one table, measured with benchmarks/quality.py
 # on held-out splits of STSb and SciFact (see the README's "Defaults, and why"). A head trains on

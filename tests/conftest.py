@@ -101,10 +101,12 @@ def build_tiny_bert(
 @pytest.fixture(autouse=True)
 def _fp32_hardware(monkeypatch):
     """Tests compare embeddings with fp32 ones to 1e-5: precision 'auto' sees no reduced
-    precision here, whatever the machine (tests of the guard patch this back)."""
+    precision and no ONNX Runtime here, whatever the machine (tests of the guards patch this
+    back)."""
     from jammi_sql.inference import precision
 
     monkeypatch.setattr(precision, "reduced", lambda device: None)
+    monkeypatch.setattr(precision, "auto_onnx", lambda device: False)  # nor ONNX Runtime
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ catalog tables and the home folder are exactly as before the call."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from conftest import catalog_snapshot
@@ -14,8 +15,43 @@ LONG = "repeat('x', 100000)"
 FT = "fine_tune('pairs', 'tiny', ['text_a', 'text_b', 'score']"
 
 
+def foreign_folders(db, tiny_model, tmp_path) -> None:
+    """A projection head 'head' (saved directly, no job), PEFT folders that lack a piece or use
+    what jammi does not load, and a sentence-transformers folder whose Dense folder is gone."""
+    import shutil
+
+    import torch
+
+    from jammi_sql.artifacts import layout
+    from jammi_sql.catalog.tables import ModelRecord
+
+    folder = layout.model_dir(db.home, "head")
+    tensors = {"lora_A.weight": torch.zeros(2, 32), "lora_B.weight": torch.zeros(32, 2)}
+    config = {"lora_rank": 2, "lora_alpha": 4.0, "head_layers": ["projection"]}
+    layout.save(folder, "projection_head", config=config, base_model_id="tiny",
+                base_model_path=str(tiny_model), tensors=tensors)  # fmt: skip
+    db.ctx.catalog.add_model(ModelRecord("head", "fine_tuned", "job", base_model_id="tiny",
+                             adapter_type="projection_head", artifact_path=str(folder)))  # fmt: skip
+    lora = {"peft_type": "LORA", "r": 2, "lora_alpha": 4, "target_modules": ["query"]}
+    for name, extra, weights in [
+        ("peft-no-weights", {"base_model_name_or_path": "tiny"}, False),
+        ("peft-dora", {"base_model_name_or_path": "tiny", "use_dora": True}, True),
+        ("peft-nobase", {}, True),
+        ("peft-other", {"base_model_name_or_path": "someone/else"}, True),
+    ]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "adapter_config.json").write_text(json.dumps({**lora, **extra}))
+        if weights:
+            (tmp_path / name / "adapter_model.safetensors").write_bytes(b"")
+    st = Path(shutil.copytree(tiny_model, tmp_path / "st-missing-dense"))
+    modules = json.loads((st / "modules.json").read_text())
+    modules.insert(2, {"idx": 9, "name": "9", "path": "2_Dense",
+                       "type": "sentence_transformers.models.Dense"})  # fmt: skip
+    (st / "modules.json").write_text(json.dumps(modules))
+
+
 @pytest.fixture
-def world(db, tmp_path):
+def world(db, tiny_model, tmp_path):
     """Sources of every shape a mistake needs, and one embedding table (corpus, tiny)."""
     run = lambda sql: db.sql(sql).fetchall() if db.sql(sql) is not None else None  # noqa: E731
     for sql in [
@@ -47,6 +83,7 @@ def world(db, tmp_path):
     (tmp_path / "data.xyz").write_text("a,b\n1,2\n")
     (tmp_path / "header.csv").write_text("text_a,text_b,score\n")  # a header and no rows
     run(f"SELECT add_source('headeronly', '{tmp_path / 'header.csv'}')")
+    foreign_folders(db, tiny_model, tmp_path)
     db.half, db.tmp = str(half), str(tmp_path)
     return db
 
@@ -78,6 +115,26 @@ MISTAKES = [
     ("SELECT register_model('m', NULL)", "register_model needs the path of a model folder"),
     (f"SELECT register_model({LONG}, '{{half}}')", "of 100,000 characters is too long"),
     (f"SELECT register_model('m', {LONG})", "a model folder path of 100,000 characters"),
+    ("SELECT register_model('m', '{tmp}/peft-no-weights')", "but no adapter_model.safetensors"),
+    ("SELECT register_model('m', '{tmp}/peft-dora')", "uses use_dora, which jammi-sql does not"),
+    ("SELECT register_model('m', '{tmp}/peft-dora')", "merge it into the base"),
+    ("SELECT register_model('m', '{tmp}/peft-nobase')", "names no base model"),
+    ("SELECT register_model('m', '{tmp}/peft-other')", "'someone/else' of the PEFT adapter"),
+    ("SELECT register_model('m', '{tmp}/peft-other')", "register the base first"),
+    ("SELECT register_model('m', '{tmp}/peft-nobase', base_model := 'head')", "a fine-tuned"),
+    ("SELECT register_model('m', '{half}', base_model := 'tiny')", "is for a PEFT adapter"),
+    ("SELECT register_model('m', '{tmp}/st-missing-dense')", "the Dense module's folder 2_Dense/"),
+    # export_model
+    ("SELECT export_model('nope', '{tmp}/out')", "unknown model 'nope'"),
+    ("SELECT export_model(NULL, '{tmp}/out')", "export_model needs a model id"),
+    ("SELECT export_model('tiny', NULL)", "export_model needs the path of a folder"),
+    ("SELECT export_model('tiny', '{tmp}/out', format := 'gguf')", "format 'gguf' is unknown"),
+    ("SELECT export_model('head', '{tmp}/out', format := 'peft')", "a projection head, which"),
+    ("SELECT export_model('head', '{tmp}/out', format := 'peft')", "'sentence-transformers'"),
+    ("SELECT export_model('tiny', '{tmp}')", "is not empty; choose another path or pass overwrite"),
+    ("SELECT export_model('tiny', '{tmp}/data.xyz')", "is a file; give the path of a folder"),
+    ("SELECT export_model('tiny', '{tmp}/data.xyz/out')", "not a folder this process may write"),
+    ("SELECT export_model('tiny', '{tmp}', overwrite := 'yes')", "must be true or false"),
     # remove_model
     (
         "SELECT remove_model('nope')",
@@ -321,6 +378,7 @@ PYTHON_MISTAKES = [
     (lambda db: db.add_source("s", "/no/such.csv"), "no file matches"),
     (lambda db: db.remove_source("corpus"), "remove_source('corpus', cascade := true)"),
     (lambda db: db.register_model("m", db.half), "not a complete model folder"),
+    (lambda db: db.export_model("head", db.tmp + "/out", format="peft"), "format := 'sentence"),
     (lambda db: db.remove_model("tiny"), "used by jammi.emb_corpus__tiny"),
     (lambda db: db.fine_tune("pairs", "tiny", "text_a"), "columns must name 2 or 3"),
     (lambda db: db.fine_tune("pairs", "tiny", ["text_a", "text_b"], epoch=2), "'epoch'"),
@@ -341,7 +399,9 @@ PYTHON_MISTAKES = [
 ]
 
 
-@pytest.mark.parametrize("call, message", PYTHON_MISTAKES, ids=[f"{i}" for i in range(18)])
+@pytest.mark.parametrize(
+    "call, message", PYTHON_MISTAKES, ids=[f"{i}" for i in range(len(PYTHON_MISTAKES))]
+)
 def test_a_python_api_mistake_is_a_jammi_error_that_changes_nothing(world, call, message):
     before = catalog_snapshot(world)
     with pytest.raises(jammi_sql.JammiError) as err:

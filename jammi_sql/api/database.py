@@ -173,12 +173,27 @@ class Database:
         self._writes("remove_embeddings")
         return remove_embeddings(self.ctx, source, model)
 
-    def register_model(self, model_id: str, path: str | os.PathLike):
-        """Register a local Hugging Face model folder (config.json, weights, tokenizer) under
-        ``model_id``, for ``embed``, ``fine_tune`` and the rest; returns its ModelRecord."""
+    def register_model(self, model_id: str, path: str | os.PathLike, base_model: str | None = None):
+        """Register a local Hugging Face or sentence-transformers model folder (config.json,
+        weights, tokenizer), or a PEFT adapter folder on ``base_model``, under ``model_id``, for
+        ``embed``, ``fine_tune`` and the rest; returns its ModelRecord."""
         self._writes("register_model")
-        record = self.ctx.models.register(model_id, str(path))
+        record = self.ctx.models.register(model_id, str(path), base_model)
         return record
+
+    def export_model(
+        self,
+        model: str,
+        path: str | os.PathLike,
+        format: str = "sentence-transformers",
+        overwrite: bool = False,
+    ) -> str:
+        """Write ``model`` to the folder ``path`` as 'sentence-transformers', 'peft', 'onnx' or
+        'onnx-int8', with a model card; returns the folder written (see ``export_model``)."""
+        from ..interchange.export import export_model
+
+        self._writes("export_model")
+        return export_model(self.ctx, model, str(path), format, overwrite)
 
     def remove_model(self, model_id: str) -> str:
         """Unregister a model (a fine-tuned one's files are deleted); refused while an

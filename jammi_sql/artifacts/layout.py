@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # torch loads only when tensors are saved: the job runner imports this
     import torch
 
-from ..errors import ArtifactError
+from ..errors import AlreadyExistsError, ArtifactError, InvalidArgumentError
 
 FORMAT_VERSION = 1
 ADAPTER_FILE = "adapter.safetensors"
@@ -197,12 +197,53 @@ def _replace_dir(tmp: Path, target: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def check_target(path: str | Path, overwrite: bool) -> Path:
+    """A folder a user asked to write to: absent, empty, or replaced with ``overwrite``; its
+    parent must be a folder this process can write into. Returns it, absolute."""
+    target = Path(path).expanduser().absolute()
+    if target.exists() and not target.is_dir():
+        raise AlreadyExistsError(f"'{path}' is a file; give the path of a folder to write")
+    if target.is_dir() and any(target.iterdir()) and not overwrite:
+        raise AlreadyExistsError(
+            f"'{path}' exists and is not empty; choose another path or pass overwrite := true "
+            "to replace it"
+        )
+    parent = next((p for p in [target.parent, *target.parent.parents] if p.exists()), None)
+    if parent is None or not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise InvalidArgumentError(
+            f"cannot write '{path}': '{parent}' is not a folder this process may write into; "
+            "choose a path under a writable folder"
+        )
+    return target
+
+
+def write_folder(path: str | Path, fill: Callable[[Path], None], overwrite: bool = False) -> Path:
+    """Write a user's folder whole or not at all: ``fill(tmp)`` writes a temporary sibling,
+    which is then renamed into place (replacing ``path`` only with ``overwrite``)."""
+    target = check_target(path, overwrite)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        fill(tmp)
+        _replace_dir(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
 # ---- load ----------------------------------------------------------------------------
 def load(folder: str | Path) -> Artifact:
     """Read a model folder written by :func:`save`; refuses versions and types it does not know."""
     from safetensors.torch import load_file
 
     folder = Path(folder)
+    from . import peft
+
+    if peft.is_peft_folder(folder):
+        meta, tensors = peft.read(folder)
+        return Artifact(folder, "encoder_adapters", meta, meta["base_model_id"], None, tensors)
     if (folder / ADAPTER_CONFIG).is_file():
         meta = _read_meta(folder / ADAPTER_CONFIG)
     elif (folder / FULL_MARKER).is_file():

@@ -82,6 +82,41 @@ def hf_cache_folder(model_id: str) -> Path | None:
     return next((s for s in snapshots if is_model_folder(s)), None)
 
 
+def st_modules(folder: Path) -> list[dict]:
+    """The modules a sentence-transformers folder lists in modules.json ([] without one)."""
+    import json
+
+    try:
+        modules = json.loads((folder / "modules.json").read_text())
+    except (OSError, ValueError):
+        return []
+    return modules if isinstance(modules, list) else []
+
+
+def missing_module_files(folder: Path) -> list[str]:
+    """What a sentence-transformers folder's modules lack: their folders, a Dense's config and
+    weights, a Pooling's config."""
+    missing = []
+    for m in st_modules(folder):
+        kind, path = m.get("type", "").rsplit(".", 1)[-1], m.get("path", "")
+        where = folder / path
+        if kind == "Normalize" or not path:
+            continue
+        if not where.is_dir():
+            missing.append(f"the {kind} module's folder {path}/")
+        elif kind in ("Dense", "Pooling") and not (where / "config.json").is_file():
+            missing.append(f"{path}/config.json")
+        elif kind == "Dense" and not any(
+            (where / f).is_file() for f in ("model.safetensors", "pytorch_model.bin")
+        ):
+            missing.append(f"{path}/model.safetensors")
+        elif kind not in ("Dense", "Pooling", "Transformer"):
+            missing.append(
+                f"support for its {kind} module (jammi-sql reads Pooling, Dense, Normalize)"
+            )
+    return missing
+
+
 @dataclass(frozen=True)
 class ModelRef:
     """A resolved model: the base folder to load, plus an adapter folder for fine-tuned LoRA."""
@@ -106,8 +141,15 @@ def find_base_folder(model_id: str, registered: dict[str, str]) -> Path | None:
 
 
 def hidden_size(folder: Path) -> int | None:
+    """The width of the model's embeddings: its last Dense module's, else the transformer's."""
     import json
 
+    dense = [m for m in st_modules(folder) if m.get("type", "").endswith("Dense")]
+    config_file = folder / dense[-1].get("path", "") / "config.json" if dense else None
+    if config_file is not None and config_file.is_file():
+        out = json.loads(config_file.read_text()).get("out_features")
+        if isinstance(out, int):
+            return out
     config = (
         json.loads((folder / "config.json").read_text())
         if (folder / "config.json").exists()
@@ -125,7 +167,7 @@ class ModelRegistry:
     def __init__(self, catalog, home: Path | None = None):
         self.catalog = catalog
         self.home = home  # the database's folder: fine-tuned models are under <home>/models
-        self._noted: dict[str, str | None] = {}  # model id -> precision written
+        self._noted: dict[str, tuple] = {}  # model id -> (precision, backend) written
 
     def known_ids(self) -> list[str]:
         return sorted({BUNDLED_ID, *ALIASES, *(m.model_id for m in self.catalog.models())})
@@ -170,11 +212,14 @@ class ModelRegistry:
         record = self.catalog.get_model(ref.model_id)
         return self.document_model(record.base_model_id)
 
-    def note_used(self, ref: ModelRef, precision: str | None = None) -> None:
+    def note_used(
+        self, ref: ModelRef, precision: str | None = None, backend: str | None = None
+    ) -> None:
         """List a base model in ``jammi.models`` once it has been used successfully, and the
-        precision the model runs at."""
+        precision and backend (torch, onnxruntime) the model runs at."""
+        backend = backend or ("torch" if precision is not None else None)
         if self.catalog.read_only or (
-            ref.model_id in self._noted and self._noted[ref.model_id] == precision
+            ref.model_id in self._noted and self._noted[ref.model_id] == (precision, backend)
         ):
             return
         if ref.kind == "base" and self.catalog.get_model(ref.model_id) is None:
@@ -191,13 +236,17 @@ class ModelRegistry:
                     dimensions=hidden_size(ref.folder),
                     artifact_path=str(ref.folder),
                     precision=precision,
+                    backend=backend,
                 )
             )
         elif precision is not None:
-            self.catalog.set_model_precision(ref.model_id, precision)
-        self._noted[ref.model_id] = precision
+            self.catalog.set_model_precision(ref.model_id, precision, backend or "torch")
+        self._noted[ref.model_id] = (precision, backend)
 
-    def register(self, model_id: str, path: str) -> ModelRecord:
+    def register(self, model_id: str, path: str, base_model: str | None = None) -> ModelRecord:
+        """A Hugging Face or sentence-transformers folder as a base model; a PEFT LoRA folder
+        as a fine-tuned model on ``base_model`` (default: the base its config names)."""
+        from ..artifacts import peft
         from ..errors import AlreadyExistsError
 
         if not model_id or not isinstance(model_id, str) or not model_id.strip():
@@ -213,12 +262,20 @@ class ModelRegistry:
         if canonical_id(model_id) == BUNDLED_ID:
             raise AlreadyExistsError(f"'{model_id}' is the bundled model's id; choose another id")
         folder = Path(path).expanduser().resolve()
+        if peft.is_peft_folder(folder):
+            return self._register_adapter(model_id, folder, base_model)
+        if base_model is not None:
+            raise InvalidArgumentError(
+                f"base_model := '{base_model}' is for a PEFT adapter folder, and '{path}' is a "
+                "model folder; leave base_model out"
+            )
         if not is_model_folder(folder):
             raise NotFoundError(
-                f"'{path}' is not a Hugging Face model folder (no config.json there); give the folder "
-                "that holds config.json, the weights and the tokenizer"
+                f"'{path}' is not a Hugging Face model folder (no config.json there) nor a PEFT "
+                "adapter folder (no adapter_config.json); give the folder that holds config.json, "
+                "the weights and the tokenizer"
             )
-        missing = missing_model_files(folder)
+        missing = missing_model_files(folder) + missing_module_files(folder)
         if missing:
             raise NotFoundError(
                 f"'{path}' is not a complete model folder: it has no {' and no '.join(missing)}; "
@@ -236,6 +293,50 @@ class ModelRegistry:
             "base",
             "registered",
             dimensions=hidden_size(folder),
+            artifact_path=str(folder),
+        )
+        self.catalog.add_model(record)
+        return record
+
+    def _register_adapter(self, model_id: str, folder: Path, base_model: str | None) -> ModelRecord:
+        from ..artifacts import peft
+        from ..errors import AlreadyExistsError
+
+        peft.check(folder)
+        base_id = base_model or peft.base_model_name(folder)
+        if not base_id:
+            raise InvalidArgumentError(
+                f"the PEFT adapter in '{folder}' names no base model; register its base and pass "
+                f"it: register_model('{model_id}', '{folder}', base_model := 'my-base')"
+            )
+        try:
+            base = self.resolve(base_id)
+        except NotFoundError:
+            raise NotFoundError(
+                f"the base model '{base_id}' of the PEFT adapter in '{folder}' is not known; "
+                f"register the base first (register_model('my-base', '/path/to/base')) and pass "
+                f"register_model('{model_id}', '{folder}', base_model := 'my-base')"
+            ) from None
+        if base.kind != "base":
+            raise InvalidArgumentError(
+                f"'{base.model_id}' is a fine-tuned model; a PEFT adapter sits on a base model: "
+                "export the fine-tuned one (export_model) and register that folder as the base"
+            )
+        existing = self.catalog.get_model(model_id)
+        if existing is not None:
+            if existing.origin == "registered" and existing.artifact_path == str(folder):
+                return existing
+            raise AlreadyExistsError(
+                f"model '{model_id}' is already registered (at {existing.artifact_path}); choose another id"
+            )
+        self.note_used(base)
+        record = ModelRecord(
+            model_id,
+            "fine_tuned",
+            "registered",
+            base_model_id=base.model_id,
+            adapter_type="encoder_adapters",
+            dimensions=hidden_size(base.folder),
             artifact_path=str(folder),
         )
         self.catalog.add_model(record)

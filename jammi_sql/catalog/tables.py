@@ -60,7 +60,8 @@ class ModelRecord:
     job_id: str | None = None
     metrics: dict | None = None
     created_at: datetime | None = None
-    precision: str | None = None  # fp32, bf16 or fp16 once loaded for inference
+    precision: str | None = None  # fp32, bf16, fp16, onnx or onnx-int8 once loaded
+    backend: str | None = None  # torch or onnxruntime once loaded
 
 
 @dataclass
@@ -281,11 +282,11 @@ class Catalog:
     def add_model(self, model: ModelRecord) -> None:
         self._insert("models", model)
 
-    def set_model_precision(self, model_id: str, precision: str) -> None:
+    def set_model_precision(self, model_id: str, precision: str, backend: str = "torch") -> None:
         self.execute(
-            "UPDATE jammi.models SET precision = ? WHERE model_id = ? "
-            "AND precision IS DISTINCT FROM ?",
-            [precision, model_id, precision],
+            "UPDATE jammi.models SET precision = ?, backend = ? WHERE model_id = ? "
+            "AND (precision IS DISTINCT FROM ? OR backend IS DISTINCT FROM ?)",
+            [precision, backend, model_id, precision, backend],
         )
 
     def remove_model(self, model_id: str) -> None:

@@ -78,10 +78,18 @@ def remove_embeddings(ctx: Context, source, model):
     return f"{remove(ctx, source, model)} dropped"
 
 
-@sql_function("register_model", [Param("model_id", V), Param("path", V)], V, **WRITES)
-def register_model(ctx: Context, model_id, path):
-    """Registers a local Hugging Face model folder under an id."""
-    record = ctx.models.register(model_id, path)
+@sql_function(
+    "register_model",
+    [Param("model_id", V), Param("path", V), Param("base_model", V, None)],
+    V,
+    **WRITES,
+)
+def register_model(ctx: Context, model_id, path, base_model):
+    """Registers a local model folder under an id: a Hugging Face or sentence-transformers
+    folder (its Pooling, Dense and Normalize modules and prompts are used as
+    sentence-transformers uses them), or a PEFT LoRA adapter folder on `base_model` (default:
+    the base its adapter_config.json names, which must be a known model)."""
+    record = ctx.models.register(model_id, path, base_model)
     return f"model '{record.model_id}' registered ({record.dimensions} dimensions, {record.artifact_path})"
 
 
@@ -424,7 +432,7 @@ table_macro(
 
 
 # ---- training data: mine_hard_negatives, pairs_from_documents (registered in this order) ---
-from . import data_declarations  # noqa: E402,F401
+from . import data_declarations, interchange_declarations  # noqa: E402,F401,I001
 
 
 # ---- evaluation -----------------------------------------------------------------------

@@ -41,17 +41,20 @@ class ModelSpec:
     query_prompt: str = ""
     document_prompt: str = ""
     do_lower_case: bool = False
+    dense: tuple[Path, ...] = ()  # sentence-transformers Dense module folders, in order
 
     @classmethod
     def read(cls, folder: str | Path) -> ModelSpec:
         folder = Path(folder)
-        pooling, normalize = "mean", False
+        pooling, normalize, dense = "mean", False, []
         modules_file = folder / "modules.json"
         if modules_file.exists():
             for module in json.loads(modules_file.read_text()):
                 kind = module.get("type", "").rsplit(".", 1)[-1]
                 if kind == "Pooling":
                     pooling = _pooling_mode(folder / module.get("path", ""))
+                elif kind == "Dense":
+                    dense.append(folder / module.get("path", ""))
                 elif kind == "Normalize":
                     normalize = True
         st_config = _read_json(folder / "sentence_bert_config.json")
@@ -67,6 +70,7 @@ class ModelSpec:
             query_prompt=prompts.get("query", "") or "",
             document_prompt=prompts.get("document", "") or "",
             do_lower_case=bool(st_config.get("do_lower_case", False)),
+            dense=tuple(dense),
         )
 
 
@@ -88,6 +92,39 @@ def _pooling_mode(pooling_dir: Path) -> str:
     return config.get("pooling_mode", "mean")
 
 
+class Dense(nn.Module):
+    """A sentence-transformers ``Dense`` module: ``activation(W x + b)`` (plus ``x`` with
+    ``use_residual``), read from its folder (``config.json`` and the weights)."""
+
+    def __init__(self, folder: Path):
+        super().__init__()
+        config = _read_json(folder / "config.json")
+        self.linear = nn.Linear(
+            int(config["in_features"]), int(config["out_features"]), bias=config.get("bias", True)
+        )
+        name = config.get("activation_function", "torch.nn.modules.activation.Tanh")
+        activation = getattr(nn, str(name).rsplit(".", 1)[-1], None)
+        if not str(name).startswith("torch.") or not isinstance(activation, type):
+            raise ValueError(f"the Dense module in '{folder}' has activation {name!r}")
+        self.activation = activation()
+        self.use_residual = bool(config.get("use_residual", False))
+        if self.use_residual and self.linear.in_features != self.linear.out_features:
+            self.residual = nn.Linear(self.linear.in_features, self.linear.out_features, bias=False)
+        if (folder / "model.safetensors").is_file():
+            from safetensors.torch import load_file
+
+            state = load_file(str(folder / "model.safetensors"))
+        else:
+            state = torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        self.load_state_dict(state)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, in) -> (B, out)
+        out = self.activation(self.linear(x))
+        if self.use_residual:
+            out = out + (self.residual(x) if hasattr(self, "residual") else x)
+        return out
+
+
 def pool(hidden: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
     """Token states (B, T, H) and attention mask (B, T) -> one vector per text (B, H)."""
     m = mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
@@ -106,7 +143,8 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
 
 
 class Encoder(nn.Module):
-    """transformer -> pooling -> optional head -> optional L2 normalisation.
+    """transformer -> pooling -> the folder's Dense modules -> optional head -> optional L2
+    normalisation.
 
     A head with ``head_side`` 'query' applies to query embeddings only (``encode(query=True)``):
     documents embed exactly as with the base model.
@@ -120,10 +158,13 @@ class Encoder(nn.Module):
         self.transformer = transformer
         self.tokenizer = tokenizer
         self.head = head
+        self.dense = nn.ModuleList(Dense(f) for f in spec.dense)  # part of "pooling" here
         self.head_side = "both"
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.precision = "fp32"  # the transformer's weights (see jammi_sql.inference.precision)
         self.fidelity: float | None = None  # lowest calibration cosine to fp32, when measured
+        self.backend = "torch"  # or "onnxruntime" (see jammi_sql.inference.onnx_backend)
+        self.runtime: Callable[[dict, bool], np.ndarray] | None = None  # runs encode's batches
 
     # ---- loading ------------------------------------------------------------------
     @classmethod
@@ -149,6 +190,9 @@ class Encoder(nn.Module):
 
     @property
     def dimensions(self) -> int:
+        """The width of pooled vectors: the last Dense module's, else the transformer's."""
+        if len(self.dense):
+            return int(self.dense[-1].linear.out_features)
         return int(self.transformer.config.hidden_size)
 
     # ---- the pieces training reuses ------------------------------------------------
@@ -217,9 +261,13 @@ class Encoder(nn.Module):
         }
 
     def pooled(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Pooled transformer output, before the head: (B, H), float32 whatever the weights."""
+        """Pooled transformer output through the Dense modules, before the head: (B, H),
+        float32 whatever the weights."""
         hidden = self.transformer(**features).last_hidden_state  # (B, T, H)
-        return pool(hidden.float(), features["attention_mask"], self.spec.pooling)
+        out = pool(hidden.float(), features["attention_mask"], self.spec.pooling)
+        for dense in self.dense:
+            out = dense(out)
+        return out
 
     def project(self, pooled: torch.Tensor, query: bool | torch.Tensor = False) -> torch.Tensor:
         """Head and normalisation applied to pooled vectors (B, H) -> (B, D).
@@ -264,9 +312,12 @@ class Encoder(nn.Module):
         ids = self.tokenize(inputs)
         for batch in length_sorted_batches([len(x) for x in ids]):
             feats = self.collate([ids[i] for i in batch])
-            pooled = self.pooled(feats)
-            emb = pooled if pooled_only else self.project(pooled, query)
-            emb = emb.float().cpu().numpy()
+            if self.runtime is not None and not pooled_only:
+                emb = self.runtime(feats, query)
+            else:
+                pooled = self.pooled(feats)
+                emb = pooled if pooled_only else self.project(pooled, query)
+                emb = emb.float().cpu().numpy()
             if vectors is None:
                 vectors = np.empty((len(inputs), emb.shape[1]), dtype=np.float32)
             vectors[batch] = emb

@@ -57,7 +57,7 @@ def embed_texts(
             vectors[start : start + len(part)] = encoder.encode(
                 part, query=query, on_batch=each_batch
             )
-    ctx.models.note_used(ref, encoder.precision)
+    ctx.models.note_used(ref, encoder.precision, encoder.backend)
     return vectors
 
 

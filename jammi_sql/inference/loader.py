@@ -79,7 +79,7 @@ def load_fine_tuned(
         encoder.head = head.to(encoder.device).eval()
         encoder.head_side = cfg.get("applies_to", "both")
         return encoder
-    if cfg["model_type"] != encoder.transformer.config.model_type:
+    if cfg["model_type"] not in (None, encoder.transformer.config.model_type):  # None: PEFT's
         raise ArtifactError(
             f"adapters in '{art.folder}' were trained on a {cfg['model_type']} model, but the base "
             f"at '{base}' is a {encoder.transformer.config.model_type} model"

@@ -44,6 +44,16 @@ class ProjectionHead(nn.Module):
             return x + self.dropout(x) @ self.weight.T
         return x + self.lora_B(self.lora_A(self.dropout(x))) * self.scaling
 
+    @torch.no_grad()
+    def matrix(self) -> torch.Tensor:
+        """The head as one linear map W (d, d), h(x) = x @ W.T (inference: no dropout); what a
+        sentence-transformers ``Dense`` module with identity activation and no bias holds."""
+        eye = torch.eye(self.dim, dtype=torch.float64)
+        if self.full_rank:
+            return (eye + self.weight.double()).float()
+        delta = self.lora_B.weight.double() @ self.lora_A.weight.double() * self.scaling
+        return (eye + delta).float()
+
     @classmethod
     def from_config(cls, dim: int, config: dict) -> ProjectionHead:
         """The head an ``adapter_config.json`` describes (inference: no dropout)."""
