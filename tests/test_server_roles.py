@@ -237,6 +237,7 @@ OWNER_REFUSED = [
     ("SELECT fine_tune('pairs', '{out}/model', ['a', 'b'])", "load a model from"),
     ("SELECT mine_hard_negatives('docs', '{out}/model', 'body', 'body')", "load a model from"),
     ("SELECT add_source('leak', '{out}/secret.csv')", "files outside the allowed"),
+    ("SELECT export_model('tiny', '{out}/exported')", "write files to"),
 ]
 
 

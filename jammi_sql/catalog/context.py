@@ -92,6 +92,9 @@ class Context:
         this process runs already, which opening must not mark interrupted."""
         self.con = con
         self._start_runner = start_runner
+        # Called with every folder a client names for jammi to write (export_model); a server
+        # that sandboxes its clients sets it to refuse folders outside what it serves.
+        self.check_write_path: Callable[[str], None] = lambda path: None
         self.precision = check_precision(precision)
         self.read_only = read_only or is_read_only(con)
         self.home, self._temporary_home = home_folder(con, home, create=not self.read_only)

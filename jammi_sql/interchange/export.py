@@ -82,6 +82,7 @@ def export_model(
             f"cannot hold ({fmt} holds {' and '.join(_shape_words(s) for s in FITS[fmt])}); use "
             f"format := '{fitting[0]}'"
         )
+    ctx.check_write_path(path)  # a sandboxed server's clients write only where it serves
     artifacts.check_target(path, bool(overwrite))  # before loading anything
     if fmt.startswith("onnx"):
         from . import onnx_export

@@ -282,6 +282,7 @@ class Policy:
             require_writable(what)
 
         ctx.require_writable = writable
+        ctx.check_write_path = self._check_write_path
         self._guard_models(ctx.models)
         if getattr(ctx, "_jobs", None) is not None:  # the job runner resolves its own
             self._guard_models(ctx._jobs.models)
@@ -302,9 +303,9 @@ class Policy:
             self._check_model(model_id, known)
             return resolve(model_id)
 
-        def checked_register(model_id: str, path: str) -> Any:
+        def checked_register(model_id: str, path: str, *rest: Any, **options: Any) -> Any:
             self._check_model_path(path)
-            return register(model_id, path)
+            return register(model_id, path, *rest, **options)
 
         models.resolve, models.register = checked_resolve, checked_register
 
@@ -329,6 +330,18 @@ class Policy:
         if model_id in known() or not _looks_like_path(model_id):
             return  # the catalog's, the bundled one, or a Hugging Face cache id
         self._check_model_path(model_id)
+
+    def _check_write_path(self, path: Any) -> None:
+        """export_model and the like write only inside the allowed directories."""
+        role = self._sandboxed_now()
+        if role is None or not isinstance(path, str):
+            return
+        real = _dir(os.path.realpath(os.path.expanduser(path)))
+        if not any(real.startswith(d) for d in self.allow_dirs):
+            where = ", ".join(self.allow_dirs) or "none: the server has no --allow-dir"
+            raise _jammi_denied(
+                role, f"write files to {path}: only inside the allowed directories ({where})"
+            )
 
     def _check_model_path(self, path: Any) -> None:
         role = self._sandboxed_now()
