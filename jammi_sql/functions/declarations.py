@@ -390,7 +390,7 @@ scalar_macro(
 def create_vector_index(ctx: Context, source, model, connectivity, add, search, storage, min_rows):
     """Build (or rebuild with new settings) the HNSW index of an embedding table now, whatever
     its size, and keep it with the table from then on. Settings left NULL keep the table's
-    (defaults: connectivity 16, expansion_add 128, expansion_search 64, storage 'f16');
+    (defaults: connectivity 16, expansion_add 128, expansion_search 256, storage 'f16');
     `min_rows` is the size above which tables get an index without asking (default 50000)."""
     from ..search.embeddings import set_vector_index
 

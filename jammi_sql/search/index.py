@@ -40,7 +40,7 @@ class IndexSettings:
 
     connectivity: int = 16  # edges per node (HNSW's M): more is better recall, more memory
     expansion_add: int = 128  # candidates kept while inserting (ef_construction)
-    expansion_search: int = 64  # candidates kept while searching (ef_search); at least k
+    expansion_search: int = 256  # candidates kept while searching (ef_search): recall 0.956 at 1M
     storage: str = "f16"  # how vectors are kept: f32, f16, bf16 or i8
     min_rows: int = 50_000  # 'auto': tables this large get an index, smaller ones search exactly
 
@@ -63,6 +63,11 @@ class IndexSettings:
                 f"index setting storage := {self.storage!r} is not one of {', '.join(STORAGES)}; "
                 "f16 (the default) halves memory at no measurable recall cost"
             )
+
+    def graph(self) -> tuple:
+        """The settings the graph is built with: another expansion_search or min_rows reuses
+        the same graph."""
+        return (self.connectivity, self.expansion_add, self.storage)
 
     @classmethod
     def of(cls, stored: dict | None, **changes: object) -> IndexSettings:
@@ -212,7 +217,7 @@ def sync(ctx: Context, table: EmbeddingTable) -> str:
     where.mkdir(parents=True, exist_ok=True)
     current = read_current(where)
     index, removed = None, 0
-    if current is not None and IndexSettings.of(current.settings) == settings:
+    if current is not None and IndexSettings.of(current.settings).graph() == settings.graph():
         try:
             index, removed = _loaded(ctx, table, current), current.removed
         except (OSError, RuntimeError, ValueError):
@@ -223,6 +228,18 @@ def sync(ctx: Context, table: EmbeddingTable) -> str:
     if index is not None:
         present = keys_of(index)
         gone = np.setdiff1d(present, vids, assume_unique=True)
+        todo = np.setdiff1d(vids, present, assume_unique=True)
+        if not len(gone) and not len(todo):  # the same rows: record the settings, keep the file
+            index.expansion_search = settings.expansion_search
+            size = (where / current.file).stat().st_size
+            _write_current(
+                where,
+                Current(current.file, table.generation, asdict(settings), len(index), removed),
+            )
+            catalog.set_index_state(
+                table.table_name, index_kind="hnsw", index_state="ready", index_bytes=size
+            )
+            return "ready"
         if removed + len(gone) > REBUILD_AFTER_REMOVED * max(len(vids), 1):
             index = None  # too many dead nodes: rebuild whole
         else:
@@ -230,7 +247,6 @@ def sync(ctx: Context, table: EmbeddingTable) -> str:
             if len(gone):
                 index.remove(gone)
             removed += len(gone)
-            todo = np.setdiff1d(vids, present, assume_unique=True)
     everything = index is None
     if everything:
         index, removed, todo = _new_index(table.dimensions, settings), 0, vids
@@ -299,9 +315,14 @@ def for_search(ctx: Context, table: EmbeddingTable):
     where = folder(ctx, table)
     current = read_current(where) if where.is_dir() else None
     if current is not None and current.generation == table.generation:
-        if IndexSettings.of(current.settings) == IndexSettings.of(table.index_settings):
+        if (
+            IndexSettings.of(current.settings).graph()
+            == IndexSettings.of(table.index_settings).graph()
+        ):
             try:
-                return _loaded(ctx, table, current)
+                found = _loaded(ctx, table, current)
+                found.expansion_search = IndexSettings.of(table.index_settings).expansion_search
+                return found
             except (OSError, RuntimeError, ValueError):
                 pass  # unreadable: rebuilt below
     if ctx.read_only:
