@@ -333,28 +333,23 @@ class Policy:
 
     def _check_write_path(self, path: Any) -> None:
         """export_model and the like write only inside the allowed directories."""
-        role = self._sandboxed_now()
-        if role is None or not isinstance(path, str):
-            return
-        real = _dir(os.path.realpath(os.path.expanduser(path)))
-        if not any(real.startswith(d) for d in self.allow_dirs):
-            where = ", ".join(self.allow_dirs) or "none: the server has no --allow-dir"
-            raise _jammi_denied(
-                role, f"write files to {path}: only inside the allowed directories ({where})"
-            )
+        self._check_inside(path, "write files to {path}: only inside the allowed directories")
 
     def _check_model_path(self, path: Any) -> None:
+        self._check_inside(
+            path,
+            "load a model from {path}: models come from the catalog or the allowed directories",
+        )
+
+    def _check_inside(self, path: Any, refusal: str) -> None:
+        """A sandboxed session names only paths inside the allowed directories."""
         role = self._sandboxed_now()
         if role is None or not isinstance(path, str):
             return
         real = _dir(os.path.realpath(os.path.expanduser(path)))
         if not any(real.startswith(d) for d in self.allow_dirs):
             where = ", ".join(self.allow_dirs) or "none: the server has no --allow-dir"
-            raise _jammi_denied(
-                role,
-                f"load a model from {path}: models come from the catalog or the allowed "
-                f"directories ({where})",
-            )
+            raise _jammi_denied(role, refusal.format(path=path) + f" ({where})")
 
 
 def reader_shadows(role: Role, suffix: str) -> str:
