@@ -327,7 +327,7 @@ class Policy:
     def _check_model(self, model_id: Any, known: Any) -> None:
         if not isinstance(model_id, str) or self._sandboxed_now() is None:
             return
-        if model_id in known() or not _looks_like_path(model_id):
+        if not _looks_like_path(model_id) or model_id in known():
             return  # the catalog's, the bundled one, or a Hugging Face cache id
         self._check_model_path(model_id)
 
