@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
 
-from ..errors import InUseError, InvalidArgumentError, NotFoundError
+from ..errors import AlreadyExistsError, InUseError, InvalidArgumentError, NotFoundError
 
 BUNDLED_ID = "sentence-transformers/all-MiniLM-L6-v2"
 ALIASES = {"all-MiniLM-L6-v2": BUNDLED_ID}
@@ -243,11 +243,22 @@ class ModelRegistry:
             self.catalog.set_model_precision(ref.model_id, precision, backend or "torch")
         self._noted[ref.model_id] = (precision, backend)
 
+    def _registered_before(self, model_id: str, folder: Path) -> ModelRecord | None:
+        """The record when ``model_id`` is already registered at ``folder`` (registering again
+        is a no-op); an error when the id is taken by anything else; else None."""
+        existing = self.catalog.get_model(model_id)
+        if existing is None:
+            return None
+        if existing.origin == "registered" and existing.artifact_path == str(folder):
+            return existing
+        raise AlreadyExistsError(
+            f"model '{model_id}' is already registered (at {existing.artifact_path}); choose another id"
+        )
+
     def register(self, model_id: str, path: str, base_model: str | None = None) -> ModelRecord:
         """A Hugging Face or sentence-transformers folder as a base model; a PEFT LoRA folder
         as a fine-tuned model on ``base_model`` (default: the base its config names)."""
         from ..artifacts import peft
-        from ..errors import AlreadyExistsError
 
         if not model_id or not isinstance(model_id, str) or not model_id.strip():
             raise InvalidArgumentError(
@@ -281,13 +292,9 @@ class ModelRegistry:
                 f"'{path}' is not a complete model folder: it has no {' and no '.join(missing)}; "
                 "give the folder that holds config.json, the weights and the tokenizer"
             )
-        existing = self.catalog.get_model(model_id)
+        existing = self._registered_before(model_id, folder)
         if existing is not None:
-            if existing.origin == "registered" and existing.artifact_path == str(folder):
-                return existing
-            raise AlreadyExistsError(
-                f"model '{model_id}' is already registered (at {existing.artifact_path}); choose another id"
-            )
+            return existing
         record = ModelRecord(
             model_id,
             "base",
@@ -300,7 +307,6 @@ class ModelRegistry:
 
     def _register_adapter(self, model_id: str, folder: Path, base_model: str | None) -> ModelRecord:
         from ..artifacts import peft
-        from ..errors import AlreadyExistsError
 
         peft.check(folder)
         base_id = base_model or peft.base_model_name(folder)
@@ -322,13 +328,9 @@ class ModelRegistry:
                 f"'{base.model_id}' is a fine-tuned model; a PEFT adapter sits on a base model: "
                 "export the fine-tuned one (export_model) and register that folder as the base"
             )
-        existing = self.catalog.get_model(model_id)
+        existing = self._registered_before(model_id, folder)
         if existing is not None:
-            if existing.origin == "registered" and existing.artifact_path == str(folder):
-                return existing
-            raise AlreadyExistsError(
-                f"model '{model_id}' is already registered (at {existing.artifact_path}); choose another id"
-            )
+            return existing
         self.note_used(base)
         record = ModelRecord(
             model_id,
