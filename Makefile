@@ -11,7 +11,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[test,ray]'
 	touch $(STAMP)
 
 demo: install
@@ -45,7 +45,7 @@ docs: install
 	$(PY) tests/test_docs.py
 
 bench: install
-	$(PY) -m pip install -q -c constraints.txt -e '.[test,bench]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[test,ray,bench]'
 	$(PY) benchmarks/embed_throughput.py
 	$(PY) benchmarks/eval_speed.py
 	$(PY) benchmarks/finetune_speed.py

@@ -29,6 +29,7 @@ RANKS = [
     ("state", {"evaluation"}),
     ("state", {"search"}),
     ("state", {"data"}),
+    ("engine", {"scale"}),  # the Ray cluster: backfills on Ray Data (runs inference's encoder)
     ("engine", {"interchange"}),  # export_model and foreign formats (reads the catalog)
     ("engine", {"inference"}),
     ("state", {"catalog"}),  # all SQL against schema jammi (no torch)
