@@ -10,12 +10,13 @@ from pathlib import Path
 DATA = Path(os.environ.get("JAMMI_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
-def stsb(split: str = "train") -> list[tuple[str, str, float]]:
-    """(sentence1, sentence2, score 0..5) rows; the files need quoting off."""
+def stsb(split: str = "train", with_source: bool = False) -> list[tuple]:
+    """(sentence1, sentence2, score 0..5) rows, led by the pair's source (e.g. 'headlines')
+    with ``with_source``; the files need quoting off."""
     rows = []
     with open(DATA / "stsb" / f"sts-{split}.csv", newline="", encoding="utf-8") as f:
         for r in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
-            rows.append((r[5], r[6], float(r[4])))
+            rows.append(((r[1],) if with_source else ()) + (r[5], r[6], float(r[4])))
     return rows
 
 

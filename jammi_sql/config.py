@@ -13,10 +13,17 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .defaults import BY_SHAPE, REFIT_BELOW_ROWS, SHAPE_DEFAULTS, check_for_shape
+from .defaults import (
+    BY_SHAPE,
+    KIND_SHAPES,
+    REFIT_BELOW_ROWS,
+    SHAPE_DEFAULTS,
+    check_for_shape,
+    shape_defaults,
+)
 from .errors import InvalidArgumentError
 
-DEFAULT_METHOD = "lora"
+DEFAULT_METHOD = None  # by data kind: defaults.KIND_SHAPES
 DEFAULT_TASK = "text_embedding"
 DEFAULT_K = 10  # semantic_search and evaluate_retrieval
 DEFAULT_CHUNK_OVERLAP = 32  # tokens neighbouring windows share (generate_text_embeddings)
@@ -332,6 +339,24 @@ def adapter_type_for(method: str, config: FineTuneConfig) -> str:
     return "encoder_adapters" if config.target_modules else "projection_head"
 
 
+def choose_shape(
+    method: str | None, config: FineTuneConfig, kind: str
+) -> tuple[str, FineTuneConfig, dict]:
+    """The method and config a job trains, and why: with neither ``method`` nor
+    ``target_modules`` given, the shape ``KIND_SHAPES`` names for data of ``kind``; anything
+    the user gave wins. The third value is what the job's metrics say about the choice."""
+    if method is None and not config.target_modules:
+        rule = KIND_SHAPES[kind]
+        config = config.replace(target_modules=list(rule["target_modules"]))
+        shape = adapter_type_for(rule["method"], config)
+        return rule["method"], config, {"trained": shape, "chosen_by": "data", "why": rule["why"]}
+    method = normalize_method(method or "lora")
+    shape = adapter_type_for(method, config)
+    given = "method" if not config.target_modules else "target_modules"
+    why = f"{given} given: {shape.replace('_', ' ')}"
+    return method, config, {"trained": shape, "chosen_by": "user", "why": why}
+
+
 def resolve(
     config: FineTuneConfig, adapter_type: str, dimensions: int, kind: str | None = None
 ) -> FineTuneConfig:
@@ -342,7 +367,7 @@ def resolve(
     """
     check_for_shape(config, adapter_type, dimensions, kind)
     filled = {}
-    for key, value in SHAPE_DEFAULTS[adapter_type].items():
+    for key, value in shape_defaults(adapter_type, kind).items():
         if getattr(config, key) is None and value is not None:
             filled[key] = dimensions if value == "dim" else value
     return config.replace(**filled)

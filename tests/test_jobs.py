@@ -62,7 +62,7 @@ def test_fine_tune_returns_a_queued_job_at_once_and_trains_in_the_background(pai
     kind, base, adapter, dims, path = pairs.sql(
         f"SELECT kind, base_model_id, adapter_type, dimensions, artifact_path FROM jammi.models WHERE model_id = '{model_id}'"
     ).fetchall()[0]
-    assert (kind, base, adapter, dims) == ("fine_tuned", "tiny", "projection_head", 32)
+    assert (kind, base, adapter, dims) == ("fine_tuned", "tiny", "encoder_adapters", 32)
     assert (pairs.home / "models" / model_id / "adapter.safetensors").exists()
     assert (
         pairs.sql(
@@ -273,13 +273,49 @@ def test_wait_job_on_an_unknown_job_is_a_clear_error(db):
         db.sql("SELECT wait_job('nope')").fetchall()
 
 
+@pytest.mark.parametrize(
+    "columns, args, shape, modules, chosen_by",
+    [  # method and target_modules unset: the shape that suits the data; anything given wins
+        ("'text_a', 'text_b', 'score'", "", "encoder_adapters", ["query", "value"], "data"),
+        ("'text_a', 'text_b'", "", "projection_head", [], "data"),
+        ("'text_a', 'text_b', 'score'", ", method := 'lora'", "projection_head", [], "user"),
+        ("'text_a', 'text_b', 'score'", ", method := 'full'", "full", [], "user"),
+        ("'text_a', 'text_b', 'score'", ", config := {'target_modules': ['query']}",
+         "encoder_adapters", ["query"], "user"),
+        ("'text_a', 'text_b'", ", config := {'target_modules': ['value']}",
+         "encoder_adapters", ["value"], "user"),
+    ],
+)  # fmt: skip
+def test_the_shape_follows_the_data_unless_the_user_names_one(
+    pairs, columns, args, shape, modules, chosen_by
+):
+    import json
+
+    job_id = fine_tune(pairs, f"'pairs', 'tiny', [{columns}]{args}")
+    method, config, metrics = pairs.sql(
+        f"SELECT method, config, metrics FROM jammi.jobs WHERE job_id = '{job_id}'"
+    ).fetchall()[0]
+    pairs.wait_job(job_id, 120)  # the choice is shown from submit on, and kept at the end
+    assert json.loads(config)["target_modules"] == modules
+    assert method == ("full" if shape == "full" else "lora")
+    choice = json.loads(metrics)["shape"]
+    assert (choice["trained"], choice["chosen_by"]) == (shape, chosen_by)
+    assert pairs.job(job_id).metrics["shape"] == choice
+    assert pairs.job(job_id).status == "succeeded"
+    (adapter,) = pairs.sql(
+        "SELECT adapter_type FROM jammi.models m JOIN jammi.jobs j USING (model_id) "
+        f"WHERE j.job_id = '{job_id}'"
+    ).fetchall()[0]
+    assert adapter == shape
+
+
 def test_a_fine_tuned_model_folder_names_its_base_model(pairs):
     import json
 
     job = pairs.fine_tune("pairs", "tiny", ["text_a", "text_b", "score"], epochs=1, warmup_steps=0)
     job.wait(timeout=120)
     config = json.loads((pairs.home / "models" / job.model_id / "adapter_config.json").read_text())
-    assert config["adapter_type"] == "projection_head" and config["base_model_id"] == "tiny"
+    assert config["adapter_type"] == "encoder_adapters" and config["base_model_id"] == "tiny"
 
 
 @pytest.mark.parametrize(
@@ -351,7 +387,7 @@ def test_a_head_jobs_progress_epoch_and_steps_never_go_back_across_trials(db, mo
 
     monkeypatch.setattr(JobRunner, "_record_progress", recording)
     job = db.fine_tune(  # several trials, early stopping, then the refit: 60 rows validate
-        "scored", "tiny", ["text_a", "text_b", "score"], epochs=6, trials=4,
+        "scored", "tiny", ["text_a", "text_b", "score"], "lora", epochs=6, trials=4,
         validation_fraction=0.5, early_stopping_patience=1,
     )  # fmt: skip
     job.wait(timeout=120)

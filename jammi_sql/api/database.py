@@ -214,12 +214,15 @@ class Database:
         source: str,
         base_model: str,
         columns: list[str],
-        method: str = DEFAULT_METHOD,
+        method: str | None = DEFAULT_METHOD,
         task: str = DEFAULT_TASK,
         config: dict | None = None,
         **options: Any,
     ) -> Job:
-        """Validate and queue a job; config keys may be given as keyword arguments."""
+        """Validate and queue a job; config keys may be given as keyword arguments.
+        ``method`` None (and no target_modules): the shape that suits the data (query/value
+        adapters for scored pairs, a projection head otherwise; ``job.metrics['shape']``);
+        'lora' alone is a projection head, 'full' trains every weight."""
         self._writes("fine_tune")
         cfg = FineTuneConfig.from_mapping({**(config or {}), **options})
         job_id = self.ctx.jobs.submit(source, base_model, _names(columns), method, task, cfg)

@@ -116,15 +116,16 @@ FINE_TUNE_PARAMS = [
 @sql_function("fine_tune", FINE_TUNE_PARAMS, V, shows="VARCHAR job id", **WRITES)
 def fine_tune(ctx: Context, source, base_model, columns, method, task, config):
     """Validates at once (a bad argument is an error and nothing is written), then trains in
-    the background; returns the job id immediately. `config` is a STRUCT or a JSON string."""
+    the background; returns the job id immediately. `config` is a STRUCT or a JSON string.
+    `method` NULL (and no `target_modules`): the shape that suits the data, query/value
+    adapters for scored pairs and a projection head for pairs and triplets (the job's
+    `metrics->'$.shape'` says which and why); `'lora'` alone is a projection head."""
     from ..config import FineTuneConfig
 
     if source is None or base_model is None or columns is None:
         raise InvalidArgumentError("fine_tune needs a source, a base model and a list of columns")
     cfg = FineTuneConfig.from_json(config)
-    return ctx.jobs.submit(
-        source, base_model, list(columns), method or DEFAULT_METHOD, task or DEFAULT_TASK, cfg
-    )
+    return ctx.jobs.submit(source, base_model, list(columns), method, task or DEFAULT_TASK, cfg)
 
 
 @sql_function("wait_job", [Param("job_id", V), Param("timeout_s", DBL, None)], V, **CHANGES)

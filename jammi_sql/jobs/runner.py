@@ -31,6 +31,7 @@ from ..config import (
     FineTuneConfig,
     adapter_type_for,
     check_for_shape,
+    choose_shape,
     normalize_method,
     normalize_task,
 )
@@ -92,7 +93,8 @@ class JobRunner:
         """Validate at once; on success write a queued job and return its id."""
         from ..training.dataset import resolve_loss
 
-        method = normalize_method(method)
+        if method is not None:
+            method = normalize_method(method)
         task = normalize_task(task)
         if method == "full" and config.target_modules:
             raise InvalidArgumentError(
@@ -100,6 +102,7 @@ class JobRunner:
             )
         src = get_source(self.catalog, source)
         kind = data_kind(src, list(columns or []))
+        method, config, shape = choose_shape(method, config, kind)
         if kind == "triplets":
             check_not_text_scores(self.catalog, src, list(columns), config.embedding_loss)
         loss = resolve_loss(kind, config.embedding_loss)
@@ -120,8 +123,9 @@ class JobRunner:
             )
         stored = config.replace(model_name=model_id).to_dict()
         record = JobRecord(
-            job_id, "queued", source, ref.model_id, method, task, list(columns), loss, stored
-        )
+            job_id, "queued", source, ref.model_id, method, task, list(columns), loss, stored,
+            metrics={"shape": shape},
+        )  # fmt: skip
         self.catalog.add_job(record)
         self._enqueue(_Plan(job_id))
         return job_id
@@ -381,7 +385,7 @@ class JobRunner:
         """Move the artifact into models/, register the model, mark the job succeeded."""
         model_id = cfg.model_name or job.job_id
         target = artifacts.publish(self.home, job.job_id, model_id)
-        metrics = _jsonable(result.metrics)
+        metrics = {**(job.metrics or {}), **_jsonable(result.metrics)}  # the shape's choice first
         self.catalog.add_model(
             ModelRecord(
                 model_id,
