@@ -236,6 +236,7 @@ def test_an_epoch_below_the_base_by_less_than_the_noise_keeps_the_training(
     # epoch 3 is a hair below epoch 2, within the noise: the later, more trained one is kept
     assert m["judged"] is True and result.best_epoch == 3 == m["kept"]["epoch"]
     assert m["improved"] is False and "not a clear loss, so the training was kept" in m["note"]
+    assert m["standard_error"]["within_noise"] is True  # a loss of 0.002 on a noisy split
     assert torch.count_nonzero(weights(result)["weight"]) > 0  # the trained weights
 
 
@@ -271,6 +272,11 @@ def test_a_later_epoch_is_kept_unless_validation_clearly_prefers_an_earlier_one(
     )  # fmt: skip
     assert result.best_epoch == kept == result.metrics["kept"]["epoch"]
     assert result.metrics["fine_tuned"]["spearman"] == scores[kept]
+    se = result.metrics["standard_error"]  # Fisher's, beside the kept score
+    n = se["rows"]
+    assert se["spearman"] == pytest.approx((1 - scores[kept] ** 2) / (n - 3) ** 0.5)
+    assert se["gain_in_standard_errors"] == pytest.approx((scores[kept] - 0.30) / se["spearman"])
+    assert se["within_noise"] is False
 
 
 def test_a_validation_split_too_small_to_judge_keeps_the_final_weights_and_says_why(

@@ -161,6 +161,19 @@ def summary(state: TrainState, metric: str, kind: str, reason: str | None, n_val
         name.get(k, k): json_number(tuned[k] - base[k]) if k in base and k in tuned else None
         for k in pick
     }
+    # The noise of the kept score, so a gain can be judged: one standard error of a validation
+    # score of n_val rows (Fisher's for Spearman; the Bernoulli bound for NDCG@10).
+    se = noise(metric, tuned.get(metric, math.nan), n_val)
+    gain = tuned.get(metric, math.nan) - base.get(metric, math.nan)
+    out["standard_error"] = {
+        metric: json_number(se),
+        "rows": n_val,
+        "how": "Fisher: (1 - r^2) / sqrt(n - 3)"
+        if metric == "spearman"
+        else "at most sqrt(v (1 - v) / n) (a mean of per-query values in [0, 1])",
+        "gain_in_standard_errors": json_number(gain / se) if se > 0 else None,
+        "within_noise": bool(abs(gain) <= se) if math.isfinite(gain * se) else None,
+    }
     gained = tuned.get(metric, math.nan) > base.get(metric, math.nan)  # False on NaN
     out["improved"] = bool(reason is None and winner.get("epoch", 0) > 0 and gained)
     out["note"] = None if out["improved"] else out["kept"]["why"]
