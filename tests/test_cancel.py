@@ -24,8 +24,7 @@ def big(db):
         f"AS body FROM range({ROWS}) t(i)"
     ).fetchall()
     db.sql("SELECT add_source('big', 'big')").fetchall()
-    # A model's first use records the precision it runs at in jammi.models; use it once here, so
-    # that note never lands inside a call a test cancels (whether it did was a race).
+    # Load the model before the calls the tests cancel, so they time embedding alone.
     db.sql("SELECT embed('tiny', 'warm up')").fetchall()
     return db
 

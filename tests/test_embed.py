@@ -101,6 +101,48 @@ def test_a_model_folder_is_listed_in_jammi_models_once_it_has_been_used(db, tiny
     assert db.sql(listed).fetchall() == [(str(tiny_model), "base", "path", 32)]
 
 
+def test_embedding_writes_nothing_to_the_database(tiny_model, tmp_path):
+    import jammi_sql
+
+    path = tmp_path / "read.duckdb"
+    wal = tmp_path / "read.duckdb.wal"
+    with jammi_sql.connect(str(path)) as db:
+        db.register_model("tiny", tiny_model)
+        db.sql("CHECKPOINT").fetchall()
+        before, wal_before = catalog_snapshot(db), wal.stat().st_size if wal.exists() else 0
+        db.sql(f"SELECT embed('tiny', 'a cat'), embed_query('{tiny_model}', 'a dog')").fetchall()
+        db.encode_text("tiny", ["solar energy", "a train"])
+        assert catalog_snapshot(db) == before
+        assert (wal.stat().st_size if wal.exists() else 0) == wal_before  # no change committed
+        # what the models run at is shown all the same, from this process's memory
+        shown = db.sql("SELECT model_id, origin, precision, backend FROM jammi.models ORDER BY 2")
+        assert shown.fetchall() == [
+            (str(tiny_model), "path", "fp32", "torch"),
+            ("tiny", "registered", "fp32", "torch"),
+        ]
+
+
+def test_a_read_only_database_embeds_and_shows_what_its_models_run_at(tiny_model, tmp_path):
+    import duckdb
+
+    import jammi_sql
+
+    path = str(tmp_path / "ro.duckdb")
+    with jammi_sql.connect(path) as db:
+        db.register_model("tiny", tiny_model)
+    with jammi_sql.connect(path, read_only=True) as db:
+        assert len(db.sql("SELECT embed('tiny', 'a cat')").fetchall()[0][0]) == 32
+        listed = db.sql("SELECT model_id, precision, backend FROM jammi.models").fetchall()
+        assert listed == [("tiny", "fp32", "torch")]
+    plain = duckdb.connect(path, read_only=True)  # any DuckDB client reads the stored rows
+    try:
+        assert plain.sql("SELECT model_id, precision FROM jammi.models").fetchall() == [
+            ("tiny", None)
+        ]
+    finally:
+        plain.close()
+
+
 def test_register_model_refuses_a_folder_that_is_not_a_model(db, tmp_path):
     before = catalog_snapshot(db)
     with pytest.raises(Exception, match="jammi: .* is not a Hugging Face model folder"):

@@ -5,8 +5,10 @@ No torch here: this only finds folders; the engine loads them (:mod:`jammi_sql.i
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
+from datetime import datetime
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -118,6 +120,20 @@ def missing_module_files(folder: Path) -> list[str]:
 
 
 @dataclass(frozen=True)
+class InUse:
+    """A model loaded in this process: what it runs at and on; for a base model the catalog
+    does not list, where it came from (``origin``), as a row of ``jammi.models`` would say."""
+
+    model_id: str
+    origin: str | None  # bundled, path, hf_cache; None: the catalog lists the model
+    dimensions: int | None
+    artifact_path: str | None
+    precision: str
+    backend: str
+    loaded_at: datetime
+
+
+@dataclass(frozen=True)
 class ModelRef:
     """A resolved model: the base folder to load, plus an adapter folder for fine-tuned LoRA."""
 
@@ -125,6 +141,14 @@ class ModelRef:
     kind: str  # 'base' or 'fine_tuned'
     folder: Path  # a Hugging Face folder
     adapter_folder: Path | None = None
+    listed: bool = True  # False: found without the catalog (bundled, a path, the HF cache)
+
+
+def unlisted_origin(model_id: str) -> str:
+    """Where a base model found without the catalog comes from: bundled, path or hf_cache."""
+    if model_id == BUNDLED_ID:
+        return "bundled"
+    return "path" if Path(model_id).expanduser().is_dir() else "hf_cache"
 
 
 def find_base_folder(model_id: str, registered: dict[str, str]) -> Path | None:
@@ -167,7 +191,7 @@ class ModelRegistry:
     def __init__(self, catalog, home: Path | None = None):
         self.catalog = catalog
         self.home = home  # the database's folder: fine-tuned models are under <home>/models
-        self._noted: dict[str, tuple] = {}  # model id -> (precision, backend) written
+        self.in_use: dict[str, InUse] = {}  # model id -> what it runs at here (memory only)
 
     def known_ids(self) -> list[str]:
         return sorted({BUNDLED_ID, *ALIASES, *(m.model_id for m in self.catalog.models())})
@@ -195,7 +219,7 @@ class ModelRegistry:
                 f"unknown model '{model_id}'; known models: {', '.join(self.known_ids())}. "
                 "Register a local Hugging Face folder with register_model('name', '/path/to/folder')"
             )
-        return ModelRef(model_id, "base", folder)
+        return ModelRef(model_id, "base", folder, listed=record is not None)
 
     def document_model(self, model_id: str) -> str:
         """The model whose document embeddings equal this model's: the base of a query-side
@@ -212,36 +236,45 @@ class ModelRegistry:
         record = self.catalog.get_model(ref.model_id)
         return self.document_model(record.base_model_id)
 
-    def note_used(
-        self, ref: ModelRef, precision: str | None = None, backend: str | None = None
-    ) -> None:
-        """List a base model in ``jammi.models`` once it has been used successfully, and the
-        precision and backend (torch, onnxruntime) the model runs at."""
-        backend = backend or ("torch" if precision is not None else None)
-        if self.catalog.read_only or (
-            ref.model_id in self._noted and self._noted[ref.model_id] == (precision, backend)
-        ):
+    def loaded(self, ref: ModelRef, precision: str, backend: str | None = None) -> None:
+        """Remember, in memory only, that ``ref`` loaded and runs at ``precision`` on
+        ``backend`` (torch, onnxruntime) in this process: reading writes nothing to the
+        catalog. ``jammi.models`` shows it (see :meth:`in_use_rows`)."""
+        backend = backend or "torch"
+        known = self.in_use.get(ref.model_id)
+        if known is not None and (known.precision, known.backend) == (precision, backend):
             return
-        if ref.kind == "base" and self.catalog.get_model(ref.model_id) is None:
-            origin = (
-                "bundled"
-                if ref.model_id == BUNDLED_ID
-                else ("path" if Path(ref.model_id).expanduser().is_dir() else "hf_cache")
+        origin = None if ref.listed else unlisted_origin(ref.model_id)
+        self.in_use[ref.model_id] = InUse(
+            ref.model_id,
+            origin,
+            hidden_size(ref.folder) if origin else None,
+            str(ref.folder) if origin else None,
+            precision,
+            backend,
+            known.loaded_at if known is not None else datetime.now(),
+        )
+
+    def in_use_rows(self) -> list[dict]:
+        """The models loaded in this process, as the TEMP macro ``jammi_models_in_use`` gives
+        them to the view ``jammi.models``: precision and backend for every one, and the row of
+        a base model the catalog does not list (used by path, bundled, from the HF cache)."""
+        return [dataclasses.asdict(used) for used in list(self.in_use.values())]
+
+    def _list_base(self, ref: ModelRef) -> None:
+        """Store the row of a base model that a registered model depends on (a write call)."""
+        if ref.listed or self.catalog.get_model(ref.model_id) is not None:
+            return
+        origin = unlisted_origin(ref.model_id)
+        self.catalog.add_model(
+            ModelRecord(
+                ref.model_id,
+                "base",
+                origin,
+                dimensions=hidden_size(ref.folder),
+                artifact_path=str(ref.folder),
             )
-            self.catalog.add_model(
-                ModelRecord(
-                    ref.model_id,
-                    "base",
-                    origin,
-                    dimensions=hidden_size(ref.folder),
-                    artifact_path=str(ref.folder),
-                    precision=precision,
-                    backend=backend,
-                )
-            )
-        elif precision is not None:
-            self.catalog.set_model_precision(ref.model_id, precision, backend or "torch")
-        self._noted[ref.model_id] = (precision, backend)
+        )
 
     def _registered_before(self, model_id: str, folder: Path) -> ModelRecord | None:
         """The record when ``model_id`` is already registered at ``folder`` (registering again
@@ -331,7 +364,7 @@ class ModelRegistry:
         existing = self._registered_before(model_id, folder)
         if existing is not None:
             return existing
-        self.note_used(base)
+        self._list_base(base)
         record = ModelRecord(
             model_id,
             "fine_tuned",

@@ -60,8 +60,10 @@ class ModelRecord:
     job_id: str | None = None
     metrics: dict | None = None
     created_at: datetime | None = None
-    precision: str | None = None  # fp32, bf16, fp16, onnx or onnx-int8 once loaded
-    backend: str | None = None  # torch or onnxruntime once loaded
+    # What the model runs at once loaded in this process (fp32, bf16, fp16, onnx, onnx-int8)
+    # and on (torch, onnxruntime): jammi.models shows them from memory (see ModelRegistry.in_use)
+    precision: str | None = None
+    backend: str | None = None
 
 
 @dataclass
@@ -280,17 +282,10 @@ class Catalog:
         return self._select(ModelRecord, "models", order="ORDER BY created_at")
 
     def add_model(self, model: ModelRecord) -> None:
-        self._insert("models", model)
-
-    def set_model_precision(self, model_id: str, precision: str, backend: str = "torch") -> None:
-        self.execute(
-            "UPDATE jammi.models SET precision = ?, backend = ? WHERE model_id = ? "
-            "AND (precision IS DISTINCT FROM ? OR backend IS DISTINCT FROM ?)",
-            [precision, backend, model_id, precision, backend],
-        )
+        self._insert("model_records", model)  # jammi.models is a view over it (migration 006)
 
     def remove_model(self, model_id: str) -> None:
-        self.execute("DELETE FROM jammi.models WHERE model_id = ?", [model_id])
+        self.execute("DELETE FROM jammi.model_records WHERE model_id = ?", [model_id])
 
     # ---- jobs ---------------------------------------------------------------------
     def add_job(self, job: JobRecord) -> None:

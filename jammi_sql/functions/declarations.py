@@ -102,6 +102,31 @@ def remove_model(ctx: Context, model_id):
     return remove(ctx.catalog, model_id, ctx.home)
 
 
+IN_USE_TYPE = (
+    "STRUCT(model_id VARCHAR, origin VARCHAR, dimensions INTEGER, artifact_path VARCHAR, "
+    "precision VARCHAR, backend VARCHAR, loaded_at TIMESTAMP)[]"
+)
+
+
+@sql_function("jammi_loaded_models", [], IN_USE_TYPE, public=False, side_effects=True)
+def loaded_models(ctx: Context):
+    """The models this connection loaded: what each runs at and on (memory, never stored)."""
+    return ctx.models.in_use_rows()
+
+
+# The view jammi.models (sql/schema/006_models_in_use.sql) lays this over the stored rows.
+# The database holds a macro of this name that gives no rows, for DuckDB clients without jammi;
+# this TEMP one, with the same columns and types, takes its place on a jammi connection.
+table_macro(
+    "jammi_models_in_use",
+    [],
+    "table (model_id, origin, dimensions, artifact_path, precision, backend, loaded_at)",
+    "The models loaded by this connection's process, for the view jammi.models.",
+    "SELECT unnest(jammi_loaded_models(), recursive := true)",
+    public=False,
+)
+
+
 # ---- fine-tuning jobs -----------------------------------------------------------------
 FINE_TUNE_PARAMS = [
     Param("source", V),

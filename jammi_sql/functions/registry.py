@@ -93,8 +93,12 @@ def sql_function(name: str, params: list[Param], returns, **options: Any):
     return register
 
 
-def table_macro(name: str, params: list[Param], shows: str, doc: str, body: str) -> None:
-    FUNCTIONS.append(SqlFunction(name, tuple(params), "TABLE", doc, table_sql=body, shows=shows))
+def table_macro(
+    name: str, params: list[Param], shows: str, doc: str, body: str, public: bool = True
+) -> None:
+    FUNCTIONS.append(
+        SqlFunction(name, tuple(params), "TABLE", doc, table_sql=body, shows=shows, public=public)
+    )
 
 
 def scalar_macro(name: str, params: list[Param], returns: str, doc: str, body: str) -> None:

@@ -57,7 +57,7 @@ def embed_texts(
             vectors[start : start + len(part)] = encoder.encode(
                 part, query=query, on_batch=each_batch
             )
-    ctx.models.note_used(ref, encoder.precision, encoder.backend)
+    ctx.models.loaded(ref, encoder.precision, encoder.backend)  # memory only: reads never write
     return vectors
 
 
