@@ -391,7 +391,10 @@ PYTHON_MISTAKES = [
     (lambda db: db.evaluate_similarity("tiny", "textscore"), "not a number"),
     (lambda db: db.evaluate_retrieval("tiny", "queries", "corpus", "qrels_empty"), "no relevant"),
     (lambda db: db.evaluate_retrieval("tiny", "queries", "corpus", "qrels", k=0), "at least 1"),
-    (lambda db: db.mine_hard_negatives("pairs", "tiny", "text_a", "text_b", top=3), "settings"),
+    (
+        lambda db: db.mine_hard_negatives("pairs", "tiny", "text_a", "text_b", top=3),
+        "no argument 'top'",
+    ),
     (
         lambda db: db.mine_hard_negatives("pairs", "tiny", "text_a", "text_b", corpus="queries"),
         "generate_text_embeddings('queries', 'tiny'",
@@ -408,3 +411,63 @@ def test_a_python_api_mistake_is_a_jammi_error_that_changes_nothing(world, call,
         call(world)
     assert str(err.value).startswith("jammi: ") and message in str(err.value)
     assert catalog_snapshot(world) == before
+
+
+# -- the same argument errors in SQL and Python (one declaration per operation) --------------
+def _with_a_method():
+    from jammi_sql.functions.declarations import FUNCTIONS
+
+    return [f for f in FUNCTIONS if f.public and f.impl is not None and f.method is not None]
+
+
+@pytest.mark.parametrize("fn", _with_a_method(), ids=lambda f: f.name)
+def test_a_missing_argument_is_the_same_jammi_error_in_sql_and_python(db, fn):
+    first = next(p.name for p in fn.params if not p.optional)
+    with pytest.raises(jammi_sql.JammiError) as in_sql:
+        db.sql(f"SELECT {fn.name}()").fetchall()
+    method = getattr(db, fn.method.name or fn.name)
+    with pytest.raises(jammi_sql.JammiError) as in_python:
+        method()
+    assert str(in_sql.value) == str(in_python.value) == fn.missing(first)
+    assert type(in_python.value) is jammi_sql.errors.InvalidArgumentError
+    assert isinstance(in_sql.value, jammi_sql.errors.InvalidArgumentError)
+
+
+@pytest.mark.parametrize(
+    "sql, call",
+    [
+        ("SELECT remove_model(42)", lambda db: db.remove_model(42)),
+        ("SELECT remove_source('x', cascade := 'yes')", lambda db: db.remove_source("x", "yes")),
+        ("SELECT wait_job('x', 'soon')", lambda db: db.wait_job("x", timeout="soon")),
+        (
+            "SELECT pairs_from_documents('s', 't', chunk_tokens := 1.5)",
+            lambda db: db.pairs_from_documents("s", "t", chunk_tokens=1.5),
+        ),
+        ("SELECT evaluate_similarity('tiny', 's', 'a')", None),
+    ],
+)
+def test_a_mistyped_argument_is_the_same_jammi_error_in_sql_and_python(db, sql, call):
+    before = catalog_snapshot(db)
+    with pytest.raises(jammi_sql.JammiError) as in_sql:
+        db.sql(sql).fetchall()
+    assert isinstance(in_sql.value, jammi_sql.errors.InvalidArgumentError)
+    if call is not None:
+        with pytest.raises(jammi_sql.errors.InvalidArgumentError) as in_python:
+            call(db)
+        said = str(in_sql.value)
+        assert str(in_python.value).split(" not ")[0] == said.split(" not ")[0]
+    assert catalog_snapshot(db) == before
+
+
+def test_every_sql_function_has_its_database_method_with_its_reference_entry():
+    import inspect
+
+    from jammi_sql.api.database import Database
+    from jammi_sql.functions.declarations import FUNCTIONS
+
+    public = [f for f in FUNCTIONS if f.public]
+    assert {f.name for f in public if f.method is None} == {"embed", "embed_query"}  # encode_text
+    for fn in public:
+        if fn.method is not None:
+            doc = inspect.getdoc(getattr(Database, fn.method.name or fn.name))
+            assert fn.doc in doc and fn.signature() in doc

@@ -59,13 +59,11 @@ class Job:
 
     def cancel(self) -> str:
         """Stop the job (a queued one never starts); returns its status, 'cancelled'."""
-        self.db._writes("cancel_job")
-        return self.db.ctx.jobs.cancel(self.job_id)
+        return self.db.cancel_job(self.job_id)
 
     def resume(self) -> Job:
         """Continue an interrupted job from its last checkpoint; returns this handle."""
-        self.db._writes("resume_job")
-        self.db.ctx.jobs.resume(self.job_id)
+        self.db.resume_job(self.job_id)
         return self
 
     def __repr__(self) -> str:

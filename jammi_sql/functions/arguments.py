@@ -4,7 +4,12 @@ where DuckDB's binder would otherwise answer with no hint."""
 
 from __future__ import annotations
 
+import numbers
+import os
+from collections.abc import Iterable
 from typing import Any
+
+from ..errors import InvalidArgumentError
 
 
 def sql_literal(value: Any) -> str:
@@ -60,6 +65,71 @@ def checked(function: str, param: str, sql_type: str) -> str:
         f"CASE WHEN typeof({{0}}) IN ({accepted}, '\"NULL\"'){decimal} THEN {{0}}::{sql_type} "
         f"ELSE error('{_quote(message)}' || typeof({{0}}) || '{_quote(hint)}') END"
     )
+
+
+# The default of a required parameter in a macro: a call that leaves it out is refused by name
+# (see missing_check), where DuckDB's binder would say only "does not support the arguments".
+MISSING = "<jammi: missing argument>"
+
+
+def missing_check(param: str, message: str, passed: str) -> str:
+    """``passed`` (how the macro hands ``param`` on), refused with ``message`` when the call
+    left ``param`` out. Compared as text: every type casts to VARCHAR, so this binds whatever
+    the argument's type."""
+    return (
+        f"CASE WHEN typeof({param}) = 'VARCHAR' AND {param}::VARCHAR = {sql_literal(MISSING)} "
+        f"THEN error({sql_literal(message)}) ELSE {passed} END"
+    )
+
+
+def python_value(function: str, param: str, sql_type: str, value: Any) -> Any:
+    """An argument of the Python API as the macro would hand it on: None stays None; a value of
+    another type is the jammi error :func:`checked` raises in SQL. One name is a list of one
+    (``columns='text'``), a path is its text, numpy numbers are numbers."""
+    if value is None or sql_type not in _KINDS:
+        return value
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if sql_type == "VARCHAR[]":
+        if isinstance(value, str):
+            value = [value]
+        elif isinstance(value, Iterable) and not isinstance(value, (bytes, dict)):
+            value = list(value)
+    fits = {
+        "VARCHAR": lambda v: isinstance(v, str),
+        "VARCHAR[]": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+        "BIGINT": lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool),
+        "DOUBLE": lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool),
+        "BOOLEAN": lambda v: isinstance(v, bool),
+    }[sql_type]
+    if not fits(value):
+        _, wanted, example = _KINDS[sql_type]
+        hint = f"; cast it, e.g. str({param})" if sql_type == "VARCHAR" else ""
+        example = f", e.g. {example}" if example else ""
+        raise InvalidArgumentError(
+            f"{function}'s {param} must be {wanted}{example}, not {_sql_type_of(value)}{hint}"
+        )
+    if sql_type == "BIGINT":
+        return int(value)
+    return float(value) if sql_type == "DOUBLE" and not isinstance(value, int) else value
+
+
+def _sql_type_of(value: Any) -> str:
+    """The DuckDB type name SQL's typeof() would give a Python value, near enough."""
+    if isinstance(value, bool):
+        return "BOOLEAN"
+    if isinstance(value, numbers.Integral):
+        return "BIGINT"
+    if isinstance(value, numbers.Real):
+        return "DOUBLE"
+    if isinstance(value, str):
+        return "VARCHAR"
+    if isinstance(value, (list, tuple)):
+        inner = {_sql_type_of(v) for v in value}
+        return f"{inner.pop() if len(inner) == 1 else 'VARCHAR'}[]"
+    if isinstance(value, dict):
+        return "STRUCT"
+    return type(value).__name__
 
 
 def _quote(text: str) -> str:

@@ -30,6 +30,7 @@ from .registry import (
     FUNCTIONS,
     LIST,
     WRITES,
+    Method,
     Param,
     V,
     scalar_macro,
@@ -47,41 +48,78 @@ RETRIEVAL_TYPE = (
 
 
 # ---- sources and models ---------------------------------------------------------------
+def _add_source_call(
+    name: str,
+    path: str | None = None,
+    format: str | None = None,
+    *,
+    url: str | None = None,
+    query: str | None = None,
+) -> dict:
+    """db.add_source's arguments: the file as ``path`` or ``url``, or a SQL ``query``."""
+    if query is not None:
+        return dict(name=name, url=query, format="query")
+    return dict(name=name, url=url or path or "", format=format)
+
+
 @sql_function(
-    "add_source", [Param("name", V), Param("url", V), Param("format", V, None)], V, **WRITES
+    "add_source",
+    [Param("name", V), Param("url", V), Param("format", V, None)],
+    V,
+    said=lambda s, _: f"source '{s.name}' added ({s.format}; columns: {', '.join(s.columns)})",
+    method=Method(takes=_add_source_call, doc="Returns the Source, with its columns."),
+    **WRITES,
 )
 def add_source(ctx: Context, name, url, format):
     """Registers a file (csv, tsv, parquet, json/jsonl; globs allowed), a table or view, or a
     SQL query (`format := 'query'`) as a named source; the format is inferred when omitted."""
     from ..data.sources import add_source as add
 
-    source = add(ctx.catalog, name, url, format)
-    return f"source '{source.name}' added ({source.format}; columns: {', '.join(source.columns)})"
+    return add(ctx.catalog, name, url, format)
 
 
-@sql_function("remove_source", [Param("name", V), Param("cascade", "BOOLEAN", False)], V, **WRITES)
+@sql_function(
+    "remove_source",
+    [Param("name", V), Param("cascade", "BOOLEAN", False)],
+    V,
+    said=lambda dropped, args: (
+        f"source '{args['name']}' removed" + (f", with {', '.join(dropped)}" if dropped else "")
+    ),
+    method=Method(doc="Returns the names of the embedding tables dropped."),
+    **WRITES,
+)
 def remove_source(ctx: Context, name, cascade):
     """Unregisters a source (its file or table is untouched); refuses while embedding tables
     were built from it, unless `cascade := true` drops them too."""
     from ..search.embeddings import remove_source as remove
 
-    dropped = remove(ctx, name, bool(cascade))
-    return f"source '{name}' removed" + (f", with {', '.join(dropped)}" if dropped else "")
+    return remove(ctx, name, bool(cascade))
 
 
-@sql_function("remove_embeddings", [Param("source", V), Param("model", V)], V, **WRITES)
+@sql_function(
+    "remove_embeddings",
+    [Param("source", V), Param("model", V)],
+    V,
+    said=lambda table, _: f"{table} dropped",
+    method=Method(doc="Returns the table's name."),
+    **WRITES,
+)
 def remove_embeddings(ctx: Context, source, model):
     """Drops the embedding table `generate_text_embeddings` built from a source with a model
     (`evaluate_retrieval` builds one for its corpus too); the source and the model stay."""
     from ..search.embeddings import remove_embeddings as remove
 
-    return f"{remove(ctx, source, model)} dropped"
+    return remove(ctx, source, model)
 
 
 @sql_function(
     "register_model",
     [Param("model_id", V), Param("path", V), Param("base_model", V, None)],
     V,
+    said=lambda r, _: (
+        f"model '{r.model_id}' registered ({r.dimensions} dimensions, {r.artifact_path})"
+    ),
+    method=Method(doc="Returns its ModelRecord."),
     **WRITES,
 )
 def register_model(ctx: Context, model_id, path, base_model):
@@ -89,8 +127,7 @@ def register_model(ctx: Context, model_id, path, base_model):
     folder (its Pooling, Dense and Normalize modules and prompts are used as
     sentence-transformers uses them), or a PEFT LoRA adapter folder on `base_model` (default:
     the base its adapter_config.json names, which must be a known model)."""
-    record = ctx.models.register(model_id, path, base_model)
-    return f"model '{record.model_id}' registered ({record.dimensions} dimensions, {record.artifact_path})"
+    return ctx.models.register(model_id, path, base_model)
 
 
 @sql_function("remove_model", [Param("model_id", V)], V, **WRITES)
@@ -138,7 +175,36 @@ FINE_TUNE_PARAMS = [
 ]
 
 
-@sql_function("fine_tune", FINE_TUNE_PARAMS, V, shows="VARCHAR job id", **WRITES)
+def _fine_tune_call(
+    source: str,
+    base_model: str,
+    columns: list[str],
+    method: str | None = DEFAULT_METHOD,
+    task: str = DEFAULT_TASK,
+    config: dict | str | None = None,
+    **options: object,
+) -> dict:
+    """db.fine_tune's arguments: config keys may also be given as keyword arguments."""
+    if options or not isinstance(config, str):
+        config = {**(config or {}), **options}
+    return dict(source=source, base_model=base_model, columns=columns, method=method, task=task,
+                config=config)  # fmt: skip
+
+
+@sql_function(
+    "fine_tune",
+    FINE_TUNE_PARAMS,
+    V,
+    shows="VARCHAR job id",
+    method=Method(
+        takes=_fine_tune_call,
+        wraps="job",
+        doc="`config` is a dict, or its keys are keyword arguments: "
+        "fine_tune('pairs', 'tiny', ['text_a', 'text_b'], epochs=2). Returns a Job handle "
+        "(job_id, status, progress, wait(), cancel(), model_id).",
+    ),
+    **WRITES,
+)
 def fine_tune(ctx: Context, source, base_model, columns, method, task, config):
     """Validates at once (a bad argument is an error and nothing is written), then trains in
     the background; returns the job id immediately. `config` is a STRUCT or a JSON string.
@@ -149,11 +215,24 @@ def fine_tune(ctx: Context, source, base_model, columns, method, task, config):
 
     if source is None or base_model is None or columns is None:
         raise InvalidArgumentError("fine_tune needs a source, a base model and a list of columns")
-    cfg = FineTuneConfig.from_json(config)
+    if config is None or isinstance(config, str):
+        cfg = FineTuneConfig.from_json(config)
+    else:
+        cfg = FineTuneConfig.from_mapping(config)
     return ctx.jobs.submit(source, base_model, list(columns), method, task or DEFAULT_TASK, cfg)
 
 
-@sql_function("wait_job", [Param("job_id", V), Param("timeout_s", DBL, None)], V, **CHANGES)
+@sql_function(
+    "wait_job",
+    [Param("job_id", V), Param("timeout_s", DBL, None)],
+    V,
+    method=Method(
+        names={"timeout_s": "timeout"},
+        doc="Returns 'succeeded', 'failed', 'cancelled', 'interrupted', or still 'queued' or "
+        "'running' after a timeout; unlike Job.wait it does not raise when the job failed.",
+    ),
+    **CHANGES,
+)
 def wait_job(ctx: Context, job_id, timeout_s):
     """Blocks until the job ends or the timeout passes; returns its status."""
     return ctx.jobs.wait(job_id, timeout_s)
@@ -186,6 +265,7 @@ def delete_job(ctx: Context, job_id):
     shows="FLOAT[] (the model's d values)",
     arrow=True,
     sees_nulls=True,
+    method=None,  # Database.encode_text: a text or a list, as numpy
 )
 def embed(ctx: Context, model, text):
     """The text's embedding; NULL gives NULL."""
@@ -201,6 +281,7 @@ def embed(ctx: Context, model, text):
     shows="FLOAT[] (the model's d values)",
     arrow=True,
     sees_nulls=True,
+    method=None,  # Database.encode_text_query
 )
 def embed_query(ctx: Context, model, text):
     """The query-side embedding (differs from `embed` only for models with a query prompt or
@@ -216,6 +297,11 @@ def embed_query(ctx: Context, model, text):
     + [Param("chunk_tokens", BIG, None), Param("chunk_overlap", BIG, DEFAULT_CHUNK_OVERLAP)],
     BIG,
     shows="BIGINT rows written",
+    said=lambda rows, _: int(rows),
+    method=Method(
+        doc="Returns the rows written: an int whose .truncated says how many texts were cut "
+        "at the model's limit."
+    ),
     **WRITES,
 )
 def generate_text_embeddings(ctx: Context, source, model, columns, key, chunk_tokens, overlap):
@@ -226,7 +312,7 @@ def generate_text_embeddings(ctx: Context, source, model, columns, key, chunk_to
     a window of 32 tokens or fewer), one row per window, numbered by `chunk` from 0."""
     from ..search.embeddings import generate_text_embeddings as generate
 
-    return int(generate(ctx, source, model, list(columns), key, chunk_tokens, overlap))
+    return generate(ctx, source, model, list(columns or []), key, chunk_tokens, overlap)
 
 
 @sql_function("jammi_embedding_table", [Param("source", V), Param("model", V)], V, public=False)

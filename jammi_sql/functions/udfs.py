@@ -23,7 +23,7 @@ def _udf(ctx: Context, fn: Any) -> Callable:
             if fn.writes:
                 ctx.require_writable(fn.name)
             with progress.call(ctx):  # so Ctrl-C / interrupt() can stop it between batches
-                return fn.impl(ctx, *args)
+                return fn.sql_result(fn.impl(ctx, *args), args)
         except JammiError as e:  # so the Python API can raise the same class again
             remember(e)
             raise

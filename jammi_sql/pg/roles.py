@@ -357,7 +357,6 @@ def reader_shadows(role: Role, suffix: str) -> str:
     write (the macro and the Python UDF under it) and refuse: DuckDB resolves a TEMP macro
     before a function of the database, so a writing call the reader reaches by any road (an
     owner's view or macro, ``query()``) fails as it is bound, before it runs."""
-    from ..functions.arguments import sql_literal
     from ..functions.registry import FUNCTIONS
 
     sql = []
@@ -365,10 +364,7 @@ def reader_shadows(role: Role, suffix: str) -> str:
         if not fn.writes:
             continue
         message = refuse(role, f"call {fn.name}(): {_WRITES}").message.replace("'", "''")
-        heads = [
-            p.name if not p.optional else f"{p.name} := {sql_literal(p.default)}" for p in fn.params
-        ]
-        names = {fn.name: heads, fn.udf_name + suffix: [p.name for p in fn.params]}
+        names = {fn.name: fn.macro_heads(), fn.udf_name + suffix: [p.name for p in fn.params]}
         for name, params in names.items():
             sql.append(
                 f"CREATE OR REPLACE TEMP MACRO {name}({', '.join(params)}) AS error('{message}');"
