@@ -78,5 +78,7 @@ def generate_questions(ctx: Context, source, text, model, output, per_document, 
         raise InvalidArgumentError(
             "generate_questions needs a source, its text column and a text-generation model"
         )
-    return build(ctx, source, text, model, output, int(per_document or 1),
-                 int(max_new_tokens or 32), prompt, int(42 if seed is None else seed))  # fmt: skip
+    per_document = 1 if per_document is None else int(per_document)  # 0 is refused, not 1
+    max_new_tokens = 32 if max_new_tokens is None else int(max_new_tokens)
+    seed = 42 if seed is None else int(seed)
+    return build(ctx, source, text, model, output, per_document, max_new_tokens, prompt, seed)
