@@ -1,4 +1,6 @@
-"""Shared fixtures: a tiny random BERT in sentence-transformers layout, and fresh databases."""
+"""Shared fixtures: a tiny random BERT in sentence-transformers layout, fresh databases, and
+the data tests share: the nouns texts are made of, a source of short documents (``docs``), a
+source large enough that only a cancel ends its embedding in time (``big``)."""
 
 from __future__ import annotations
 
@@ -28,6 +30,15 @@ WORDS = (
     "computing physics chemistry biology cell cancer protein gene patent battery solar energy "
     "search engine database query table model fine tune embedding vector similar different"
 ).split()
+
+
+# The nouns test texts are made of (all in the tiny model's vocabulary, each one token).
+NOUNS = ["cat", "dog", "car", "bike", "train", "plane", "piano", "guitar", "cell", "gene", "solar"]
+
+
+def sql_list(words: list[str]) -> str:
+    """Words as the body of a SQL list literal: 'cat', 'dog', ..."""
+    return ", ".join(f"'{w}'" for w in words)
 
 
 def build_tiny_bert(
@@ -136,6 +147,30 @@ def db(tiny_model, tmp_path):
     database.register_model("tiny", tiny_model)
     yield database
     database.close()
+
+
+@pytest.fixture
+def docs(db):
+    """A table and source 'docs' (id, title, body): three short texts and a NULL body."""
+    db.sql("CREATE TABLE docs (id INTEGER, title VARCHAR, body VARCHAR)").fetchall()
+    db.sql("""INSERT INTO docs VALUES (1, 'cats', 'the cat plays piano'), (2, 'dogs', 'a dog runs'),
+              (3, 'energy', 'solar energy battery'), (4, 'empty', NULL)""").fetchall()
+    db.sql("SELECT add_source('docs', 'docs')").fetchall()
+    return db
+
+
+BIG_ROWS = 200_000  # minutes of work for the tiny model: only a cancel ends it in time
+
+
+@pytest.fixture
+def big(db):
+    """A table and source 'big' of BIG_ROWS short texts (id, body)."""
+    db.sql(
+        f"CREATE TABLE big AS SELECT i AS id, 'text number ' || i || ' about cats and piano' "
+        f"AS body FROM range({BIG_ROWS}) t(i)"
+    ).fetchall()
+    db.sql("SELECT add_source('big', 'big')").fetchall()
+    return db
 
 
 def catalog_snapshot(db) -> dict:

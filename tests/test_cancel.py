@@ -9,24 +9,18 @@ import threading
 import time
 
 import pytest
-from conftest import catalog_snapshot
+from conftest import BIG_ROWS, catalog_snapshot
 
 from jammi_sql import progress
 from jammi_sql.errors import CancelledError, JammiError
 
-ROWS = 200_000  # minutes of work for the tiny model: only a cancel ends it in time
-
 
 @pytest.fixture
-def big(db):
-    db.sql(
-        f"CREATE TABLE big AS SELECT i AS id, 'text number ' || i || ' about cats and piano' "
-        f"AS body FROM range({ROWS}) t(i)"
-    ).fetchall()
-    db.sql("SELECT add_source('big', 'big')").fetchall()
-    # Load the model before the calls the tests cancel, so they time embedding alone.
-    db.sql("SELECT embed('tiny', 'warm up')").fetchall()
-    return db
+def big(big):
+    """conftest's big, with the model loaded before the calls the tests cancel (so they time
+    embedding alone)."""
+    big.sql("SELECT embed('tiny', 'warm up')").fetchall()
+    return big
 
 
 def interrupt_once_started(db, started: threading.Event) -> dict:
@@ -73,7 +67,7 @@ def test_interrupt_stops_generate_text_embeddings_in_sql_and_rolls_back(big):
     ).fetchall()
     assert not any(name.startswith("emb_") for (name,) in tables)
     # the connection goes on, and the same call runs to the end once nobody cancels it
-    assert big.sql("SELECT count(*) FROM big").fetchall() == [(ROWS,)]
+    assert big.sql("SELECT count(*) FROM big").fetchall() == [(BIG_ROWS,)]
     big.sql("DELETE FROM big WHERE id >= 500").fetchall()
     assert big.generate_text_embeddings("big", "tiny", ["body"], "id") == 500
 
@@ -155,7 +149,7 @@ def test_ctrl_c_in_a_python_script_raises_keyboard_interrupt_and_rolls_back(big)
 def test_interrupt_stops_evaluate_similarity(db):
     db.sql(
         "CREATE TABLE pairs AS SELECT 'left text ' || i AS text_a, 'right text ' || i AS text_b, "
-        f"(i % 5) / 5.0 AS score FROM range({ROWS}) t(i)"
+        f"(i % 5) / 5.0 AS score FROM range({BIG_ROWS}) t(i)"
     ).fetchall()
     db.sql("SELECT add_source('pairs', 'pairs')").fetchall()
     started = threading.Event()

@@ -1,3 +1,5 @@
+"""connect() and install(): the jammi schema, the home folder, and no torch at import."""
+
 import os
 import subprocess
 import sys

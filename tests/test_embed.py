@@ -1,3 +1,6 @@
+"""embed and embed_query: one vector per text, as wide as its model, the same as the encoder's;
+reading writes nothing to the database."""
+
 import numpy as np
 import pytest
 from conftest import build_tiny_bert, catalog_snapshot

@@ -1,14 +1,8 @@
+"""generate_text_embeddings: materialized embedding tables, incremental runs, chunking, and
+semantic search over them."""
+
 import pytest
 from conftest import catalog_snapshot
-
-
-@pytest.fixture
-def docs(db):
-    db.sql("CREATE TABLE docs (id INTEGER, title VARCHAR, body VARCHAR)").fetchall()
-    db.sql("""INSERT INTO docs VALUES (1, 'cats', 'the cat plays piano'), (2, 'dogs', 'a dog runs'),
-              (3, 'energy', 'solar energy battery'), (4, 'empty', NULL)""").fetchall()
-    db.sql("SELECT add_source('docs', 'docs')").fetchall()
-    return db
 
 
 def test_generate_text_embeddings_writes_a_listed_table(docs):

@@ -1,3 +1,6 @@
+"""evaluate_similarity and evaluate_retrieval over sources (the metrics themselves:
+test_metrics.py)."""
+
 import os
 
 import numpy as np

@@ -10,12 +10,10 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from conftest import build_tiny_bert, catalog_snapshot
+from conftest import NOUNS, build_tiny_bert, catalog_snapshot, sql_list
 
 from jammi_sql import JammiError
 from jammi_sql.data.generator import Generator, generation_kind
-
-WORDS = ["cat", "dog", "car", "bike", "train", "plane", "piano", "guitar", "cell", "gene"]
 
 
 def build_generator(folder, kind: str):
@@ -53,9 +51,9 @@ def generators(tmp_path_factory):
 
 
 @pytest.fixture
-def docs(db, generators):
+def notes(db, generators):
     """10 short documents, and both tiny generators registered."""
-    words = ", ".join(f"'{w}'" for w in WORDS)
+    words = sql_list(NOUNS[:10])
     db.con.execute(
         f"CREATE TABLE notes AS SELECT i AS id, array_to_string(list_transform(range(12), "
         f"lambda j: [{words}][1 + (i + j * 3) % 10]), ' ') AS body FROM range(10) t(i)"
@@ -70,31 +68,31 @@ def bodies(db) -> set[str]:
     return {r[0] for r in db.con.execute("SELECT body FROM notes").fetchall()}
 
 
-def test_a_seq2seq_model_writes_one_question_per_document(docs):
-    summary = docs.sql("SELECT generate_questions('notes', 'body', 't5')").fetchall()[0][0]
-    rows = docs.sql("SELECT anchor, positive FROM jammi.pairs_notes_questions").fetchall()
+def test_a_seq2seq_model_writes_one_question_per_document(notes):
+    summary = notes.sql("SELECT generate_questions('notes', 'body', 't5')").fetchall()[0][0]
+    rows = notes.sql("SELECT anchor, positive FROM jammi.pairs_notes_questions").fetchall()
     assert summary.startswith(f"{len(rows)} pairs (anchor, positive) of question -> text")
     assert 0 < len(rows) <= 10  # greedy: at most one per document (none where it wrote nothing)
-    assert {p for _, p in rows} <= bodies(docs)
+    assert {p for _, p in rows} <= bodies(notes)
     assert all(a.strip() and "\n" not in a for a, _ in rows)
-    lineage = docs.sql(
+    lineage = notes.sql(
         "SELECT built_by, from_source, model_id, settings->>'$.per_document', rows_written "
         "FROM jammi.source_lineage WHERE source = 'notes_questions'"
     ).fetchall()
     assert lineage == [("generate_questions", "notes", "t5", "1", len(rows))]
 
 
-def test_a_causal_model_samples_several_the_same_way_twice(docs):
-    docs.generate_questions("notes", "body", "gpt", output="first", per_document=3)
-    docs.generate_questions("notes", "body", "gpt", output="second", per_document=3)
-    first = docs.sql("SELECT * FROM jammi.pairs_first ORDER BY ALL").fetchall()
-    second = docs.sql("SELECT * FROM jammi.pairs_second ORDER BY ALL").fetchall()
+def test_a_causal_model_samples_several_the_same_way_twice(notes):
+    notes.generate_questions("notes", "body", "gpt", output="first", per_document=3)
+    notes.generate_questions("notes", "body", "gpt", output="second", per_document=3)
+    first = notes.sql("SELECT * FROM jammi.pairs_first ORDER BY ALL").fetchall()
+    second = notes.sql("SELECT * FROM jammi.pairs_second ORDER BY ALL").fetchall()
     assert first == second  # seeded sampling
-    per_doc = docs.sql(
+    per_doc = notes.sql(
         "SELECT max(n) FROM (SELECT count(*) n FROM jammi.pairs_first GROUP BY positive)"
     ).fetchall()[0][0]
     assert 1 <= per_doc <= 3 and len(first) > 10  # sampled: several distinct ones per document
-    assert {p for _, p in first} <= bodies(docs)
+    assert {p for _, p in first} <= bodies(notes)
 
 
 def test_the_causal_prompt_is_not_part_of_the_question(generators):
@@ -105,9 +103,9 @@ def test_the_causal_prompt_is_not_part_of_the_question(generators):
     assert written and not any(q.startswith(("zzzz", "[CLS]")) for q in written)
 
 
-def test_the_questions_train_with_fine_tune(docs):
-    docs.generate_questions("notes", "body", "t5")
-    job = docs.fine_tune("notes_questions", "tiny", ["anchor", "positive"], epochs=1).wait()
+def test_the_questions_train_with_fine_tune(notes):
+    notes.generate_questions("notes", "body", "t5")
+    job = notes.fine_tune("notes_questions", "tiny", ["anchor", "positive"], epochs=1).wait()
     assert job.status == "succeeded"
 
 
@@ -128,22 +126,22 @@ def test_generation_kind_reads_the_architecture(generators, tiny_model):
         (lambda db: db.generate_questions("notes", "body", "t5", output="notes"), "exists"),
     ],
 )
-def test_mistakes_write_nothing(docs, call, message):
-    before = catalog_snapshot(docs)
+def test_mistakes_write_nothing(notes, call, message):
+    before = catalog_snapshot(notes)
     with pytest.raises(JammiError, match=message.replace("{", r"\{").replace("}", r"\}")):
-        call(docs)
-    assert catalog_snapshot(docs) == before
+        call(notes)
+    assert catalog_snapshot(notes) == before
 
 
-def test_a_model_that_writes_nothing_is_a_clear_error(docs, monkeypatch):
+def test_a_model_that_writes_nothing_is_a_clear_error(notes, monkeypatch):
     monkeypatch.setattr(Generator, "questions", lambda self, texts, *a, **k: [[] for _ in texts])
-    before = catalog_snapshot(docs)
+    before = catalog_snapshot(notes)
     with pytest.raises(JammiError, match="wrote no question"):
-        docs.generate_questions("notes", "body", "t5")
-    assert catalog_snapshot(docs) == before
+        notes.generate_questions("notes", "body", "t5")
+    assert catalog_snapshot(notes) == before
 
 
-def test_the_model_loads_once_for_every_call(docs, monkeypatch):
+def test_the_model_loads_once_for_every_call(notes, monkeypatch):
     from jammi_sql.data import generator
 
     monkeypatch.setattr(generator, "_LOADED", {})
@@ -155,22 +153,22 @@ def test_the_model_loads_once_for_every_call(docs, monkeypatch):
         original(self, *args, **kwargs)
 
     monkeypatch.setattr(Generator, "__init__", counting)
-    docs.generate_questions("notes", "body", "t5", output="one")
-    docs.generate_questions("notes", "body", "t5", output="two")
+    notes.generate_questions("notes", "body", "t5", output="one")
+    notes.generate_questions("notes", "body", "t5", output="two")
     assert len(built) == 1
 
 
-def test_a_folder_that_lost_its_tokenizer_is_a_clear_error(docs, generators, tmp_path):
+def test_a_folder_that_lost_its_tokenizer_is_a_clear_error(notes, generators, tmp_path):
     broken = tmp_path / "broken"  # register_model checks the files; they go missing later
     shutil.copytree(generators["seq2seq"], broken)
-    docs.register_model("broken", str(broken))
+    notes.register_model("broken", str(broken))
     for f in broken.iterdir():
         if f.name.startswith(("vocab", "tokenizer", "special_tokens")):
             f.unlink()
-    before = catalog_snapshot(docs)
+    before = catalog_snapshot(notes)
     with pytest.raises(JammiError, match="tokenizer"):
-        docs.sql("SELECT generate_questions('notes', 'body', 'broken')").fetchall()
-    assert catalog_snapshot(docs) == before
+        notes.sql("SELECT generate_questions('notes', 'body', 'broken')").fetchall()
+    assert catalog_snapshot(notes) == before
 
 
 def test_corrupt_weights_are_a_clear_error(generators, tmp_path):

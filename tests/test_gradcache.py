@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import NOUNS
 from safetensors.torch import load_file
 from test_train import assert_same_weights, fit, weights
 
@@ -18,8 +19,10 @@ from jammi_sql.training.losses import MultipleNegativesRankingLoss
 from jammi_sql.training.trainee import Trainee, batch_loss, index_texts
 
 CPU = torch.device("cpu")
-W = ["cat", "dog", "car", "bike", "train", "plane", "piano", "guitar", "cell", "gene", "solar"]
-PAIRS = [(f"{W[i % 11]} {i}", f"the {W[i % 11]} and a {W[(i * 3) % 11]} {i}") for i in range(24)]
+PAIRS = [
+    (f"{NOUNS[i % 11]} {i}", f"the {NOUNS[i % 11]} and a {NOUNS[(i * 3) % 11]} {i}")
+    for i in range(24)
+]
 
 
 def no_dropout(folder):

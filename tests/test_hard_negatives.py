@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import NOUNS, sql_list
 
 from jammi_sql.data import mining
 from jammi_sql.data.mining import MiningSettings, ceilings, mine
-
-W = ["cat", "dog", "car", "bike", "train", "plane", "piano", "guitar", "cell", "gene", "solar"]
 
 
 def brute_force(anchors, corpus, ceiling, excluded, s: MiningSettings) -> list[list[int]]:
@@ -85,7 +84,7 @@ def test_random_sampling_draws_within_the_rank_range():
 @pytest.fixture
 def qa(db):
     """40 documents embedded with 'tiny'; 20 questions whose answer is one of them."""
-    words = ", ".join(f"'{w}'" for w in W)
+    words = sql_list(NOUNS)
     db.con.execute(
         f"CREATE TABLE docs AS SELECT i AS id, 'the ' || [{words}][1 + i % 11] || ' and a ' || "
         f"[{words}][1 + (i * 3) % 11] || ' ' || i AS body FROM range(40) t(i)"

@@ -1,3 +1,6 @@
+"""fine_tune as a job: queued at once, trained in the background, cancelled, resumed, and its
+model registered when it succeeds."""
+
 import time
 
 import duckdb

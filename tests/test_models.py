@@ -1,3 +1,6 @@
+"""Model ids -> model folders (bundled, a path, the Hugging Face cache, registered), their
+pooling, and one load per process."""
+
 import json
 import shutil
 

@@ -8,17 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import NOUNS, sql_list
 
 import jammi_sql
 from jammi_sql.inference.encoder import Encoder
-
-W = ["cat", "dog", "car", "bike", "train", "plane", "piano", "guitar", "cell", "gene", "solar"]
 
 
 @pytest.fixture
 def trained(db):
     """Documents embedded with the base; a query-side head trained on (question, document)."""
-    words = ", ".join(f"'{w}'" for w in W)
+    words = sql_list(NOUNS)
     db.con.execute(
         f"CREATE TABLE docs AS SELECT 'd' || i AS doc_id, 'the ' || [{words}][1 + i % 11] || "
         f"' and a ' || [{words}][1 + (i * 3) % 11] || ' ' || i AS text FROM range(60) t(i)"

@@ -1,3 +1,5 @@
+"""add_source and remove_source: files, globs, tables, views and queries as named sources."""
+
 import json
 
 import pytest
