@@ -21,13 +21,16 @@ def test_connect_creates_the_jammi_schema_with_a_version(tmp_path):
     }
     assert {
         "sources",
-        "models",
+        "model_records",  # jammi.models is a view over it (what this process loaded laid over)
         "jobs",
         "job_metrics",
         "embedding_tables",
         "schema_version",
     } <= tables
     assert db.sql("SELECT max(version) FROM jammi.schema_version").fetchall()[0][0] >= 1
+    assert db.sql("SELECT count(*) FROM duckdb_views() WHERE view_name = 'models'").fetchall() == [
+        (1,)
+    ]
     db.close()
 
 

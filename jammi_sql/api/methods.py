@@ -36,7 +36,9 @@ def add_methods(cls: type) -> None:
         name = fn.method.name or fn.name
         if name in cls.__dict__:
             raise RuntimeError(f"Database.{name} is written by hand and made from the registry")
-        setattr(cls, name, _method(fn, fn.method, name))
+        method = _method(fn, fn.method, name)
+        method.__module__ = cls.__module__
+        setattr(cls, name, method)
 
 
 def _method(fn: SqlFunction, how: Method, name: str) -> Callable[..., Any]:
