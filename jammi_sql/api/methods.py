@@ -132,7 +132,7 @@ def _run_macro(db: Any, fn: SqlFunction, values: dict[str, Any]) -> Any:
             return (
                 db._cursor().sql(f"SELECT * FROM {fn.name}({args})", params=params).to_arrow_table()
             )
-        return db._cursor().execute(f"SELECT {fn.name}({args})", params).fetchone()[0]
+        return db._cursor().execute(f"SELECT {fn.name}({args})", params).fetchall()[0][0]
 
 
 def _sql_value(value: Any) -> Any:

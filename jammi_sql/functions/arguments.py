@@ -76,10 +76,12 @@ def missing_check(param: str, message: str, passed: str) -> str:
     """``passed`` (how the macro hands ``param`` on), refused with ``message`` when the call
     left ``param`` out. Compared as text: every type casts to VARCHAR, so this binds whatever
     the argument's type."""
-    return (
-        f"CASE WHEN typeof({param}) = 'VARCHAR' AND {param}::VARCHAR = {sql_literal(MISSING)} "
-        f"THEN error({sql_literal(message)}) ELSE {passed} END"
-    )
+    return f"CASE WHEN {is_missing(param)} THEN error({sql_literal(message)}) ELSE {passed} END"
+
+
+def is_missing(param: str) -> str:
+    """Whether the call left ``param`` out (it holds MISSING, its macro default)."""
+    return f"typeof({param}) = 'VARCHAR' AND {param}::VARCHAR = {sql_literal(MISSING)}"
 
 
 def python_value(function: str, param: str, sql_type: str, value: Any) -> Any:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..catalog.context import Context
-from .arguments import MISSING, checked, missing_check, sql_literal
+from .arguments import MISSING, checked, is_missing, missing_check, sql_literal
 
 REQUIRED = object()
 
@@ -86,9 +86,9 @@ class SqlFunction:
 
     @property
     def says_missing(self) -> bool:
-        """Whether a missing argument is a jammi error in SQL (the macro of a Python UDF: a
-        required parameter defaults to MISSING, which the macro refuses by name)."""
-        return self.impl is not None and self.public
+        """Whether a missing argument is a jammi error in SQL: a required parameter of a
+        public function defaults to MISSING, which the macro refuses by name."""
+        return self.public and any(not p.optional for p in self.params)
 
     def missing(self, param: str) -> str:
         """The message for a required argument left out, the same in SQL and Python."""
@@ -105,19 +105,32 @@ class SqlFunction:
 
     def macro_sql(self, suffix: str = "") -> str:
         head = f"CREATE OR REPLACE TEMP MACRO {self.name}({', '.join(self.macro_heads())}) AS"
-        if self.table_sql is not None:
-            body = self.table_sql
-            for fn in FUNCTIONS:  # the internal functions it calls, as this connection named them
-                if fn.impl is not None and not fn.public:
-                    body = body.replace(f"{fn.udf_name}(", f"{fn.udf_name}{suffix}(")
-            return f"{head} TABLE {body}" if self.table else f"{head} {body}"
         args = ", ".join(
             p.passed_as.format(p.name)
             if p.optional or not self.says_missing
             else missing_check(p.name, self.missing(p.name), p.passed_as.format(p.name))
             for p in self.params
         )
-        return f"{head} {self.udf_name}{suffix}({args})"
+        if self.table_sql is None:
+            return f"{head} {self.udf_name}{suffix}({args})"
+        body = self.table_sql
+        for fn in FUNCTIONS:  # the internal functions it calls, as this connection named them
+            if fn.impl is not None and not fn.public:
+                body = body.replace(f"{fn.udf_name}(", f"{fn.udf_name}{suffix}(")
+        if not self.says_missing:
+            return f"{head} TABLE {body}" if self.table else f"{head} {body}"
+        # SQL alone: the body is a macro of its own, called with the missing arguments refused
+        # (a table macro's body reads them as it binds; a scalar one's call is skipped)
+        inner = replace(self, name=f"jammi_{self.name}", public=False).macro_sql(suffix)
+        if self.table:
+            return f"{inner};\n{head} TABLE SELECT * FROM jammi_{self.name}({args})"
+        names = ", ".join(p.name for p in self.params)
+        refusals = " ".join(
+            f"WHEN {is_missing(p.name)} THEN error({sql_literal(self.missing(p.name))})"
+            for p in self.params
+            if not p.optional
+        )
+        return f"{inner};\n{head} CASE {refusals} ELSE jammi_{self.name}({names}) END"
 
     def sql_result(self, value: Any, args: tuple) -> Any:
         """What the SQL function returns for the body's value."""
