@@ -8,7 +8,8 @@ rows to train on, NDCG@10 of the held-out queries over the full 5,183-document c
 - ours, in-batch negatives: ``fine_tune`` on (query, document) pairs;
 - ours, + mined: ``generate_text_embeddings`` of the corpus, ``mine_hard_negatives`` (relative
   margin 0.05, one negative, the NV-Retriever setting), ``fine_tune`` on (query, document,
-  negative) with in-batch negatives plus the mined one (multiple_negatives_ranking);
+  negative) with in-batch negatives plus the mined one (multiple_negatives_ranking; with
+  ``--triplet-losses multiple_negatives_ranking,triplet`` also with the triplet margin loss);
 - sentence-transformers: its ``mine_hard_negatives`` with the same settings, and its trainer
   with MultipleNegativesRankingLoss on the pairs and on the mined triplets (full fine-tuning
   at our 'full' shape's epochs, batch size and learning rate).
@@ -76,15 +77,17 @@ def setup(db, task: SciFact) -> float:
     return time.monotonic() - t0
 
 
-def ours(db, task: SciFact, shape: str, mined: bool | str) -> tuple[float, float]:
+def ours(
+    db, task: SciFact, shape: str, mined: bool | str, loss: str = "multiple_negatives_ranking"
+) -> tuple[float, float]:
     method, extra = SHAPES[shape]
     name = f"sf-{shape}-{'pairs' if not mined else 'mined' if mined is True else mined}"
-    config = {"max_seq_length": task.max_seq_length, "model_name": name, **extra}
+    config = {"max_seq_length": task.max_seq_length, "model_name": f"{name}-{loss}", **extra}
     if mined == "titles":
         source, columns = "papers_pairs", ["anchor", "positive"]
     elif mined:
         source, columns = "pairs_hard_negatives", ["anchor", "positive", "negative"]
-        config["embedding_loss"] = "multiple_negatives_ranking"
+        config["embedding_loss"] = loss
     else:
         source, columns = "pairs", ["query", "document"]
     t0 = time.monotonic()
@@ -206,11 +209,13 @@ def quality(args) -> None:
         runs = (False, True, "titles") if args.doc_pairs else (False, True)
         for shape in args.shapes.split(","):
             for mined in runs:
-                score, seconds = ours(db, task, shape, mined)
-                how = {False: "in-batch", True: "+ mined", "titles": "titles only"}[mined]
-                label = f"ours {shape} {how}"
-                print(f"  {label:24s} {score:.4f} in {seconds:.0f} s", flush=True)
-                rows.append((label, score, seconds))
+                for loss in args.triplet_losses.split(",") if mined is True else [""]:
+                    score, seconds = ours(db, task, shape, mined, *([loss] if loss else []))
+                    how = {False: "in-batch", True: "+ mined", "titles": "titles only"}[mined]
+                    short = {"multiple_negatives_ranking": "mnrl"}.get(loss, loss)
+                    label = f"ours {shape} {how}" + (f" {short}" if short else "")
+                    print(f"  {label:28s} {score:.4f} in {seconds:.0f} s", flush=True)
+                    rows.append((label, score, seconds))
         db.close()
     if args.peer:
         rows += peer(task, args.st_train)
@@ -276,6 +281,11 @@ def main() -> None:
     )
     ap.add_argument("--shapes", default="head", help="ours: head, query-head, adapters, full")
     ap.add_argument("--no-peer", dest="peer", action="store_false")
+    ap.add_argument(
+        "--triplet-losses",
+        default="multiple_negatives_ranking",
+        help="losses ours trains the mined triplets with, e.g. multiple_negatives_ranking,triplet",
+    )
     ap.add_argument("--no-st-train", dest="st_train", action="store_false")
     ap.add_argument("--corpus-sample", type=int, default=0, help="documents kept (0: all)")
     ap.add_argument("--doc-pairs", action="store_true", help="also: title -> abstract, no labels")
