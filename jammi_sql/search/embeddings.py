@@ -25,7 +25,13 @@ from ..catalog.tables import Catalog, EmbeddingTable, Source
 from ..config import DEFAULT_CHUNK_OVERLAP
 from ..data.sources import get_source, quote_ident, quote_literal, relation, require_columns
 from ..errors import DataError, InvalidArgumentError, NotFoundError
-from ..inference.infer import Documents, check_chunking, embed_documents, model_dimensions
+from ..inference.infer import (
+    Documents,
+    check_chunking,
+    document_rows,
+    embed_documents,
+    model_dimensions,
+)
 from . import index, keyword
 from .builds import building
 
@@ -292,7 +298,8 @@ def _build(ctx: Context, source: Source, rel: str, wanted: EmbeddingTable) -> tu
             written, truncated, rows_done = 0, 0, 0
             for batch in _stream(catalog, new_rows, source.column_type(wanted.key)):
                 docs = _embed_batch(ctx, wanted.model_id, batch, wanted, task)
-                _append(catalog, staging, batch, docs, wanted, next_vid)
+                rows = document_rows(batch, docs, wanted.chunk_tokens is not None)
+                _append(catalog, staging, rows, next_vid)
                 next_vid += len(docs.texts)
                 written, truncated = written + len(docs.texts), truncated + docs.truncated
                 rows_done += batch.num_rows
@@ -414,31 +421,16 @@ def _embed_batch(ctx: Context, model_id: str, batch, wanted: EmbeddingTable, tas
     )
 
 
-def _append(
-    catalog: Catalog, name: str, batch, docs: Documents, wanted: EmbeddingTable, first_vid: int
-) -> None:
-    owner = pa.array(docs.owner)
-    columns = {
-        "key": batch.column("key").take(owner),
-        "column_name": batch.column("column_name").take(owner),
-        "text": pa.array(docs.texts, pa.string()),
-        "text_hash": batch.column("text_hash").take(owner),
-    }
-    if wanted.chunk_tokens is not None:  # 0-based position of each window in its text
-        starts = np.flatnonzero(np.r_[True, np.diff(docs.owner) != 0])
-        counts = np.diff(np.r_[starts, len(docs.owner)])
-        columns["chunk"] = pa.array(
-            np.arange(len(docs.owner)) - np.repeat(starts, counts), pa.int32()
-        )
-    flat = pa.array(docs.vectors.reshape(-1).astype(np.float32, copy=False))
-    columns["embedding"] = pa.FixedSizeListArray.from_arrays(flat, wanted.dimensions)
-    columns["vid"] = pa.array(np.arange(first_vid, first_vid + len(docs.owner), dtype=np.int64))
-    names = "key, column_name, " + ("chunk, " if wanted.chunk_tokens is not None else "")
+def _append(catalog: Catalog, name: str, rows: pa.Table, first_vid: int) -> None:
+    """Append embedded rows (see inference.infer.document_rows) with vids from ``first_vid``."""
+    vids = pa.array(np.arange(first_vid, first_vid + rows.num_rows, dtype=np.int64))
+    rows = rows.append_column("vid", vids)
+    names = ", ".join(rows.column_names)
     with catalog.lock:  # one statement, committed on its own
-        catalog.con.register("jammi_new_embeddings", pa.table(columns))
+        catalog.con.register("jammi_new_embeddings", rows)
         try:
             catalog.con.execute(
-                f"INSERT INTO {name} SELECT {names}text, text_hash, embedding, vid FROM jammi_new_embeddings"
+                f"INSERT INTO {name} ({names}) SELECT {names} FROM jammi_new_embeddings"
             )
         finally:
             catalog.con.unregister("jammi_new_embeddings")
