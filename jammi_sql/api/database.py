@@ -272,15 +272,27 @@ class Database:
         key: str,
         chunk_tokens: int | None = None,
         chunk_overlap: int = DEFAULT_CHUNK_OVERLAP,
+        engine: str = "local",
+        ray_address: str | None = None,
     ) -> int:
         """Rows written (an int whose ``.truncated`` says how many texts were cut at the
-        model's limit); ``chunk_tokens`` embeds each text in overlapping token windows."""
+        model's limit); ``chunk_tokens`` embeds each text in overlapping token windows;
+        ``engine='ray'`` embeds on a Ray cluster (``ray_address``, else ``RAY_ADDRESS``, else
+        a local instance) and writes here, with the same all-or-nothing update."""
         from ..search.embeddings import generate_text_embeddings
 
         self._writes("generate_text_embeddings")
         with progress.call(self.ctx):
             return generate_text_embeddings(
-                self.ctx, source, model, _names(columns), key, chunk_tokens, chunk_overlap
+                self.ctx,
+                source,
+                model,
+                _names(columns),
+                key,
+                chunk_tokens,
+                chunk_overlap,
+                engine=engine,
+                ray_address=ray_address,
             )
 
     def semantic_search(

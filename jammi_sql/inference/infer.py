@@ -162,6 +162,12 @@ def _encoder(ctx: Context, model_id: str):
     return load(ref.folder, ref.adapter_folder, ctx.precision)
 
 
+def settled_precision(ctx: Context, model_id: str) -> str:
+    """The precision the model runs at here once ``ctx.precision`` settled (``auto``: what its
+    guard chose), for workers elsewhere to load it at the same."""
+    return _encoder(ctx, model_id).precision
+
+
 def model_dimensions(ctx: Context, model_id: str) -> int:
     """The width of the model's embeddings (it loads the model, as embedding would)."""
     from .loader import load
