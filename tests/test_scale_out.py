@@ -28,11 +28,10 @@ WORDS = "the cat dog plays piano runs solar energy battery quantum gene protein 
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    """The local Ray instance a run with no address starts, shared by the module."""
-    from jammi_sql.scale import cluster
-
+    """A local Ray instance shared by the module, with one CPU: one actor per run (this
+    machine's two cores are shared, and actors starting side by side slow each other)."""
     if not ray.is_initialized():
-        cluster.connect()
+        ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield
     ray.shutdown()
 

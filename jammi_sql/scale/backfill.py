@@ -7,14 +7,16 @@ a temporary folder in each actor, so no file system is shared. The actors load i
 :func:`jammi_sql.inference.loader.load` at the precision this process settled on (``auto``'s
 guard ran here, once), so every row of a table is embedded alike whichever path embedded it,
 and they split texts with :func:`jammi_sql.inference.infer.split_documents`, the local path's
-chunking and truncation count. A worker that dies fails the run (actors are not restarted: a
-retried block could not be told from a lost one); a cancel shuts the pipeline down.
+chunking and truncation count. A worker that dies fails the run: actors are not restarted, so
+a text that kills its worker (out of memory, say) fails the call at once instead of killing
+worker after worker; the run is all or nothing anyway. A cancel shuts the pipeline down.
 """
 
 from __future__ import annotations
 
 import tempfile
 import threading
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,15 +135,17 @@ def backfill(
         ray.put(None if model.adapter_folder is None else folder_files(model.adapter_folder)),
     ]
     size = max(1, min(workers or cluster.cpus() or 1, len(blocks)))
-    ds = ray_data.from_arrow_refs(blocks).map_batches(
-        Embedder,
-        fn_constructor_args=(shipped, model),
-        batch_size=None,  # a block as it is
-        batch_format="pyarrow",
-        compute=ray_data.ActorPoolStrategy(size=size),
-        num_cpus=1,
-        max_restarts=0,  # a dead worker fails the run; nothing of it is committed
-    )
+    with warnings.catch_warnings():  # max_restarts has no named parameter yet (Ray 2.60)
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated")
+        ds = ray_data.from_arrow_refs(blocks).map_batches(
+            Embedder,
+            fn_constructor_args=(shipped, model),
+            batch_size=None,  # a block as it is
+            batch_format="pyarrow",
+            compute=ray_data.ActorPoolStrategy(size=size),
+            num_cpus=1,
+            max_restarts=0,  # a dead worker fails the run (see the module's docstring)
+        )
     done, stop = 0, threading.Event()
     watcher = threading.Thread(target=_watch, args=(ds, cancelled, stop), daemon=True)
     watcher.start()
