@@ -134,12 +134,12 @@ def test_engine_is_local_or_ray_and_ray_needs_its_extra(db, monkeypatch):
 
 def test_a_ray_backfill_equals_the_local_path_first_and_on_updates(db, ray_cluster):
     for source in ("here", "there"):
-        _add_docs(db, source, 1200)
+        _add_docs(db, source, 600)
     local = db.generate_text_embeddings("here", "tiny", ["title", "body"], "id")
     remote = db.sql(
         "SELECT generate_text_embeddings('there', 'tiny', ['title', 'body'], 'id', engine := 'ray')"
     ).fetchall()[0][0]
-    assert remote == int(local) == 1200 + 1200 - 24  # every 50th body is NULL
+    assert remote == int(local) == 600 + 600 - 12  # every 50th body is NULL
     tables = db.sql(
         "SELECT source, row_count, truncated FROM jammi.embedding_tables ORDER BY source"
     ).fetchall()

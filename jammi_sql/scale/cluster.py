@@ -101,7 +101,7 @@ def quiet() -> None:
     context = DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False
-    logging.getLogger("ray.data").setLevel(logging.ERROR)  # failures come back as errors
+    logging.getLogger("ray.data").setLevel(logging.CRITICAL)  # failures come back as errors
 
 
 def cpus() -> int:
