@@ -28,6 +28,7 @@ from ..errors import CancelledError, JammiError
 from . import cluster
 
 BLOCK = 256  # source rows per block: a cancel or a dead worker is seen within one block
+COLUMNS = ["key", "column_name", "text", "text_hash"]  # what a worker gets of a row
 POLL = 0.2  # seconds between looks at whether the caller was cancelled
 
 
@@ -124,10 +125,12 @@ def backfill(
 
     blocks, sent = [], 0
     for batch in batches:  # Arrow blocks in the object store (spilled to disk when large)
+        if cancelled():
+            raise _cancelled()
+        batch = pa.Table.from_batches([batch]).select(COLUMNS)
         for start in range(0, batch.num_rows, BLOCK):
-            part = pa.Table.from_batches([batch.slice(start, BLOCK)])
-            blocks.append(ray.put(part))
-            sent += part.num_rows
+            blocks.append(ray.put(batch.slice(start, BLOCK)))
+        sent += batch.num_rows
     if not sent:
         return
     shipped = [
