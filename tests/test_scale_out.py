@@ -158,6 +158,10 @@ def test_a_ray_backfill_equals_the_local_path_first_and_on_updates(db, ray_clust
     assert db.generate_text_embeddings("there", "tiny", ["title", "body"], "id", engine="ray") == 0
     hits = db.semantic_search("there", "tiny", "solar battery", k=3).to_pylist()
     assert hits[0]["key"] == 5000  # the vector index followed the rows
+    indexes = db.sql(
+        "SELECT source, index_state, keyword_index FROM jammi.embedding_tables ORDER BY source"
+    ).fetchall()
+    assert indexes[0][1:] == indexes[1][1:]  # and the keyword index, as after a local build
 
 
 def test_a_chunked_ray_backfill_equals_the_local_path(db, ray_cluster):

@@ -5,7 +5,8 @@
 A second run embeds only rows whose key is new or whose text changed, and deletes rows
 whose key is gone. Rows gather in a staging table (``jammi._building_emb_...``), committed
 batch by batch so memory stays flat; one transaction at the end swaps them in, so the update
-is all or nothing.
+is all or nothing. With ``engine='ray'`` the rows are embedded on a Ray cluster
+(:mod:`jammi_sql.scale.backfill`) and written here the same way.
 """
 
 from __future__ import annotations
@@ -248,10 +249,6 @@ def generate_text_embeddings(
             "ray_address := is for engine := 'ray'; add engine := 'ray' or drop ray_address"
         )
     source, rel = _validate(ctx, source_name, columns, key)
-    if engine == "ray":
-        from ..scale import cluster
-
-        cluster.connect(ray_address)  # before anything is written: no Ray, or no cluster
     ref = ctx.models.resolve(ctx.models.document_model(model_id))  # a query-side head: its base
     chunk_overlap = DEFAULT_CHUNK_OVERLAP if chunk_overlap is None else chunk_overlap
     if chunk_overlap == DEFAULT_CHUNK_OVERLAP and chunk_tokens and chunk_tokens <= chunk_overlap:
@@ -271,8 +268,13 @@ def generate_text_embeddings(
         chunk_tokens=chunk_tokens,
         chunk_overlap=overlap,
     )
+    ray = None
+    if engine == "ray":  # once the arguments are checked, before anything is written
+        from ..scale import cluster
+
+        cluster.connect(ray_address)  # a jammi: error without Ray or without a cluster
+        ray = (ray_address, workers)
     with building(catalog, name):  # one build of a table at a time (they share a staging table)
-        ray = (ray_address, workers) if engine == "ray" else None
         written, truncated, total = _build(ctx, source, rel, wanted, ray)
         sync_indexes(ctx, wanted)
     if truncated:
