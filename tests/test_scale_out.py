@@ -101,12 +101,41 @@ def _when_rows_done(action) -> threading.Thread:
     return thread
 
 
-def test_an_unreachable_address_is_a_clear_error_that_changes_nothing(db):
-    if ray.is_initialized():  # a test before this one on this worker started Ray
-        ray.shutdown()
+UNREACHABLE = """
+import sys, jammi_sql
+db = jammi_sql.connect(":memory:", home=sys.argv[2])
+db.register_model("tiny", sys.argv[1])
+db.sql("CREATE TABLE docs AS SELECT 1 AS id, 'a cat' AS body").fetchall()
+db.add_source("docs", "docs")
+try:
+    db.generate_text_embeddings("docs", "tiny", ["body"], "id", engine="ray", ray_address=sys.argv[3])
+except Exception as exc:
+    print(exc)
+"""
+
+
+def test_an_unreachable_address_is_a_clear_error_that_changes_nothing(db, tiny_model, tmp_path):
+    started = time.monotonic()
+    if ray.is_initialized():  # Ray lets a process use one cluster: ask from a fresh process
+        import subprocess
+
+        said = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                UNREACHABLE,
+                str(tiny_model),
+                str(tmp_path / "h"),
+                "127.0.0.1:1",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        ).stdout
+        assert "jammi: cannot reach a Ray cluster at '127.0.0.1:1'" in said
+        return
     _add_docs(db, "docs", 10)
     before = catalog_snapshot(db)
-    started = time.monotonic()
     with pytest.raises(JammiError, match="cannot reach a Ray cluster at '127.0.0.1:1'"):
         db.generate_text_embeddings(
             "docs", "tiny", ["body"], "id", engine="ray", ray_address="127.0.0.1:1"
