@@ -161,6 +161,16 @@ def test_engine_is_local_or_ray_and_ray_needs_its_extra(db, monkeypatch):
     assert catalog_snapshot(db) == before
 
 
+def test_a_second_cluster_in_one_process_is_refused(db, ray_cluster):
+    _add_docs(db, "docs", 10)
+    before = catalog_snapshot(db)
+    with pytest.raises(JammiError, match="already uses the Ray cluster at .* one cluster"):
+        db.generate_text_embeddings(
+            "docs", "tiny", ["body"], "id", engine="ray", ray_address="10.9.9.9:6379"
+        )
+    assert catalog_snapshot(db) == before
+
+
 def test_a_ray_backfill_equals_the_local_path_first_and_on_updates(db, ray_cluster):
     for source in ("here", "there"):
         _add_docs(db, source, 600)
