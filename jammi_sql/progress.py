@@ -172,6 +172,11 @@ def cancel(*, thread: int | None = None, owner: object = None) -> int:
     return len(targets)
 
 
+def cancelled(thread: int) -> bool:
+    """Whether the call running on ``thread`` was asked to stop (for a watcher thread)."""
+    return thread in _cancelled
+
+
 def check() -> None:
     """Raise CancelledError when this thread's call was cancelled."""
     if _cancelled and threading.get_ident() in _cancelled:

@@ -294,7 +294,8 @@ def embed_query(ctx: Context, model, text):
 @sql_function(
     "generate_text_embeddings",
     [Param("source", V), Param("model", V), Param("columns", LIST), Param("key", V)]
-    + [Param("chunk_tokens", BIG, None), Param("chunk_overlap", BIG, DEFAULT_CHUNK_OVERLAP)],
+    + [Param("chunk_tokens", BIG, None), Param("chunk_overlap", BIG, DEFAULT_CHUNK_OVERLAP)]
+    + [Param("engine", V, "local"), Param("ray_address", V, None)],
     BIG,
     shows="BIGINT rows written",
     said=lambda rows, _: int(rows),
@@ -304,15 +305,21 @@ def embed_query(ctx: Context, model, text):
     ),
     **WRITES,
 )
-def generate_text_embeddings(ctx: Context, source, model, columns, key, chunk_tokens, overlap):
+def generate_text_embeddings(
+    ctx: Context, source, model, columns, key, chunk_tokens, overlap, engine, ray_address
+):
     """Materializes embeddings of a source's text columns into a table, incrementally (a
     second run embeds only new or changed rows); texts cut at the model's limit are counted
     in `jammi.embedding_tables.truncated`. With `chunk_tokens`, each text is embedded in
     windows of that many tokens overlapping by `chunk_overlap` (by default 32, or a quarter of
-    a window of 32 tokens or fewer), one row per window, numbered by `chunk` from 0."""
+    a window of 32 tokens or fewer), one row per window, numbered by `chunk` from 0. With
+    `engine := 'ray'` the rows are embedded on a Ray cluster (`ray_address`, else
+    `RAY_ADDRESS`, else a local instance; extra `jammi-sql[ray]`) and written here alike."""
     from ..search.embeddings import generate_text_embeddings as generate
 
-    return generate(ctx, source, model, list(columns or []), key, chunk_tokens, overlap)
+    engine = "local" if engine is None else engine
+    columns = list(columns or [])
+    return generate(ctx, source, model, columns, key, chunk_tokens, overlap, engine, ray_address)
 
 
 @sql_function("jammi_embedding_table", [Param("source", V), Param("model", V)], V, public=False)

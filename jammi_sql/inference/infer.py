@@ -109,17 +109,45 @@ def embed_documents(
     """Embeddings of ``texts`` whole (counting those cut at the model's limit), or of their
     token windows of ``chunk_tokens`` overlapping by ``overlap``. ``on_batch(n)`` hears
     after each micro-batch about how many of ``texts`` it finished (a share, with windows)."""
-    encoder = _encoder(ctx, model_id)
-    if chunk_tokens is None:
-        truncated = int((encoder.token_counts(texts) > encoder.spec.max_seq_length).sum())
-        owner, rows = np.arange(len(texts)), texts
-    else:
-        truncated = 0
-        owner, rows = encoder.windows(texts, chunk_tokens, overlap)
+    owner, rows, truncated = split_documents(_encoder(ctx, model_id), texts, chunk_tokens, overlap)
     share = len(texts) / max(len(rows), 1)
     told = None if on_batch is None else (lambda n: on_batch(n * share))
     vectors = embed_texts(ctx, model_id, rows, on_batch=told)
     return Documents(owner, rows, vectors, truncated)
+
+
+def split_documents(
+    encoder, texts: list[str], chunk_tokens: int | None, overlap: int
+) -> tuple[np.ndarray, list[str], int]:
+    """What a table stores of ``texts``: (the input text of each row, each row's text, how
+    many texts were cut at the model's limit). Whole texts, or their token windows. The
+    local path and the workers of a Ray backfill both come through here."""
+    if chunk_tokens is None:
+        truncated = int((encoder.token_counts(texts) > encoder.spec.max_seq_length).sum())
+        return np.arange(len(texts)), texts, truncated
+    owner, rows = encoder.windows(texts, chunk_tokens, overlap)
+    return owner, rows, 0
+
+
+def document_rows(batch: pa.RecordBatch | pa.Table, docs: Documents, chunked: bool) -> pa.Table:
+    """The rows an embedding table stores for a batch of (key, column_name, text, text_hash)
+    and its documents: key, column_name, [chunk,] text, text_hash, embedding (no vid yet)."""
+    owner = pa.array(docs.owner)
+    columns = {
+        "key": batch.column("key").take(owner),
+        "column_name": batch.column("column_name").take(owner),
+    }
+    if chunked:  # 0-based position of each window in its text
+        starts = np.flatnonzero(np.r_[True, np.diff(docs.owner) != 0])
+        counts = np.diff(np.r_[starts, len(docs.owner)])
+        columns["chunk"] = pa.array(
+            np.arange(len(docs.owner)) - np.repeat(starts, counts), pa.int32()
+        )
+    columns["text"] = pa.array(docs.texts, pa.string())
+    columns["text_hash"] = batch.column("text_hash").take(owner)
+    flat = pa.array(docs.vectors.reshape(-1).astype(np.float32, copy=False))
+    columns["embedding"] = pa.FixedSizeListArray.from_arrays(flat, docs.vectors.shape[1])
+    return pa.table(columns)
 
 
 def max_tokens(ctx: Context, model_id: str) -> int:
@@ -132,6 +160,12 @@ def _encoder(ctx: Context, model_id: str):
 
     ref = ctx.models.resolve(model_id)
     return load(ref.folder, ref.adapter_folder, ctx.precision)
+
+
+def settled_precision(ctx: Context, model_id: str) -> str:
+    """The precision the model runs at here once ``ctx.precision`` settled (``auto``: what its
+    guard chose), for workers elsewhere to load it at the same."""
+    return _encoder(ctx, model_id).precision
 
 
 def model_dimensions(ctx: Context, model_id: str) -> int:

@@ -33,25 +33,75 @@ def require_ray() -> ModuleType:
 
 def connect(address: str | None = None) -> ModuleType:
     """Ray, initialised against ``address`` (or ``RAY_ADDRESS``, or a local instance)."""
+    global _connected_to
     ray = require_ray()
+    given = address
     address = address or os.environ.get("RAY_ADDRESS") or None
     with _LOCK:
         if ray.is_initialized():
+            _check_same(ray, given)
             return ray
+        where = f"at '{address}'" if address else "locally"
         kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
         try:
             if address is None:
                 ray.init(num_cpus=os.cpu_count() or 1, **kwargs)
             else:
+                _probe(address)
                 ray.init(address=address, **kwargs)
         except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError ...
-            where = f"at '{address}'" if address else "locally"
             raise ClusterError(
                 f"cannot reach a Ray cluster {where} ({type(exc).__name__}: {exc}); check "
                 "ray_address / RAY_ADDRESS (e.g. 'ray://head:10001' or 'auto'), or leave both "
                 "unset to start a local instance"
             ) from None
+        _connected_to = address
     return ray
+
+
+_connected_to: str | None = None  # the address this process connected with (None: local)
+
+
+def _check_same(ray: ModuleType, address: str | None) -> None:
+    """A process talks to one Ray cluster: an explicit address must be the one it uses."""
+    if address is None or address in ("auto", _connected_to):
+        return
+    try:
+        current = ray.get_runtime_context().gcs_address
+    except Exception:  # a Ray Client connection has no GCS address here
+        current = None
+    if address != current:
+        raise ClusterError(
+            f"this process already uses the Ray cluster at '{current or _connected_to}', and Ray "
+            f"lets a process use one cluster; leave ray_address unset to use that one, or run "
+            f"the call in a new process to use '{address}'"
+        )
+
+
+def _probe(address: str, timeout: float = 3.0) -> None:
+    """Fail fast on a host:port nothing listens at (Ray itself retries for minutes)."""
+    import socket
+
+    hostport = address.removeprefix("ray://")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit() or "/" in hostport:
+        return  # 'auto', 'local' and the like: Ray finds the cluster
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ConnectionError(f"nothing answers at {host}:{port}: {exc.strerror or exc}") from None
+
+
+def quiet() -> None:
+    """No Ray Data progress bars or execution logs in query output."""
+    import logging
+
+    from ray.data import DataContext
+
+    context = DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.CRITICAL)  # failures come back as errors
 
 
 def cpus() -> int:

@@ -5,7 +5,8 @@
 A second run embeds only rows whose key is new or whose text changed, and deletes rows
 whose key is gone. Rows gather in a staging table (``jammi._building_emb_...``), committed
 batch by batch so memory stays flat; one transaction at the end swaps them in, so the update
-is all or nothing.
+is all or nothing. With ``engine='ray'`` the rows are embedded on a Ray cluster
+(:mod:`jammi_sql.scale.backfill`) and written here the same way.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import re
 import secrets
 import uuid
+from collections.abc import Iterator
 from dataclasses import asdict
 
 import numpy as np
@@ -25,10 +27,16 @@ from ..catalog.tables import Catalog, EmbeddingTable, Source
 from ..config import DEFAULT_CHUNK_OVERLAP
 from ..data.sources import get_source, quote_ident, quote_literal, relation, require_columns
 from ..errors import DataError, InvalidArgumentError, NotFoundError
-from ..inference.infer import Documents, check_chunking, embed_documents, model_dimensions
+from ..inference.infer import (
+    check_chunking,
+    document_rows,
+    embed_documents,
+    model_dimensions,
+)
 from . import index, keyword
 from .builds import building
 
+ENGINES = ("local", "ray")  # where generate_text_embeddings embeds (engine :=)
 BATCH = 4096  # source rows read, embedded and appended at a time (bounds memory)
 PAGE = 16 * BATCH  # source rows read by one query (a read is short-lived: see _stream)
 
@@ -218,14 +226,28 @@ def generate_text_embeddings(
     key: str,
     chunk_tokens: int | None = None,
     chunk_overlap: int = DEFAULT_CHUNK_OVERLAP,
+    engine: str = "local",
+    ray_address: str | None = None,
+    workers: int | None = None,
 ) -> Embedded:
     """Embed new or changed texts of ``columns``; returns how many rows were written.
 
     The new rows stream from the source in batches, each embedded and committed to a staging
     table, so no step holds every row at once; one transaction at the end makes them the
-    table (or merges them into it), so the update is still all or nothing.
+    table (or merges them into it), so the update is still all or nothing. ``engine='ray'``
+    embeds them on a Ray cluster (``ray_address``, else ``RAY_ADDRESS``, else a local
+    instance; ``workers`` actors, default one per CPU) and writes them here the same way.
     """
     catalog = ctx.catalog
+    if engine not in ENGINES:
+        raise InvalidArgumentError(
+            f"engine := {engine!r} is not one of {', '.join(map(repr, ENGINES))}: 'local' "
+            "embeds in this process, 'ray' on a Ray cluster (ray_address := or RAY_ADDRESS)"
+        )
+    if engine != "ray" and ray_address is not None:
+        raise InvalidArgumentError(
+            "ray_address := is for engine := 'ray'; add engine := 'ray' or drop ray_address"
+        )
     source, rel = _validate(ctx, source_name, columns, key)
     ref = ctx.models.resolve(ctx.models.document_model(model_id))  # a query-side head: its base
     chunk_overlap = DEFAULT_CHUNK_OVERLAP if chunk_overlap is None else chunk_overlap
@@ -246,16 +268,25 @@ def generate_text_embeddings(
         chunk_tokens=chunk_tokens,
         chunk_overlap=overlap,
     )
+    ray = None
+    if engine == "ray":  # once the arguments are checked, before anything is written
+        from ..scale import cluster
+
+        cluster.connect(ray_address)  # a jammi: error without Ray or without a cluster
+        ray = (ray_address, workers)
     with building(catalog, name):  # one build of a table at a time (they share a staging table)
-        written, truncated, total = _build(ctx, source, rel, wanted)
+        written, truncated, total = _build(ctx, source, rel, wanted, ray)
         sync_indexes(ctx, wanted)
     if truncated:
         progress.warn(truncation_warning(truncated, total, ref.model_id, ctx))
     return Embedded.of(written, truncated)
 
 
-def _build(ctx: Context, source: Source, rel: str, wanted: EmbeddingTable) -> tuple[int, int, int]:
-    """Embed what is new or changed into ``wanted``'s table: (written, truncated, rows to do)."""
+def _build(
+    ctx: Context, source: Source, rel: str, wanted: EmbeddingTable, ray: tuple | None = None
+) -> tuple[int, int, int]:
+    """Embed what is new or changed into ``wanted``'s table: (written, truncated, rows to do);
+    ``ray``: (address, workers) to embed on a Ray cluster instead of here."""
     catalog, name, dims = ctx.catalog, wanted.table_name, wanted.dimensions
     existing = catalog.get_embedding_table(wanted.source, wanted.model_id)
     _check_same_build(existing, wanted)
@@ -282,6 +313,8 @@ def _build(ctx: Context, source: Source, rel: str, wanted: EmbeddingTable) -> tu
     )
     staging = staging_name(name)
     title = f"embedding {wanted.source} with {wanted.model_id.rsplit('/', 1)[-1]}"
+    if ray is not None:
+        title += " on Ray"
     with progress.start(title, total) as task:
         # New rows go to a staging table, each batch committed as it comes (an open transaction
         # would hold every appended row in memory until its commit); one transaction at the end
@@ -289,14 +322,17 @@ def _build(ctx: Context, source: Source, rel: str, wanted: EmbeddingTable) -> tu
         catalog.execute(f"DROP TABLE IF EXISTS {staging}")  # a killed run's leftovers
         catalog.execute(f"CREATE TABLE {staging} {schema}")
         try:
-            written, truncated, rows_done = 0, 0, 0
-            for batch in _stream(catalog, new_rows, source.column_type(wanted.key)):
-                docs = _embed_batch(ctx, wanted.model_id, batch, wanted, task)
-                _append(catalog, staging, batch, docs, wanted, next_vid)
-                next_vid += len(docs.texts)
-                written, truncated = written + len(docs.texts), truncated + docs.truncated
-                rows_done += batch.num_rows
-                task.update(rows_done)
+            written, truncated = 0, 0
+            batches = _stream(catalog, new_rows, source.column_type(wanted.key))
+            embedded = (
+                _embedded_here(ctx, batches, wanted, task)
+                if ray is None
+                else _embedded_on_ray(ctx, batches, wanted, task, *ray)
+            )
+            for rows, cut in embedded:
+                _append(catalog, staging, rows, next_vid)
+                next_vid += rows.num_rows
+                written, truncated = written + rows.num_rows, truncated + cut
             with catalog.transaction() as tx:
                 if table_exists:  # drop rows whose key is gone or whose text changed
                     tx.execute(
@@ -407,38 +443,69 @@ def _stream(catalog: Catalog, sql: str, key_type: str):
         reader.close()
 
 
-def _embed_batch(ctx: Context, model_id: str, batch, wanted: EmbeddingTable, task) -> Documents:
-    texts = batch.column("text").to_pylist()
-    return embed_documents(
-        ctx, model_id, texts, wanted.chunk_tokens, wanted.chunk_overlap or 0, task.advance
+def _embedded_here(
+    ctx: Context, batches, wanted: EmbeddingTable, task: progress.Task
+) -> Iterator[tuple[pa.Table, int]]:
+    """(rows to append, texts cut) for each batch, embedded in this process."""
+    rows_done = 0
+    for batch in batches:
+        texts = batch.column("text").to_pylist()
+        docs = embed_documents(
+            ctx,
+            wanted.model_id,
+            texts,
+            wanted.chunk_tokens,
+            wanted.chunk_overlap or 0,
+            task.advance,
+        )
+        yield document_rows(batch, docs, wanted.chunk_tokens is not None), docs.truncated
+        rows_done += batch.num_rows
+        task.update(rows_done)
+
+
+def _embedded_on_ray(
+    ctx: Context,
+    batches,
+    wanted: EmbeddingTable,
+    task: progress.Task,
+    address: str | None,
+    workers: int | None,
+) -> Iterator[tuple[pa.Table, int]]:
+    """(rows to append, texts cut) for each block a Ray cluster embedded (scale.backfill)."""
+    import threading
+
+    from ..inference.infer import settled_precision
+    from ..scale.backfill import Model, backfill
+
+    ref = ctx.models.resolve(wanted.model_id)
+    model = Model(
+        ref.folder,
+        ref.adapter_folder,
+        settled_precision(ctx, wanted.model_id),  # what auto's guard chose here, once
+        wanted.chunk_tokens,
+        wanted.chunk_overlap or 0,
+    )
+    caller = threading.get_ident()
+    yield from backfill(
+        batches,
+        model,
+        address=address,
+        workers=workers,
+        on_rows=task.update,
+        cancelled=lambda: progress.cancelled(caller),
     )
 
 
-def _append(
-    catalog: Catalog, name: str, batch, docs: Documents, wanted: EmbeddingTable, first_vid: int
-) -> None:
-    owner = pa.array(docs.owner)
-    columns = {
-        "key": batch.column("key").take(owner),
-        "column_name": batch.column("column_name").take(owner),
-        "text": pa.array(docs.texts, pa.string()),
-        "text_hash": batch.column("text_hash").take(owner),
-    }
-    if wanted.chunk_tokens is not None:  # 0-based position of each window in its text
-        starts = np.flatnonzero(np.r_[True, np.diff(docs.owner) != 0])
-        counts = np.diff(np.r_[starts, len(docs.owner)])
-        columns["chunk"] = pa.array(
-            np.arange(len(docs.owner)) - np.repeat(starts, counts), pa.int32()
-        )
-    flat = pa.array(docs.vectors.reshape(-1).astype(np.float32, copy=False))
-    columns["embedding"] = pa.FixedSizeListArray.from_arrays(flat, wanted.dimensions)
-    columns["vid"] = pa.array(np.arange(first_vid, first_vid + len(docs.owner), dtype=np.int64))
-    names = "key, column_name, " + ("chunk, " if wanted.chunk_tokens is not None else "")
+def _append(catalog: Catalog, name: str, rows: pa.Table, first_vid: int) -> None:
+    """Append embedded rows (see inference.infer.document_rows) with vids from ``first_vid``."""
+    vids = pa.array(np.arange(first_vid, first_vid + rows.num_rows, dtype=np.int64))
+    rows = rows.append_column("vid", vids)
+    names = ", ".join(rows.column_names)
     with catalog.lock:  # one statement, committed on its own
-        catalog.con.register("jammi_new_embeddings", pa.table(columns))
+        catalog.con.register("jammi_new_embeddings", rows)
         try:
             catalog.con.execute(
-                f"INSERT INTO {name} SELECT {names}text, text_hash, embedding, vid FROM jammi_new_embeddings"
+                f"INSERT INTO {name} ({names}) SELECT {names} FROM jammi_new_embeddings"
             )
         finally:
             catalog.con.unregister("jammi_new_embeddings")
