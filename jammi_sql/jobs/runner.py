@@ -37,6 +37,7 @@ from ..config import (
 from ..data.checks import check_not_text_scores, check_rows, data_kind, read_rows
 from ..data.sources import get_source
 from ..errors import InvalidArgumentError, JammiError, JobStateError, NotFoundError
+from ..scale.cluster import ClusterError
 
 FINAL = ("succeeded", "failed", "cancelled")
 POLL_S = 0.5  # how often wait_job refreshes the progress it shows
@@ -112,6 +113,10 @@ class JobRunner:
                 ref.folder, config.target_modules, config.layers_to_transform, config.rank_pattern
             )
         check_rows(self.catalog, src, list(columns), kind, config)
+        if config.workers > 1:  # Ray installed, the cluster reachable and big enough
+            from ..scale.cluster import slots
+
+            slots(config.workers)
         job_id = uuid.uuid4().hex[:12]
         model_id = config.model_name or f"{source}-{ref.model_id.rsplit('/', 1)[-1]}-{job_id[:6]}"
         if self.catalog.get_model(model_id) is not None:
@@ -324,6 +329,9 @@ class JobRunner:
             self._publish(job, cfg, base, result)
         except Cancelled:
             self._stopped(job.job_id)
+        except ClusterError as e:  # Ray lost a worker, or cannot be reached: resume later
+            artifacts.remove_job_files(self.home, job.job_id, keep_checkpoint=True)
+            self._finish(job.job_id, "interrupted", error=str(e))
         except Exception:
             if not self._shutdown:
                 raise

@@ -10,7 +10,7 @@ import os
 import threading
 from types import ModuleType
 
-from ..errors import JammiError, MissingPackageError
+from ..errors import InvalidArgumentError, JammiError, MissingPackageError
 
 INSTALL_HINT = "install the extra with: pip install 'jammi-sql[ray]'"
 _LOCK = threading.Lock()
@@ -58,3 +58,50 @@ def cpus() -> int:
     """CPUs the connected cluster has in all."""
     ray = require_ray()
     return int(ray.cluster_resources().get("CPU", 0))
+
+
+def reachable(address: str | None = None, timeout_s: float = 3.0) -> None:
+    """Refuse at once an address nothing answers at (``ray.init`` would retry for minutes).
+
+    ``address`` (or ``RAY_ADDRESS``) of the form ``[ray://]host:port`` is probed with one TCP
+    connection; 'auto', 'local' and no address at all are left to Ray.
+    """
+    import socket
+
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address is None or address in ("auto", "local"):
+        return
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s).close()
+    except (OSError, ValueError) as exc:
+        raise ClusterError(
+            f"cannot reach a Ray cluster at '{address}' ({type(exc).__name__}: {exc}); check "
+            "ray_address / RAY_ADDRESS (e.g. 'ray://head:10001' or 'auto'), or leave both unset "
+            "to start a local instance"
+        ) from None
+
+
+def slots(workers: int) -> bool:
+    """Connect, and refuse more workers than the cluster can hold at once; returns whether
+    they get a GPU each (when the cluster has one for every worker), else a CPU each."""
+    try:
+        require_ray()
+    except MissingPackageError:
+        raise MissingPackageError(
+            f"config workers = {workers} trains on Ray Train, and Ray is not installed; "
+            f"{INSTALL_HINT}, or leave workers at 1"
+        ) from None
+    reachable()
+    ray = connect()
+    resources = ray.cluster_resources()
+    gpus, cpus_ = int(resources.get("GPU", 0)), int(resources.get("CPU", 0))
+    if gpus >= workers:
+        return True
+    if cpus_ >= workers:
+        return False
+    raise InvalidArgumentError(
+        f"config workers = {workers} is more than the Ray cluster has ({cpus_} CPUs, {gpus} "
+        f"GPUs; a worker takes one of either); use 'workers': {max(cpus_, gpus, 1)} at most, or "
+        "add nodes to the cluster"
+    )
