@@ -92,19 +92,24 @@ def max_diff(a: dict, b: dict) -> float:
     return max(float(np.abs(a[k] - b[k]).max()) for k in a)
 
 
-@pytest.mark.parametrize("shape", [ADAPTERS, FULL], ids=["encoder adapters", "full"])
-def test_two_ray_workers_reach_the_weights_of_one_process(calm, shape):
-    one = submit(calm, shape, epochs=2)
-    two = submit(calm, shape, epochs=2, workers=2)
+@pytest.mark.parametrize(
+    "shape, validation",
+    [(ADAPTERS, 0.0), (FULL, 0.25)],  # full: validated after each epoch on every worker
+    ids=["encoder adapters", "full, validated"],
+)
+def test_two_ray_workers_reach_the_weights_of_one_process(calm, shape, validation):
+    one = submit(calm, shape, epochs=2, validation_fraction=validation)
+    two = submit(calm, shape, epochs=2, validation_fraction=validation, workers=2)
     assert calm.wait_job(one, 120) == "succeeded"
     assert calm.wait_job(two, 240) == "succeeded", job_row(calm, two)["error"]
-    row = job_row(calm, two)
-    assert (row["progress"], row["step"], row["total_steps"]) == (
-        1.0,
-        12,
-        12,
-    )  # 48 rows / 8, 2 epochs
-    assert json.loads(row["metrics"])["workers"] == 2
+    rows = [job_row(calm, job) for job in (one, two)]
+    shown = [(r["progress"], r["step"], r["total_steps"]) for r in rows]
+    assert shown[0] == shown[1] == (1.0, 12 if not validation else 10, shown[0][2])
+    metrics = [json.loads(r["metrics"]) for r in rows]
+    assert (metrics[0]["workers"], metrics[1]["workers"]) == (1, 2)
+    assert metrics[1]["kept"] == metrics[0]["kept"]
+    if validation:
+        assert rows[1]["val_loss"] == pytest.approx(rows[0]["val_loss"], abs=1e-5)
     diff = max_diff(weights(calm, one), weights(calm, two))
     print(f"max abs weight difference, 1 process vs 2 Ray workers ({shape['method']}): {diff:.3g}")
     assert diff < 1e-5

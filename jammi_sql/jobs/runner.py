@@ -314,7 +314,9 @@ class JobRunner:
             data = make_training_set(kind, read_rows(self.catalog, src, job.columns))
             base = self._base_model(job.base_model)
             artifacts.remove_job_files(self.home, job.job_id, keep_checkpoint=True)
-            result = run_training(
+            if cfg.workers > 1:  # the same loop on Ray Train workers
+                from ..training.distributed import run_distributed
+            result = (run_distributed if cfg.workers > 1 else run_training)(
                 base.folder,
                 data,
                 cfg,

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ..config import FineTuneConfig
-from ..errors import JammiError
+from ..errors import InvalidArgumentError, JammiError
 from ..scale import cluster
 from ..scale.cluster import ClusterError
 from . import checkpoint
@@ -182,10 +182,12 @@ def run_distributed(
     output_dir: Path,
     on_progress: Callable[[Progress], None],
     should_stop: Callable[[], bool],
-    resume: bool,
-    base_model_id: str,
+    resume: bool = False,
+    base_model_id: str | None = None,
+    device=None,
 ):
-    """:func:`~jammi_sql.training.train.run_training` on ``config.workers`` Ray Train workers.
+    """:func:`~jammi_sql.training.train.run_training` on ``config.workers`` Ray Train workers
+    (``device`` is Ray's choice: a GPU each where the cluster has enough, else a CPU each).
 
     Raises :class:`Cancelled` when ``should_stop()`` turns true, ``ClusterError`` when the
     cluster cannot be reached or loses a worker (the checkpoint stays for a resume), and what
@@ -196,7 +198,12 @@ def run_distributed(
 
     from .train import fingerprint, save_model
 
-    use_gpu = cluster.slots(config.workers)  # reachable, big enough (checked at submit too)
+    base_folder, work_dir, output_dir = Path(base_folder), Path(work_dir), Path(output_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    try:  # checked at submit too; a resumed job may find the cluster smaller
+        use_gpu = cluster.slots(config.workers)
+    except InvalidArgumentError as exc:
+        raise ClusterError(str(exc)) from None
     ray = cluster.require_ray()
     saved = checkpoint.read(work_dir, fingerprint(data, config, method)) if resume else None
     channel = ray.remote(num_cpus=0)(_Channel).remote()
@@ -257,7 +264,7 @@ def run_distributed(
 
     encoder = Encoder.from_folder(base_folder, torch.device("cpu"))
     trainee = Trainee(encoder, result.adapter_type, best, [], lambda: False)
-    save_model(trainee, best, weights, output_dir, base_model_id, base_folder)
+    save_model(trainee, best, weights, output_dir, base_model_id or str(base_folder), base_folder)
     return dataclasses.replace(result, output_dir=output_dir)
 
 

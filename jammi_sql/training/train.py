@@ -185,19 +185,13 @@ def run_training(
     projection head tries ``trials`` settings and keeps the best on validation. Checkpoints go
     to ``work_dir``; with ``resume`` the run continues from the latest one and ends with the
     same weights an uninterrupted run would. Raises :class:`Cancelled` when ``should_stop()``
-    turns true, :class:`TrainingError` when the loss diverges.
+    turns true, :class:`TrainingError` when the loss diverges. It trains in this process
+    whatever ``config.workers`` says: :func:`jammi_sql.training.distributed.run_distributed`
+    takes the same arguments and runs the same loop on Ray Train workers.
     """
     base_folder, work_dir, output_dir = Path(base_folder), Path(work_dir), Path(output_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     base_model_id = base_model_id or str(base_folder)
-    if config.workers > 1:  # the same loop in each of several Ray Train workers
-        from .distributed import run_distributed
-
-        return run_distributed(
-            base_folder, data, config, method, work_dir=work_dir, output_dir=output_dir,
-            on_progress=on_progress, should_stop=should_stop, resume=resume,
-            base_model_id=base_model_id,
-        )  # fmt: skip
     setup = _Setup(base_folder, data, config, method, device or pick_device(), should_stop)
     saved = checkpoint.read(work_dir, setup.fingerprint) if resume else None
     best, weights, result = train(
