@@ -4,11 +4,11 @@ all-MiniLM-L6-v2 trains on the first STS-B train pairs with CoSENT, no validatio
 config but ``workers``; batch_size is the global batch either way. Per step: the loop's own time
 (``metrics.train_seconds``, from the first step to the last, checkpoints included) over its
 steps; wall: the whole call, Ray's start (a local instance, the workers, the process group)
-included. One process uses every core; each Ray worker gets one CPU (one torch thread). Prints
-figures; never fails.
+included. One process uses torch's threads (one per core; ``--one-thread`` adds a run on one),
+each Ray worker gets one CPU (one torch thread). Prints figures; never fails.
 
     python benchmarks/ray_train_step.py                 # 640 pairs, 1 epoch, batch 32
-    python benchmarks/ray_train_step.py --workers 2 4 --shapes full
+    python benchmarks/ray_train_step.py --workers 2 4 --shapes full --one-thread
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -71,6 +73,7 @@ def main() -> None:
     parser.add_argument("--max-seq-length", type=int, default=128)
     parser.add_argument("--workers", type=int, nargs="+", default=[2])
     parser.add_argument("--shapes", nargs="+", default=["adapters", "full"])
+    parser.add_argument("--one-thread", action="store_true", help="also one process on 1 thread")
     args = parser.parse_args()
     cpu = next(
         (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if "model name" in line),
@@ -79,11 +82,15 @@ def main() -> None:
     print(f"{cpu}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the start")
     rows = common.stsb("train")[: args.limit]
     print(f"{len(rows)} STS-B pairs, batch {args.batch_size}, {args.epochs} epoch(s)")
-    print("shape      workers  s/step  wall s  steps")
+    print("shape      workers  threads  s/step  wall s  steps")
+    threads = torch.get_num_threads()
     for shape in args.shapes:
-        for workers in [1, *args.workers]:
+        runs = [(1, threads)] + [(1, 1)] * args.one_thread + [(w, 1) for w in args.workers]
+        for workers, each in runs:
+            torch.set_num_threads(each if workers == 1 else threads)
             per_step, wall, steps = run(shape, workers, rows, args)
-            print(f"{shape:<10} {workers:>7}  {per_step:6.3f}  {wall:6.1f}  {steps:>5}")
+            print(f"{shape:<10} {workers:>7}  {each:>7}  {per_step:6.3f}  {wall:6.1f}  {steps:>5}")
+    torch.set_num_threads(threads)
 
 
 if __name__ == "__main__":
