@@ -9,6 +9,10 @@ A job lives only in the process that runs it. Jobs a gone process left queued or
 marked ``interrupted`` when a database opens (``Catalog.mark_interrupted``); at interpreter
 exit or on close, ``shutdown`` marks this process's unfinished jobs ``interrupted`` (a running
 one keeps its checkpoint); ``resume`` continues either kind.
+
+A job whose config has ``workers`` above 1 trains on Ray Train (``training.distributed``): submit
+also checks that Ray is installed and the cluster reachable and big enough, and a lost worker
+(``ClusterError``) leaves the job ``interrupted`` with its checkpoint, for ``resume``.
 """
 
 from __future__ import annotations
