@@ -132,6 +132,12 @@ class FineTuneConfig:
         "texts embedded at once with gradients (GradCache): batch_size can then exceed memory "
         "(more in-batch negatives) with the same gradients; NULL = the whole batch at once",
     )
+    workers: int = _opt(
+        1,
+        "processes that train an encoder shape together on Ray Train (DDP; jammi-sql[ray]), "
+        "each embedding its share of every batch: batch_size stays the global batch, in-batch "
+        "negatives span all of it, and the result is that of one process; 1 = in this process",
+    )
     weight_decay: float | None = _opt(
         None,
         _by_shape_help(
@@ -242,7 +248,7 @@ class FineTuneConfig:
                 raise bad(key, f"a number {rng}")
             setattr(self, key, float(v))
 
-        for key in ("max_seq_length", "gradient_accumulation_steps"):
+        for key in ("max_seq_length", "gradient_accumulation_steps", "workers"):
             as_int(key, 1)
         for key in BY_SHAPE:  # NULL: the shape's default (see SHAPE_DEFAULTS)
             if getattr(self, key) is not None and key not in FLOAT_KEYS:
@@ -262,6 +268,12 @@ class FineTuneConfig:
         as_float("temperature", 0.0, open_low=True)
         if self.mini_batch_size is not None:
             as_int("mini_batch_size", 1)
+            if self.workers > 1:
+                raise InvalidArgumentError(
+                    f"config mini_batch_size (GradCache) does not combine with workers = "
+                    f"{self.workers} yet; drop mini_batch_size (the workers already share each "
+                    "batch's activations among them), or train with workers 1"
+                )
         if not isinstance(self.use_rslora, bool):
             raise bad("use_rslora", "true or false")
         if self.refit is not None and not isinstance(self.refit, bool):

@@ -195,6 +195,12 @@ def check_for_shape(
             "cached vectors, so trying settings is cheap); drop trials, or target_modules and "
             "method 'full'"
         )
+    if getattr(config, "workers", 1) > 1 and adapter_type == "projection_head":
+        raise InvalidArgumentError(
+            f"config workers = {config.workers} trains encoder adapters (target_modules) or "
+            "method 'full' on Ray Train; a projection head trains on cached vectors in seconds "
+            "in one process, so drop workers, or give target_modules or method := 'full'"
+        )
     if config.loraplus_lr_ratio is not None and adapter_type == "full":
         raise InvalidArgumentError(
             f"config loraplus_lr_ratio = {config.loraplus_lr_ratio:g} sets how fast LoRA's B "

@@ -9,6 +9,10 @@ A job lives only in the process that runs it. Jobs a gone process left queued or
 marked ``interrupted`` when a database opens (``Catalog.mark_interrupted``); at interpreter
 exit or on close, ``shutdown`` marks this process's unfinished jobs ``interrupted`` (a running
 one keeps its checkpoint); ``resume`` continues either kind.
+
+A job whose config has ``workers`` above 1 trains on Ray Train (``training.distributed``): submit
+also checks that Ray is installed and the cluster reachable and big enough, and a lost worker
+(``ClusterError``) leaves the job ``interrupted`` with its checkpoint, for ``resume``.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from ..config import (
 from ..data.checks import check_not_text_scores, check_rows, data_kind, read_rows
 from ..data.sources import get_source
 from ..errors import InvalidArgumentError, JammiError, JobStateError, NotFoundError
+from ..scale.cluster import ClusterError
 
 FINAL = ("succeeded", "failed", "cancelled")
 POLL_S = 0.5  # how often wait_job refreshes the progress it shows
@@ -115,6 +120,10 @@ class JobRunner:
                 ref.folder, config.target_modules, config.layers_to_transform, config.rank_pattern
             )
         check_rows(self.catalog, src, list(columns), kind, config)
+        if config.workers > 1:  # Ray installed, the cluster reachable and big enough
+            from ..scale.cluster import slots
+
+            slots(config.workers)
         job_id = uuid.uuid4().hex[:12]
         model_id = config.model_name or f"{source}-{ref.model_id.rsplit('/', 1)[-1]}-{job_id[:6]}"
         if self.catalog.get_model(model_id) is not None:
@@ -313,7 +322,9 @@ class JobRunner:
             data = make_training_set(kind, read_rows(self.catalog, src, job.columns))
             base = self._base_model(job.base_model)
             artifacts.remove_job_files(self.home, job.job_id, keep_checkpoint=True)
-            result = run_training(
+            if cfg.workers > 1:  # the same loop on Ray Train workers
+                from ..training.distributed import run_distributed
+            result = (run_distributed if cfg.workers > 1 else run_training)(
                 base.folder,
                 data,
                 cfg,
@@ -328,6 +339,9 @@ class JobRunner:
             self._publish(job, cfg, base, result)
         except Cancelled:
             self._stopped(job.job_id)
+        except ClusterError as e:  # Ray lost a worker, or cannot be reached: resume later
+            artifacts.remove_job_files(self.home, job.job_id, keep_checkpoint=True)
+            self._finish(job.job_id, "interrupted", error=str(e))
         except Exception:
             if not self._shutdown:
                 raise

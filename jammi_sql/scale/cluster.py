@@ -10,7 +10,7 @@ import os
 import threading
 from types import ModuleType
 
-from ..errors import JammiError, MissingPackageError
+from ..errors import InvalidArgumentError, JammiError, MissingPackageError
 
 INSTALL_HINT = "install the extra with: pip install 'jammi-sql[ray]'"
 _LOCK = threading.Lock()
@@ -108,3 +108,44 @@ def cpus() -> int:
     """CPUs the connected cluster has in all."""
     ray = require_ray()
     return int(ray.cluster_resources().get("CPU", 0))
+
+
+def reachable(address: str | None = None) -> None:
+    """Refuse at once an address (or ``RAY_ADDRESS``) nothing answers at, even while this
+    process already uses a cluster; 'auto', 'local' and no address are left to Ray."""
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address is None:
+        return
+    try:
+        _probe(address)
+    except ConnectionError as exc:
+        raise ClusterError(
+            f"cannot reach a Ray cluster at '{address}' ({type(exc).__name__}: {exc}); check "
+            "ray_address / RAY_ADDRESS (e.g. 'ray://head:10001' or 'auto'), or leave both unset "
+            "to start a local instance"
+        ) from None
+
+
+def slots(workers: int) -> bool:
+    """Connect, and refuse more workers than the cluster can hold at once; returns whether
+    they get a GPU each (when the cluster has one for every worker), else a CPU each."""
+    try:
+        require_ray()
+    except MissingPackageError:
+        raise MissingPackageError(
+            f"config workers = {workers} trains on Ray Train, and Ray is not installed; "
+            f"{INSTALL_HINT}, or leave workers at 1"
+        ) from None
+    reachable()
+    ray = connect()
+    resources = ray.cluster_resources()
+    gpus, cpus_ = int(resources.get("GPU", 0)), int(resources.get("CPU", 0))
+    if gpus >= workers:
+        return True
+    if cpus_ >= workers:
+        return False
+    raise InvalidArgumentError(
+        f"config workers = {workers} is more than the Ray cluster has ({cpus_} CPUs, {gpus} "
+        f"GPUs; a worker takes one of either); use 'workers': {max(cpus_, gpus, 1)} at most, or "
+        "add nodes to the cluster"
+    )

@@ -1,3 +1,4 @@
 """Training: the loop over trials, one trial's epochs, what a job keeps, checkpoints, cached
-in-batch negatives, the training sets, and losses/ (one per file).
+in-batch negatives, the training sets, losses/ (one per file), and the same loop on Ray Train
+workers (distributed.py, through scale/).
 """

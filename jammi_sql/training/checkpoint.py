@@ -51,22 +51,29 @@ class TrainState:
         self.best_val = None
 
 
-def save(work_dir: Path, fingerprint: str, trainee, optimizer, scheduler, state: TrainState):
+def pack(fingerprint: str, trainee, optimizer, scheduler, state: TrainState) -> dict:
+    """What a checkpoint holds: the weights that train, the optimizer, the schedule, the RNG."""
+    return {
+        "fingerprint": fingerprint,
+        "model": trainee.state(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "run": dataclasses.asdict(state),
+    }
+
+
+def write(work_dir: Path, saved: dict) -> None:
+    """Write a packed checkpoint under a temporary name, then rename it into place."""
     path = artifacts.checkpoint_file(work_dir)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(
-        {
-            "fingerprint": fingerprint,
-            "model": trainee.state(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            "run": dataclasses.asdict(state),
-        },
-        tmp,
-    )
+    torch.save(saved, tmp)
     os.replace(tmp, path)
+
+
+def save(work_dir: Path, fingerprint: str, trainee, optimizer, scheduler, state: TrainState):
+    write(work_dir, pack(fingerprint, trainee, optimizer, scheduler, state))
 
 
 def read(work_dir: Path, fingerprint: str) -> dict | None:
@@ -86,11 +93,13 @@ def state_of(saved: dict | None) -> TrainState | None:
     return None if saved is None else TrainState(**saved["run"])
 
 
-def restore(saved: dict, trainee, optimizer, scheduler) -> None:
-    """Load a checkpoint's weights, optimizer, schedule and RNG into the objects given."""
+def restore(saved: dict, trainee, optimizer, scheduler, rank: int = 0) -> None:
+    """Load a checkpoint's weights, optimizer, schedule and RNG into the objects given;
+    ``rank``: which worker's RNG state to take, where a distributed run saved each one's."""
     trainee.load_state(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
-    torch.set_rng_state(saved["rng"])
+    rngs = saved.get("rngs") or [saved["rng"]]
+    torch.set_rng_state(rngs[rank] if rank < len(rngs) else saved["rng"])
     if saved.get("cuda_rng") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(saved["cuda_rng"])

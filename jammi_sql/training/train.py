@@ -11,6 +11,7 @@ a config and folders, and hears back through ``on_progress`` and ``should_stop``
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -82,8 +83,10 @@ class _Setup:
     head's cached vectors), the loss, the validation distractors and the fingerprint."""
 
     def __init__(self, base_folder: Path, data: TrainingSet, config: FineTuneConfig, method: str,
-                 device: torch.device, should_stop: Callable[[], bool]):  # fmt: skip
-        self.kind, self.should_stop = data.kind, should_stop
+                 device: torch.device, should_stop: Callable[[], bool], group=None):  # fmt: skip
+        """``group``: this worker's :class:`~jammi_sql.training.distributed.Group` when
+        workers share the run (DDP), else None."""
+        self.kind, self.should_stop, self.group = data.kind, should_stop, group
         self.adapter_type = adapter_type_for(method, config)
         self.loss_name = resolve_loss(data.kind, config.embedding_loss)
         self.metric = "spearman" if data.kind == "scored_pairs" else "ndcg_at_10"
@@ -124,6 +127,8 @@ class _Setup:
             self.encoder, self.adapter_type, self.config, token_ids, should_stop, queries,
             batch_tokens,
         )  # fmt: skip
+        if group is not None:
+            group.wrap(self.trainee)
         dims = [*self.config.matryoshka_dims, self.encoder.dimensions]
         self.loss_fn = L.build(
             self.loss_name, self.config.temperature, dims if len(set(dims)) > 1 else None
@@ -180,14 +185,43 @@ def run_training(
     projection head tries ``trials`` settings and keeps the best on validation. Checkpoints go
     to ``work_dir``; with ``resume`` the run continues from the latest one and ends with the
     same weights an uninterrupted run would. Raises :class:`Cancelled` when ``should_stop()``
-    turns true, :class:`TrainingError` when the loss diverges.
+    turns true, :class:`TrainingError` when the loss diverges. It trains in this process
+    whatever ``config.workers`` says: :func:`jammi_sql.training.distributed.run_distributed`
+    takes the same arguments and runs the same loop on Ray Train workers.
     """
     base_folder, work_dir, output_dir = Path(base_folder), Path(work_dir), Path(output_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
+    base_model_id = base_model_id or str(base_folder)
     setup = _Setup(base_folder, data, config, method, device or pick_device(), should_stop)
-
-    # ---- start: from the checkpoint, or from the base model, validated as epoch 0
     saved = checkpoint.read(work_dir, setup.fingerprint) if resume else None
+    best, weights, result = train(
+        setup, data, config, saved, functools.partial(checkpoint.write, work_dir), on_progress
+    )
+    save_model(setup.trainee, best, weights, output_dir, base_model_id, base_folder)
+    return dataclasses.replace(result, output_dir=output_dir)
+
+
+def fingerprint(data: TrainingSet, config: FineTuneConfig, method: str) -> str:
+    """What a checkpoint must have been written for, to be resumed."""
+    return _fingerprint(data, config, method)
+
+
+def train(
+    setup: _Setup,
+    data: TrainingSet,
+    config: FineTuneConfig,
+    saved: dict | None,
+    write: Callable[[dict], None],
+    on_progress: Callable[[Progress], None],
+) -> tuple[FineTuneConfig, dict, TrainResult]:
+    """The trials, then the refit: (the kept setting, its weights, the result less its folder).
+
+    ``saved``: the checkpoint to resume from; ``write`` takes each new one
+    (:func:`checkpoint.pack`'s). Both ends of a run call it: :func:`run_training` in this
+    process, and each Ray Train worker of a distributed run (training.distributed).
+    """
+    rank = setup.group.rank if setup.group is not None else 0
+    # ---- start: from the checkpoint, or from the base model, validated as epoch 0
     state = checkpoint.state_of(saved) or TrainState()
     if saved is None:
         state.base_val = setup.validate()  # epoch 0: what fine-tuning is judged against
@@ -210,9 +244,9 @@ def run_training(
         run = Run(setup, trials[state.trial], state.trial, judged=reason is None)
         run.place(*plan.before(state.trial), plan.total_steps)
         if saved is not None and (state.step or state.batch or state.epoch):
-            checkpoint.restore(saved, setup.trainee, run.optimizer, run.scheduler)
+            checkpoint.restore(saved, setup.trainee, run.optimizer, run.scheduler, rank)
 
-        run.attach(work_dir, report)
+        run.attach(write, report)
         run.report(state, [], min(state.epoch + 1, run.config.epochs))  # the step budget
         while state.epoch < run.config.epochs and not state.stopped_early:
             run.train_epoch(state)
@@ -235,23 +269,22 @@ def run_training(
     if state.refit is None:
         selection.settle(state, setup.metric, setup.n_val, judged=reason is None)
     if refit and state.winner["epoch"] > 0:
-        _refit(setup, state, trials[state.winner["trial"]], saved, work_dir, report, plan)
+        _refit(setup, state, trials[state.winner["trial"]], saved, write, report, plan, rank)
     if shown:  # the plan is done, whatever early stopping and the refit left out of it
         on_progress(dataclasses.replace(shown[0], step=plan.total_steps, logs=[], trial_logs=[]))
-    return _finish(setup, state, trials, reason, output_dir, base_model_id or str(base_folder),
-                   base_folder, time.monotonic() - started)  # fmt: skip
+    return _finish(setup, state, trials, reason, time.monotonic() - started)
 
 
-def _finish(setup: _Setup, state: TrainState, trials: list, reason: str | None, output_dir: Path,
-            base_model_id: str, base_folder: Path, seconds: float) -> TrainResult:  # fmt: skip
+def _finish(setup: _Setup, state: TrainState, trials: list, reason: str | None,
+            seconds: float) -> tuple[FineTuneConfig, dict, TrainResult]:  # fmt: skip
+    """The kept setting, its weights (the base's own where it did better) and the result."""
     winner = state.winner
     best = trials[winner["trial"]]
     if setup.adapter_type == "projection_head":
         setup.trainee.new_head(best)
     weights = winner["weights"]
-    setup.trainee.load_state(weights if weights is not None else setup.trainee.initial)
-    setup.trainee.train(False)
-    setup.trainee.save(output_dir, best, base_model_id, base_folder)
+    if weights is None:
+        weights = setup.trainee.initial
     metrics = selection.summary(state, setup.metric, setup.kind, reason, setup.n_val)
     if state.refit:
         metrics["refit"] = state.refit
@@ -269,24 +302,38 @@ def _finish(setup: _Setup, state: TrainState, trials: list, reason: str | None, 
         n_train=setup.n_train,
         n_validation=setup.n_val,
         device=str(setup.encoder.device),
+        workers=setup.group.world if setup.group is not None else 1,
         activations="recomputed" if setup.trainee.recompute else "kept",  # trainee.py says when
         train_seconds=round(seconds, 2),
     )
     kept = state.trials[winner["trial"]]
-    return TrainResult(
-        output_dir=output_dir,
-        adapter_type=setup.adapter_type,
-        loss=setup.loss_name,
-        dimensions=setup.encoder.dimensions,
-        best_epoch=winner["epoch"],
-        epochs_run=kept["epochs_run"],
-        stopped_early=kept["stopped_early"],
-        metrics=metrics,
+    return (
+        best,
+        weights,
+        TrainResult(
+            output_dir=Path(),
+            adapter_type=setup.adapter_type,
+            loss=setup.loss_name,
+            dimensions=setup.encoder.dimensions,
+            best_epoch=winner["epoch"],
+            epochs_run=kept["epochs_run"],
+            stopped_early=kept["stopped_early"],
+            metrics=metrics,
+        ),
     )
 
 
+def save_model(trainee: Trainee, best: FineTuneConfig, weights: dict, output_dir: Path,
+               base_model_id: str, base_folder: Path) -> None:  # fmt: skip
+    """Write the artifact: ``trainee`` holding ``weights``, in the format of its shape."""
+    trainee.load_state(weights)
+    trainee.train(False)
+    trainee.save(output_dir, best, base_model_id, base_folder)
+
+
 def _refit(setup: _Setup, state: TrainState, config: FineTuneConfig, saved: dict | None,
-           work_dir: Path, on_progress: Callable[[Progress], None], plan: Plan) -> None:  # fmt: skip
+           write: Callable[[dict], None], on_progress: Callable[[Progress], None], plan: Plan,
+           rank: int = 0) -> None:  # fmt: skip
     """Train the winning setting again from the base, on every row, for the epochs validation
     kept (the same schedule, stopped there); ``state.refit`` marks the phase, so a killed job
     resumes inside it to the same weights."""
@@ -302,8 +349,8 @@ def _refit(setup: _Setup, state: TrainState, config: FineTuneConfig, saved: dict
     run.planned = setup.steps(config, epochs=state.refit["epochs"])
     run.place(*plan.before(len(plan.steps)), plan.total_steps)
     if saved is not None and (state.step or state.batch or state.epoch):
-        checkpoint.restore(saved, setup.trainee, run.optimizer, run.scheduler)
-    run.attach(work_dir, on_progress)
+        checkpoint.restore(saved, setup.trainee, run.optimizer, run.scheduler, rank)
+    run.attach(write, on_progress)
     while state.epoch < state.refit["epochs"]:
         run.train_epoch(state)
         run.end_epoch(state)

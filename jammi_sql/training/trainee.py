@@ -11,6 +11,7 @@ tokenized once, embedded once per batch, and recognised as the same text by in-b
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +75,7 @@ class Trainee:
         """``queries``: ids of the texts a query-side head applies to (``applies_to`` 'query');
         ``batch_tokens``: padded tokens of the largest batch that trains with gradients."""
         self.encoder, self.adapter_type, self.token_ids = encoder, adapter_type, token_ids
+        self.module: torch.nn.Module = encoder  # what training forwards run through (DDP's wrapper)
         self.query_mask, self.recompute = None, False
         if queries is not None:
             self.query_mask = torch.zeros(len(token_ids), dtype=torch.bool, device=encoder.device)
@@ -146,6 +148,12 @@ class Trainee:
     def train(self, mode: bool = True) -> None:
         self.trainable.train(mode)
 
+    def syncing(self, steps: bool) -> contextlib.AbstractContextManager:
+        """Around a micro-batch's forward and backward: under DDP, gradients are averaged
+        across the workers only on the last micro-batch before an optimizer step."""
+        no_sync = getattr(self.module, "no_sync", None)
+        return contextlib.nullcontext() if steps or no_sync is None else no_sync()
+
     def embed(self, ids: np.ndarray) -> torch.Tensor:
         """Training-mode embeddings (n, D) of the texts ``ids``, with gradients."""
         if self.adapter_type == "projection_head":
@@ -153,9 +161,7 @@ class Trainee:
         lengths = [len(self.token_ids[i]) for i in ids]
         parts, order = [], []
         for batch in length_sorted_batches(lengths, TRAIN_TOKEN_BUDGET):
-            parts.append(
-                self.encoder(self.encoder.collate([self.token_ids[ids[j]] for j in batch]))
-            )
+            parts.append(self.module(self.encoder.collate([self.token_ids[ids[j]] for j in batch])))
             order.append(batch)
         position = np.empty(len(ids), dtype=np.int64)
         position[np.concatenate(order)] = np.arange(len(ids))

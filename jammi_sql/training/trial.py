@@ -11,7 +11,6 @@ import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,6 +18,7 @@ import torch
 from ..config import FineTuneConfig
 from ..errors import TrainingError
 from . import checkpoint, gradcache, selection
+from . import losses as L
 from .checkpoint import TrainState
 from .dataset import epoch_batches
 from .trainee import Cancelled, batch_loss
@@ -151,6 +151,8 @@ class Run:
         """Forward: embed the batch's distinct texts once, then the loss on them; returns the
         loss and its backward pass (GradCache's, with ``mini_batch_size``)."""
         setup = self.setup
+        if setup.group is not None:
+            return gradcache.plain(self.shared_batch(rows))
         uniq, inv = np.unique(setup.train_ids[rows], return_inverse=True)
         inv = inv.reshape(len(rows), -1)  # (B, columns): row of emb for each text
         scores = None if setup.train_scores is None else setup.train_scores[rows]
@@ -163,6 +165,29 @@ class Run:
             return gradcache.plain(loss_of(self.trainee.embed(uniq)))
         lengths = np.array([len(self.trainee.token_ids[i]) for i in uniq])
         return gradcache.cached(self.trainee.embed, uniq, lengths, mini, loss_of)
+
+    def shared_batch(self, rows: np.ndarray) -> torch.Tensor:
+        """The loss of the whole batch ``rows`` when workers share it (DDP): this worker embeds
+        its share, the embeddings of every share are gathered with their gradients, and the
+        loss runs on all of them, so in-batch negatives span the whole batch. Every worker
+        computes the same loss; the gathered gradients come back to each share, and DDP's
+        average over the workers makes the step the one-process step at this batch."""
+        setup, group = self.setup, self.setup.group
+        mine = group.share(rows)
+        # A worker without rows (a last batch smaller than the workers) still runs the model
+        # on one row and keeps none of it: DDP waits for every worker's gradients.
+        ids = setup.train_ids[mine if len(mine) else rows[:1]]  # (rows, columns)
+        uniq, inv = np.unique(ids, return_inverse=True)
+        emb = self.trainee.embed(uniq)  # (distinct texts, D)
+        local = emb[torch.from_numpy(inv.reshape(ids.shape)).to(emb.device)][: len(mine)]
+        full = group.gather(local, len(rows))  # (B, columns, D), rows in ``rows`` order
+        text_ids = torch.from_numpy(setup.train_ids[rows]).to(emb.device)  # equal ids: equal texts
+        scores = setup.train_scores
+        s = None if scores is None else torch.from_numpy(scores[rows]).to(emb.device)
+        columns = range(full.shape[1])
+        return L.compute(
+            setup.loss_fn, [full[:, c] for c in columns], s, [text_ids[:, c] for c in columns]
+        )
 
     def check_divergence(self, value: float, step: int) -> bool:
         """NaN or a huge loss several batches running fails the job; returns whether finite."""
@@ -183,8 +208,11 @@ class Run:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
 
-    def attach(self, work_dir: Path, on_progress: Callable[[Progress], None]) -> None:
-        self.work_dir, self.on_progress = work_dir, on_progress
+    def attach(
+        self, write: Callable[[dict], None], on_progress: Callable[[Progress], None]
+    ) -> None:
+        """Where checkpoints (:func:`checkpoint.pack`'s) and progress reports go."""
+        self.write, self.on_progress = write, on_progress
 
     def place(self, steps_before: int, epochs_before: int, plan_steps: int) -> None:
         """Put this run in the job's plan: the steps and epochs planned before it, and all."""
@@ -196,8 +224,8 @@ class Run:
 
     def save(self, state: TrainState) -> None:
         setup = self.setup
-        checkpoint.save(
-            self.work_dir, setup.fingerprint, self.trainee, self.optimizer, self.scheduler, state
+        self.write(
+            checkpoint.pack(setup.fingerprint, self.trainee, self.optimizer, self.scheduler, state)
         )
 
     def report(self, state: TrainState, logs: list, epoch: int | None = None, trials=None) -> None:
@@ -216,12 +244,14 @@ class Run:
         for b in range(state.batch, len(state.order)):
             if self.should_stop():
                 raise Cancelled()
-            loss, backward = self.batch(np.asarray(state.order[b]))
-            value = float(loss.detach())
-            if self.check_divergence(value, state.step):  # a NaN batch adds nothing
-                backward(1 / self.accum)
-                self.window.append(value)
-            if (b + 1) % self.accum and b + 1 < len(state.order):
+            steps = not ((b + 1) % self.accum and b + 1 < len(state.order))
+            with self.trainee.syncing(steps):  # DDP averages gradients on a step's last batch
+                loss, backward = self.batch(np.asarray(state.order[b]))
+                value = float(loss.detach())
+                if self.check_divergence(value, state.step):  # a NaN batch adds nothing
+                    backward(1 / self.accum)
+                    self.window.append(value)
+            if not steps:
                 continue
             self.step()
             state.step, state.batch = state.step + 1, b + 1
