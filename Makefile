@@ -22,10 +22,10 @@ demo: install
 TEST_WORKERS ?= auto
 
 test: install psql
-	$(PY) -m pytest -q -n $(TEST_WORKERS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 test-fast: install psql
-	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow"
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not slow"
 
 # tests/test_server.py drives the real psql; without it (and without root) those tests skip
 psql:

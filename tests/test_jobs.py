@@ -312,6 +312,20 @@ def test_the_shape_follows_the_data_unless_the_user_names_one(
     assert adapter == shape
 
 
+def test_adapters_on_scored_pairs_take_their_own_defaults_and_a_key_given_wins():
+    from jammi_sql.config import FineTuneConfig, resolve
+    from jammi_sql.defaults import KIND_DEFAULTS, SHAPE_DEFAULTS
+
+    adapters = FineTuneConfig.from_mapping({"target_modules": ["query", "value"]})
+    scored = resolve(adapters, "encoder_adapters", 32, "scored_pairs")
+    pairs = resolve(adapters, "encoder_adapters", 32, "pairs")
+    kind = KIND_DEFAULTS[("encoder_adapters", "scored_pairs")]
+    assert (scored.epochs, scored.batch_size) == (kind["epochs"], kind["batch_size"])
+    assert pairs.epochs == SHAPE_DEFAULTS["encoder_adapters"]["epochs"] != scored.epochs
+    given = resolve(adapters.replace(epochs=7), "encoder_adapters", 32, "scored_pairs")
+    assert (given.epochs, given.batch_size) == (7, kind["batch_size"])
+
+
 def test_a_fine_tuned_model_folder_names_its_base_model(pairs):
     import json
 

@@ -22,6 +22,8 @@ from jammi_sql import progress
 from jammi_sql.errors import CancelledError, JammiError
 
 ray = pytest.importorskip("ray")
+# One xdist worker runs every Ray test (make test: --dist loadgroup): one local Ray at a time.
+pytestmark = pytest.mark.xdist_group("ray")
 
 WORDS = "the cat dog plays piano runs solar energy battery quantum gene protein search".split()
 
@@ -85,20 +87,29 @@ def _embedder_pids() -> list[int]:
     return found
 
 
-def _when_rows_done(action) -> threading.Thread:
-    """Run ``action`` once a Ray backfill reports rows done (mid-run)."""
+def _on_ray() -> list:
+    return [t for t in progress.active() if "on Ray" in t.description]
+
+
+def _when(condition, action) -> threading.Thread:
+    """Run ``action`` once ``condition()`` holds (polled in a thread of its own)."""
 
     def watch() -> None:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            if any("on Ray" in t.description and t.done > 0 for t in progress.active()):
+            if condition():
                 action()
                 return
-            time.sleep(0.05)
+            time.sleep(0.02)
 
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()
     return thread
+
+
+def _when_rows_done(action) -> threading.Thread:
+    """Run ``action`` once a Ray backfill reports rows done (mid-run)."""
+    return _when(lambda: any(t.done > 0 for t in _on_ray()), action)
 
 
 UNREACHABLE = """
@@ -229,7 +240,9 @@ def test_a_worker_killed_mid_run_fails_the_call_and_leaves_the_table_as_it_was(d
             os.kill(pid, signal.SIGKILL)
             killed.append(pid)
 
-    _when_rows_done(kill)
+    # as soon as the backfill's actor runs: once rows are back, the tiny model may finish the
+    # rest before a kill lands
+    _when(lambda: _on_ray() and _embedder_pids(), kill)
     with pytest.raises(JammiError, match="failed on the Ray cluster"):
         db.generate_text_embeddings("docs", "tiny", ["title", "body"], "id", engine="ray")
     assert killed
