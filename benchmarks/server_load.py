@@ -5,13 +5,17 @@ Two queries: a catalog read (``SELECT ... FROM jammi.models``) and ``embed`` of 
 text on the bundled all-MiniLM-L6-v2 (a different text each time, so nothing is cached).
 The server runs as the real command in a process of its own; clients are psycopg threads.
 The figure that matters: the server's overhead on one client's embed (target under 20%),
-with psycopg's default text results and with binary results.
+with psycopg's default text results and with binary results. Beside wall-clock latency, each
+row gives the CPU time per query of the process that ran it (the server's, read from /proc;
+in-process, this one's): a figure that a busy neighbour on the machine moves far less than
+latency. ``--trust-clients`` adds a second server started with that flag (no sandbox for the
+owner), alternated with the sandboxed one, so the sandbox's own cost is measured directly.
 
 ``--train`` instead runs the issue's load test: CLIENTS clients mixing embed,
 semantic_search and catalog reads for SECONDS while a fine-tuning job trains, and reports
 errors (want 0) and the job's end status (want succeeded).
 
-    .venv/bin/python benchmarks/server_load.py [--clients 1,4,16] [--seconds 5]
+    .venv/bin/python benchmarks/server_load.py [--clients 1,4,16] [--seconds 5] [--trust-clients]
     .venv/bin/python benchmarks/server_load.py --train --clients 20 --seconds 30
 """
 
@@ -95,12 +99,22 @@ def in_process(db):
     return connect
 
 
-def start_server(path: str) -> tuple[subprocess.Popen, int]:
+def cpu_seconds(pid: int | None) -> float:
+    """CPU time (user + system, all threads) a process has used: the server's by its pid, or
+    this process's (None)."""
+    if pid is None:
+        return time.process_time()
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start_server(path: str, *flags: str) -> tuple[subprocess.Popen, int]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "-m", "jammi_sql.cli", "serve", path, "--port", str(port)]
+    command = [sys.executable, "-m", "jammi_sql.cli", "serve", path, "--port", str(port), *flags]
     proc = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
     for _ in range(600):
         try:
@@ -111,46 +125,65 @@ def start_server(path: str) -> tuple[subprocess.Popen, int]:
     raise RuntimeError("the server did not start")
 
 
-def row(name: str, where: str, clients: int, queries: int, lat: list, seconds: float) -> str:
+def row(
+    name: str, where: str, clients: int, queries: int, lat: list, seconds: float, cpu: float
+) -> str:
     p50, p99 = (np.percentile(lat, q) * 1000 for q in (50, 99))
-    return f"| {name} | {where} | {clients} | {queries / seconds:,.0f} | {p50:.2f} | {p99:.2f} |"
+    return (
+        f"| {name} | {where} | {clients} | {queries / seconds:,.0f} | {p50:.2f} | {p99:.2f} "
+        f"| {cpu / queries * 1000:.2f} |"
+    )
 
 
-def benchmark(clients: list[int], seconds: float, rounds: int) -> None:
+def benchmark(clients: list[int], seconds: float, rounds: int, trust: bool = False) -> None:
     import jammi_sql
 
     folder = tempfile.mkdtemp(prefix="jammi-bench-")
     db = jammi_sql.connect(":memory:", home=folder)
-    proc, port = start_server(os.path.join(folder, "served.duckdb"))
+    servers = [start_server(os.path.join(folder, "served.duckdb"))]
+    if trust:
+        servers.append(start_server(os.path.join(folder, "trusted.duckdb"), "--trust-clients"))
     try:
+        (proc, port), pids = servers[0], {}
         paths = {
             "server": over_server(port),
             "server, binary": over_server(port, binary=True),
-            "in-process": in_process(db),
         }
+        if trust:
+            paths["server, --trust-clients"] = over_server(servers[1][1])
+            pids["server, --trust-clients"] = servers[1][0].pid
+        paths["in-process"] = in_process(db)
+        pids.update({"server": proc.pid, "server, binary": proc.pid, "in-process": None})
         for connect in paths.values():  # load the model on both sides first
             connect()(QUERIES["embed 1 text"][0], ("warm up",))
-        print("| query | where | clients | qps | p50 ms | p99 ms |\n|---|---|---|---|---|---|")
+        print(
+            "| query | where | clients | qps | p50 ms | p99 ms | cpu ms/q |\n"
+            "|---|---|---|---|---|---|---|"
+        )
         p50 = {}
         for name, (sql, args) in QUERIES.items():
             for n in clients:
                 # alternate short rounds, so a neighbour's load falls on both sides alike
-                runs = {where: (0, []) for where in paths}
+                runs = {where: (0, [], 0.0) for where in paths}
                 for _ in range(rounds):
                     for where, connect in paths.items():
+                        before = cpu_seconds(pids[where])
                         queries, lat = run_clients(connect, sql, args, n, seconds / rounds)
-                        runs[where] = (runs[where][0] + queries, runs[where][1] + lat)
-                for where, (queries, lat) in runs.items():
+                        used = cpu_seconds(pids[where]) - before
+                        total, lats, cpu = runs[where]
+                        runs[where] = (total + queries, lats + lat, cpu + used)
+                for where, (queries, lat, cpu) in runs.items():
                     p50[name, where, n] = np.percentile(lat, 50)
-                    print(row(name, where, n, queries, lat, seconds), flush=True)
+                    print(row(name, where, n, queries, lat, seconds, cpu), flush=True)
         if 1 in clients:
             base = p50["embed 1 text", "in-process", 1]
-            for where in ("server", "server, binary"):
+            for where in [w for w in paths if w != "in-process"]:
                 ours = p50["embed 1 text", where, 1]
                 print(f"{where} overhead on one client's embed (p50): {ours / base - 1:+.1%}")
     finally:
-        proc.terminate()
-        proc.wait(30)
+        for proc, _ in servers:
+            proc.terminate()
+            proc.wait(30)
         db.close()
 
 
@@ -213,12 +246,17 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="per figure")
     parser.add_argument("--rounds", type=int, default=5, help="alternations per figure")
     parser.add_argument("--train", action="store_true", help="the load test while a job trains")
+    parser.add_argument(
+        "--trust-clients",
+        action="store_true",
+        help="also a server started with --trust-clients (no sandbox), alternated with the other",
+    )
     args = parser.parse_args()
     clients = [int(c) for c in args.clients.split(",")]
     if args.train:
         load_test(max(clients), args.seconds)
     else:
-        benchmark(clients, args.seconds, args.rounds)
+        benchmark(clients, args.seconds, args.rounds, args.trust_clients)
 
 
 if __name__ == "__main__":

@@ -464,6 +464,29 @@ def test_a_trusted_owner_reaches_files_as_before(db, tmp_path):
         server.stop()
 
 
+def test_the_sandbox_adds_no_catalog_query_to_an_embed(db, tmp_path):
+    """The sandbox's check of a model id costs one string test and one stat per call: the
+    catalog's list of models (a query) is read only for an id that looks like a path."""
+    listed = []
+    known = db.ctx.models.known_ids
+    db.ctx.models.known_ids = lambda: listed.append(1) or known()  # before guard() wraps it
+    server = Server(db, port=0).start()
+    try:
+        with psycopg.connect(
+            host="127.0.0.1", port=server.port, user="jammi", dbname="x", autocommit=True
+        ) as conn:
+            for n in range(5):
+                assert len(conn.execute("SELECT embed('tiny', %s)", (f"t {n}",)).fetchone()[0])
+            assert listed == []
+            elsewhere = tmp_path / "elsewhere"
+            with pytest.raises(psycopg.Error, match="may not load a model from") as refused:
+                conn.execute(f"SELECT embed('{elsewhere}', 'x')")
+            assert refused.value.sqlstate == "42501"
+            assert listed  # a path: looked up among the known ids, then refused
+    finally:
+        server.stop()
+
+
 # -- --readonly ---------------------------------------------------------------------------
 
 
