@@ -22,10 +22,11 @@ demo: install
 TEST_WORKERS ?= auto
 
 test: install psql
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not ray"
+	$(PY) -m pytest -q -m ray  # Ray's tests in a process of their own, one local Ray at a time
 
 test-fast: install psql
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not slow"
+	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow and not ray"
 
 # tests/test_server.py drives the real psql; without it (and without root) those tests skip
 psql:

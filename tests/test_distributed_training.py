@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sys
 import time
@@ -18,8 +19,8 @@ import pytest
 from conftest import catalog_snapshot
 
 ray = pytest.importorskip("ray")
-# One xdist worker runs every Ray test (make test: --dist loadgroup): one local Ray at a time.
-pytestmark = pytest.mark.xdist_group("ray")
+# make test runs Ray's tests in a pytest process of their own (marker ray), after the rest
+pytestmark = pytest.mark.ray
 
 WORDS = "cat dog car bike train plane man woman child guitar piano food".split()
 STEADY = {"warmup_steps": 0, "validation_fraction": 0, "lora_dropout": 0, "seed": 7}
@@ -45,11 +46,14 @@ def calm(tiny_model, tmp_path):
     """A database with the tiny model, its dropout off, as 'calm', and (anchor, positive) pairs."""
     import jammi_sql
 
-    config = json.loads((tiny_model / "config.json").read_text())
+    # a copy: the shared tiny model's folder may already be loaded (and cached) in this process
+    calm_model = tmp_path / "calm"
+    shutil.copytree(tiny_model, calm_model)
+    config = json.loads((calm_model / "config.json").read_text())
     config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    (tiny_model / "config.json").write_text(json.dumps(config))
+    (calm_model / "config.json").write_text(json.dumps(config))
     db = jammi_sql.connect(":memory:", home=str(tmp_path / "home"))
-    db.register_model("calm", tiny_model)
+    db.register_model("calm", calm_model)
     rng = np.random.default_rng(0)
     rows = []
     for i in range(48):

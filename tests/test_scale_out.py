@@ -22,8 +22,8 @@ from jammi_sql import progress
 from jammi_sql.errors import CancelledError, JammiError
 
 ray = pytest.importorskip("ray")
-# One xdist worker runs every Ray test (make test: --dist loadgroup): one local Ray at a time.
-pytestmark = pytest.mark.xdist_group("ray")
+# make test runs Ray's tests in a pytest process of their own (marker ray), after the rest
+pytestmark = pytest.mark.ray
 
 WORDS = "the cat dog plays piano runs solar energy battery quantum gene protein search".split()
 
@@ -227,7 +227,7 @@ def test_a_chunked_ray_backfill_equals_the_local_path(db, ray_cluster):
 
 
 def test_a_worker_killed_mid_run_fails_the_call_and_leaves_the_table_as_it_was(db, ray_cluster):
-    _add_docs(db, "docs", 200)
+    _add_docs(db, "docs", 1000)  # 4,000 rows to embed below: the kill lands mid-run
     db.generate_text_embeddings("docs", "tiny", ["title", "body"], "id")
     db.sql("UPDATE docs SET title = title || ' again'").fetchall()
     db.sql("INSERT INTO docs SELECT id + 1000, title, body FROM docs").fetchall()
@@ -240,9 +240,7 @@ def test_a_worker_killed_mid_run_fails_the_call_and_leaves_the_table_as_it_was(d
             os.kill(pid, signal.SIGKILL)
             killed.append(pid)
 
-    # as soon as the backfill's actor runs: once rows are back, the tiny model may finish the
-    # rest before a kill lands
-    _when(lambda: _on_ray() and _embedder_pids(), kill)
+    _when_rows_done(kill)
     with pytest.raises(JammiError, match="failed on the Ray cluster"):
         db.generate_text_embeddings("docs", "tiny", ["title", "body"], "id", engine="ray")
     assert killed
