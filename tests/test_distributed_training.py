@@ -98,18 +98,10 @@ def max_diff(a: dict, b: dict) -> float:
     return max(float(np.abs(a[k] - b[k]).max()) for k in a)
 
 
-# The adapters case ended 0.351 (the same figure every time) from one process's weights in some
-# runs: after other tests in the same process, and under CPU load; 1.65e-6 otherwise. The
-# driver writes the artifact from a Trainee it builds afresh; the cause is not found yet.
-FLAKY_ADAPTERS = pytest.mark.xfail(
-    reason="open: the adapters' artifact sometimes differs by 0.351 (issue 36 note)", strict=False
-)
-
-
 @pytest.mark.parametrize(
     "shape, validation",
     [
-        pytest.param(ADAPTERS, 0.0, marks=FLAKY_ADAPTERS),
+        (ADAPTERS, 0.0),
         ({**FULL, "batch_size": 11, "gradient_accumulation_steps": 2}, 0.25),
     ],
     # full: validated on every worker after each epoch; 34 training rows in batches of 11 leave

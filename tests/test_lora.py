@@ -94,3 +94,22 @@ def test_rslora_scales_by_the_square_root_of_the_rank():
     base = torch.nn.Linear(6, 6)
     assert LoRALinear(base, r=4, alpha=8.0).scaling == 2.0
     assert math.isclose(LoRALinear(torch.nn.Linear(6, 6), r=4, alpha=8.0, rslora=True).scaling, 4.0)
+
+
+def test_a_seeded_start_ignores_what_other_threads_drew(tiny_model):
+    """Jobs run in threads of one process and torch's global RNG is shared: a job's adapters
+    and heads start from its seed alone, whatever else drew in between."""
+    from jammi_sql.shapes.head import ProjectionHead
+
+    starts = []
+    for noise in (0, 1000):
+        torch.manual_seed(0)
+        torch.rand(noise)  # another thread's draws
+        enc = Encoder.from_folder(tiny_model, torch.device("cpu"))
+        inject_lora(enc.transformer, ["query"], r=2, alpha=4.0, seed=7)
+        head = ProjectionHead(8, r=2, alpha=4.0, seed=7)
+        starts.append((lora_state_dict(enc.transformer), head.lora_A.weight.detach().clone()))
+    (adapters_a, head_a), (adapters_b, head_b) = starts
+    assert adapters_a.keys() == adapters_b.keys()
+    assert all(torch.equal(adapters_a[k], adapters_b[k]) for k in adapters_a)
+    assert torch.equal(head_a, head_b)

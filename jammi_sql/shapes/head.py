@@ -20,7 +20,17 @@ from torch import nn
 
 
 class ProjectionHead(nn.Module):
-    def __init__(self, dim: int, r: int, alpha: float, dropout: float = 0.0, rslora: bool = False):
+    def __init__(
+        self,
+        dim: int,
+        r: int,
+        alpha: float,
+        dropout: float = 0.0,
+        rslora: bool = False,
+        seed: int | None = None,
+    ):
+        """``seed``: A's initial draws depend on it alone, not on torch's global RNG (which every
+        thread of the process shares)."""
         super().__init__()
         self.dim, self.r = dim, min(r, dim)
         self.full_rank = r >= dim
@@ -32,7 +42,8 @@ class ProjectionHead(nn.Module):
         self.scaling = alpha / math.sqrt(r) if rslora else alpha / r
         self.lora_A = nn.Linear(dim, r, bias=False)
         self.lora_B = nn.Linear(r, dim, bias=False)
-        nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))
+        generator = None if seed is None else torch.Generator().manual_seed(seed)
+        nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5), generator=generator)
         nn.init.zeros_(self.lora_B.weight)
 
     @property

@@ -20,8 +20,16 @@ from ..errors import InvalidArgumentError
 
 class LoRALinear(nn.Module):
     def __init__(
-        self, base: nn.Linear, r: int, alpha: float, dropout: float = 0.0, rslora: bool = False
+        self,
+        base: nn.Linear,
+        r: int,
+        alpha: float,
+        dropout: float = 0.0,
+        rslora: bool = False,
+        generator: torch.Generator | None = None,
     ):
+        """``generator``: where A's initial draws come from (a job's own, seeded: the global
+        stream is shared with every other thread of the process)."""
         super().__init__()
         self.base = base
         self.r = r
@@ -29,7 +37,7 @@ class LoRALinear(nn.Module):
         self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.lora_A = nn.Linear(base.in_features, r, bias=False)
         self.lora_B = nn.Linear(r, base.out_features, bias=False)
-        nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))  # as PEFT
+        nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5), generator=generator)  # as PEFT
         nn.init.zeros_(self.lora_B.weight)
         self.lora_A.to(base.weight.device, base.weight.dtype)
         self.lora_B.to(base.weight.device, base.weight.dtype)
@@ -75,11 +83,13 @@ def inject_lora(
     rslora: bool = False,
     layers_to_transform: list[int] | None = None,
     rank_pattern: dict[str, int] | None = None,
+    seed: int | None = None,
 ) -> list[str]:
     """Wrap every ``nn.Linear`` whose name ends with a target suffix; returns the wrapped names.
 
     ``all-linear`` targets every linear layer of the encoder (an output head, if any, is
-    never wrapped). An unmatched target raises, listing the names that exist.
+    never wrapped). An unmatched target raises, listing the names that exist. ``seed`` makes the
+    adapters' initial weights depend on it alone (not on what else used torch's global RNG).
     """
     rank_pattern = rank_pattern or {}
     all_linear = "all-linear" in target_modules
@@ -110,11 +120,12 @@ def inject_lora(
             f"target_modules {unmatched or target_modules} match no linear layer of this model; "
             f"its linear modules are named {', '.join(candidate_modules(model))} (or use 'all-linear')"
         )
+    generator = None if seed is None else torch.Generator().manual_seed(seed)
     for name, module in chosen:
         rank = next((v for k, v in rank_pattern.items() if k in name), r)
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, LoRALinear(module, rank, alpha, dropout, rslora))
+        setattr(parent, child, LoRALinear(module, rank, alpha, dropout, rslora, generator))
     return [n for n, _ in chosen]
 
 

@@ -99,6 +99,7 @@ class Trainee:
                     config.use_rslora,
                     config.layers_to_transform,
                     config.rank_pattern,
+                    seed=config.seed,
                 )
             self.trainable = transformer
             self.recompute = needs_recompute(
@@ -118,14 +119,16 @@ class Trainee:
                     transformer.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
             self.initial = self.state()  # a head sets its own in new_head
 
-    def new_head(self, config: FineTuneConfig) -> None:
-        """A fresh head (the identity) with this config's rank: each trial starts from the base."""
+    def new_head(self, config: FineTuneConfig, seed: int | None = None) -> None:
+        """A fresh head (the identity) with this config's rank: each trial starts from the base;
+        its low-rank A drawn from ``seed`` (``config.seed`` when None)."""
         self.head = ProjectionHead(
             self.encoder.dimensions,
             config.lora_rank,
             config.lora_alpha,
             config.lora_dropout,
             config.use_rslora,
+            config.seed if seed is None else seed,
         ).to(self.encoder.device)
         self.encoder.head = self.trainable = self.head
         self.encoder.head_side = config.applies_to

@@ -94,8 +94,8 @@ class Run:
         self.trainee, self.should_stop = setup.trainee, setup.should_stop
         self.lr = config.learning_rate
         if setup.adapter_type == "projection_head":
-            torch.manual_seed(config.seed + trial)
-            self.trainee.new_head(config)
+            torch.manual_seed(config.seed + trial)  # dropout's masks
+            self.trainee.new_head(config, config.seed + trial)
         # ---- optimizer (no weight decay on biases and norms; LoRA+ rate for B)
         self.params = self.trainee.parameters()
         self.optimizer = _adamw(_groups(self.trainee, config), self.lr)
