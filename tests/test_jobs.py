@@ -104,7 +104,7 @@ def test_full_fine_tune_writes_a_complete_model_folder(pairs):
     folder = pairs.home / "models" / job.model_id
     assert (folder / "config.json").exists() and (folder / "model.safetensors").exists()
     assert pairs.sql(f"SELECT loss FROM jammi.jobs WHERE job_id = '{job.job_id}'").fetchall() == [
-        ("triplet",)
+        ("multiple_negatives_ranking",)  # triplets: the negative joins the in-batch ones
     ]
 
 
@@ -451,3 +451,46 @@ def test_jobs_submitted_back_to_back_in_a_fresh_process_all_run(tiny_model, tmp_
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "['succeeded', 'succeeded', 'succeeded']"
+
+
+def test_a_jobs_weights_do_not_depend_on_other_threads_drawing_random_numbers(tiny_model, tmp_path):
+    """Jobs train in threads of one process, which share torch's global RNG: with dropout off,
+    a job's weights follow from its seed alone (a Ray job's driver once shifted a local job's
+    adapters by 0.35 this way)."""
+    import json
+    import threading
+
+    import torch
+    from safetensors.numpy import load_file
+
+    config = json.loads((tiny_model / "config.json").read_text())
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (tiny_model / "config.json").write_text(json.dumps(config))
+    db = jammi_sql.connect(":memory:", home=str(tmp_path / "home"))
+    db.register_model("calm", tiny_model)
+    db.con.execute(
+        "CREATE TABLE qa AS SELECT 'the ' || w || ' plays' AS anchor, 'a ' || w AS positive FROM (SELECT unnest(?) AS w)",
+        [WORDS * 2],
+    )
+    db.sql("SELECT add_source('qa', 'qa')").fetchall()
+
+    def adapters_job() -> dict:
+        settings = {"target_modules": ["query", "value"], "lora_dropout": 0, "epochs": 2}
+        job = db.fine_tune("qa", "calm", ["anchor", "positive"], method="lora", warmup_steps=0,
+                           validation_fraction=0, batch_size=8, **settings)  # fmt: skip
+        assert job.wait(120).status == "succeeded", job.error
+        folder = db.home / "models" / job.model_id
+        return {k: v for f in folder.glob("*.safetensors") for k, v in load_file(f).items()}
+
+    quiet = adapters_job()
+    stop = threading.Event()
+    noise = threading.Thread(target=lambda: [torch.rand(64) for _ in iter(stop.is_set, True)])
+    noise.start()
+    try:
+        noisy = adapters_job()
+    finally:
+        stop.set()
+        noise.join()
+    db.close()
+    assert quiet.keys() == noisy.keys() and quiet
+    assert max(float(np.abs(quiet[k] - noisy[k]).max()) for k in quiet) < 1e-6

