@@ -383,6 +383,28 @@ def test_a_kill_during_index_updates_never_gives_wrong_results(tiny_model, tmp_p
     db.close()
 
 
+def test_an_index_written_whole_before_a_kill_is_used_and_shown_ready(tiny_model, tmp_path):
+    """Killed after the index file and current.json were written but before the catalog said
+    so: on the next connect the state reads stale, and the first search finds the file current
+    (same generation), uses it and records it ready, without building it again."""
+    path, home = str(tmp_path / "w.duckdb"), str(tmp_path / "home")
+    with jammi_sql.connect(path, home=home) as db:
+        db.sql(f"SELECT register_model('tiny', '{tiny_model}')").fetchall()
+        db.con.execute(_corpus_sql(500))
+        db.sql("SELECT add_source('docs', 'docs')").fetchall()
+        db.sql("SELECT generate_text_embeddings('docs', 'tiny', ['body'], 'id')").fetchall()
+        db.sql("SELECT create_vector_index('docs', 'tiny')").fetchall()
+        expected = _keys(db, "SELECT * FROM semantic_search('docs', 'tiny', 'wolf')")
+        db.con.execute("UPDATE jammi.embedding_tables SET index_state = 'building'")  # the kill
+    files = sorted(p.name for p in (Path(home) / "indexes").rglob("*"))
+    with jammi_sql.connect(path, home=home) as db:
+        state = "SELECT index_state FROM jammi.embedding_tables"
+        assert db.sql(state).fetchall() == [("stale",)]
+        assert _keys(db, "SELECT * FROM semantic_search('docs', 'tiny', 'wolf')") == expected
+        assert db.sql(state).fetchall() == [("ready",)]
+    assert sorted(p.name for p in (Path(home) / "indexes").rglob("*")) == files
+
+
 def test_a_read_only_database_searches_with_its_indexes(tiny_model, tmp_path):
     path, home = str(tmp_path / "r.duckdb"), str(tmp_path / "home")
     with jammi_sql.connect(path, home=home) as db:

@@ -322,6 +322,14 @@ def for_search(ctx: Context, table: EmbeddingTable):
             try:
                 found = _loaded(ctx, table, current)
                 found.expansion_search = IndexSettings.of(table.index_settings).expansion_search
+                if table.index_state == "stale" and not ctx.read_only:
+                    # killed between writing this index and recording it: the file is whole
+                    ctx.catalog.set_index_state(
+                        table.table_name,
+                        index_kind="hnsw",
+                        index_state="ready",
+                        index_bytes=(where / current.file).stat().st_size,
+                    )
                 return found
             except (OSError, RuntimeError, ValueError):
                 pass  # unreadable: rebuilt below
