@@ -4,6 +4,7 @@ catalog tables and the home folder are exactly as before the call."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -15,11 +16,16 @@ LONG = "repeat('x', 100000)"
 FT = "fine_tune('pairs', 'tiny', ['text_a', 'text_b', 'score']"
 
 
+@pytest.fixture(scope="module")
+def tiny_model(_tiny_bert_master, tmp_path_factory) -> Path:
+    """One copy of the tiny BERT for the module (no test here writes to it), so its encoder
+    loads once per process instead of once per mistake."""
+    return Path(shutil.copytree(_tiny_bert_master, tmp_path_factory.mktemp("bad") / "tiny"))
+
+
 def foreign_folders(db, tiny_model, tmp_path) -> None:
     """A projection head 'head' (saved directly, no job), PEFT folders that lack a piece or use
     what jammi does not load, and a sentence-transformers folder whose Dense folder is gone."""
-    import shutil
-
     import torch
 
     from jammi_sql.artifacts import layout
@@ -50,9 +56,25 @@ def foreign_folders(db, tiny_model, tmp_path) -> None:
     (st / "modules.json").write_text(json.dumps(modules))
 
 
-@pytest.fixture
-def world(db, tiny_model, tmp_path):
-    """Sources of every shape a mistake needs, and one embedding table (corpus, tiny)."""
+@pytest.fixture(scope="module")
+def world(tiny_model, tmp_path_factory):
+    """Sources of every shape a mistake needs, and one embedding table (corpus, tiny): built
+    once for the module, since every mistake must leave it exactly as it was (each test checks
+    that; a mistake that changed it fails there, whatever later tests then see)."""
+    from jammi_sql.inference import precision
+
+    tmp_path = tmp_path_factory.mktemp("world")
+    with pytest.MonkeyPatch.context() as mp:  # conftest's _fp32_hardware, for the module
+        mp.setattr(precision, "reduced", lambda device: None)
+        mp.setattr(precision, "auto_onnx", lambda device: False)
+        db = jammi_sql.connect(":memory:", home=str(tmp_path / "home"))
+        db.register_model("tiny", tiny_model)
+        _build_world(db, tiny_model, tmp_path)
+    yield db
+    db.close()
+
+
+def _build_world(db, tiny_model: Path, tmp_path: Path) -> None:
     run = lambda sql: db.sql(sql).fetchall() if db.sql(sql) is not None else None  # noqa: E731
     for sql in [
         "CREATE TABLE pairs AS SELECT 'the cat ' || i AS text_a, 'a dog ' || i AS text_b, "
@@ -85,7 +107,6 @@ def world(db, tiny_model, tmp_path):
     run(f"SELECT add_source('headeronly', '{tmp_path / 'header.csv'}')")
     foreign_folders(db, tiny_model, tmp_path)
     db.half, db.tmp = str(half), str(tmp_path)
-    return db
 
 
 MISTAKES = [
