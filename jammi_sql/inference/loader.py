@@ -16,8 +16,7 @@ import torch
 
 from ..artifacts import layout as artifacts
 from ..errors import ArtifactError
-from ..shapes.head import ProjectionHead
-from ..shapes.lora import inject_lora, merge_lora
+from ..shapes import shape_named
 from .encoder import Encoder
 
 
@@ -62,7 +61,8 @@ def load_fine_tuned(
     ``base_folder`` defaults to the ``base_model_path`` recorded at save time.
     """
     art = artifacts.load(folder)
-    if art.adapter_type == "full":
+    shape = shape_named(art.adapter_type)
+    if shape.whole_model:
         return Encoder.from_folder(art.folder, device)
     base = Path(base_folder or art.base_model_path or "")
     if not base_folder and not (base / "config.json").is_file():
@@ -71,30 +71,5 @@ def load_fine_tuned(
             "register it again with register_model"
         )
     encoder = Encoder.from_folder(base, device)
-    cfg = art.config
-    if art.adapter_type == "projection_head":
-        head = ProjectionHead.from_config(encoder.dimensions, cfg)
-        artifacts.check_tensors(set(head.state_dict()), art)
-        head.load_state_dict(art.tensors, strict=False)
-        encoder.head = head.to(encoder.device).eval()
-        encoder.head_side = cfg.get("applies_to", "both")
-        return encoder
-    if cfg["model_type"] not in (None, encoder.transformer.config.model_type):  # None: PEFT's
-        raise ArtifactError(
-            f"adapters in '{art.folder}' were trained on a {cfg['model_type']} model, but the base "
-            f"at '{base}' is a {encoder.transformer.config.model_type} model"
-        )
-    inject_lora(
-        encoder.transformer,
-        list(cfg["target_modules"]),
-        int(cfg["lora_rank"]),
-        float(cfg["lora_alpha"]),
-        rslora=bool(cfg["use_rslora"]),
-        layers_to_transform=cfg["layers_to_transform"],
-        rank_pattern=dict(cfg["rank_pattern"] or {}),
-    )
-    expected = {k for k in encoder.transformer.state_dict() if ".lora_A." in k or ".lora_B." in k}
-    artifacts.check_tensors(expected, art)
-    encoder.transformer.load_state_dict(art.tensors, strict=False)
-    merge_lora(encoder.transformer)
+    shape.load(encoder, art, base)
     return encoder.eval()

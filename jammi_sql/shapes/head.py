@@ -14,9 +14,14 @@ encoder is frozen, training runs on cached pooled vectors.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 from torch import nn
+
+from ..artifacts import layout
+from ..config import FineTuneConfig
+from .shape import Shape
 
 
 class ProjectionHead(nn.Module):
@@ -74,3 +79,41 @@ class ProjectionHead(nn.Module):
             float(config["lora_alpha"]),
             rslora=bool(config.get("use_rslora", False)),
         )
+
+
+class Head(Shape):
+    """A projection head after pooling, on a frozen encoder: trains on cached pooled vectors
+    (seconds), each trial of settings from a fresh identity head."""
+
+    name = "projection_head"
+    cached = True
+
+    def attach(self, encoder, config: FineTuneConfig, seed: int) -> nn.Module:
+        head = ProjectionHead(
+            encoder.dimensions,
+            config.lora_rank,
+            config.lora_alpha,
+            config.lora_dropout,
+            config.use_rslora,
+            seed,
+        ).to(encoder.device)
+        encoder.head, encoder.head_side = head, config.applies_to
+        return head
+
+    def describe(self, encoder, trainable: nn.Module, config: FineTuneConfig) -> dict:
+        head = trainable
+        return {
+            "lora_rank": head.dim if head.full_rank else head.r,
+            "lora_alpha": config.lora_alpha,
+            "use_rslora": config.use_rslora,
+            "head_layers": ["projection"],
+            "head_form": head.form,
+            "applies_to": config.applies_to,
+        }
+
+    def load(self, encoder, art, base: Path) -> None:
+        head = ProjectionHead.from_config(encoder.dimensions, art.config)
+        layout.check_tensors(set(head.state_dict()), art)
+        head.load_state_dict(art.tensors, strict=False)
+        encoder.head = head.to(encoder.device).eval()
+        encoder.head_side = art.config.get("applies_to", "both")

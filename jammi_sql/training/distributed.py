@@ -98,7 +98,7 @@ class Group:
             encoder,
             device_ids=[encoder.device.index] if encoder.device.type == "cuda" else None,
             # method 'full' trains weights the embedding never uses (BERT's pooler)
-            find_unused_parameters=trainee.adapter_type == "full",
+            find_unused_parameters=trainee.shape.trains_encoder,
             broadcast_buffers=False,  # no buffer changes in training
         )
 

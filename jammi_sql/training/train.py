@@ -27,6 +27,7 @@ from ..artifacts.layout import CHECKPOINT_FILE
 from ..config import BY_SHAPE, FineTuneConfig, adapter_type_for, refits, resolve
 from ..defaults import trial_configs
 from ..inference.encoder import Encoder, pick_device
+from ..shapes import shape_named
 from . import checkpoint, selection
 from . import losses as L
 from .checkpoint import TrainState
@@ -88,6 +89,7 @@ class _Setup:
         workers share the run (DDP), else None."""
         self.kind, self.should_stop, self.group = data.kind, should_stop, group
         self.adapter_type = adapter_type_for(method, config)
+        self.shape = shape_named(self.adapter_type)
         self.loss_name = resolve_loss(data.kind, config.embedding_loss)
         self.metric = "spearman" if data.kind == "scored_pairs" else "ndcg_at_10"
         self.fingerprint = _fingerprint(data, config, method)
@@ -112,9 +114,7 @@ class _Setup:
                 self.train_ids, self.val_ids, MAX_DISTRACTORS, config.seed
             )
         # Length bucketing keeps padding low, except for in-batch negatives and cached vectors.
-        bucket = (
-            self.loss_name not in L.IN_BATCH_NEGATIVES and self.adapter_type != "projection_head"
-        )
+        bucket = self.loss_name not in L.IN_BATCH_NEGATIVES and not self.shape.cached
         self.row_len = text_len[self.train_ids].max(axis=1) if bucket else None
         queries = None
         if query_side:  # the anchors: a text id is a query or a document, never both
@@ -135,7 +135,7 @@ class _Setup:
         )
 
     def trials(self) -> list[FineTuneConfig]:
-        if self.adapter_type != "projection_head":
+        if not self.shape.cached:  # settings are tried where a trial costs seconds
             return [self.config]
         return trial_configs(self.config, self.user_set, self.encoder.dimensions, self.loss_name)
 
@@ -280,8 +280,8 @@ def _finish(setup: _Setup, state: TrainState, trials: list, reason: str | None,
     """The kept setting, its weights (the base's own where it did better) and the result."""
     winner = state.winner
     best = trials[winner["trial"]]
-    if setup.adapter_type == "projection_head":
-        setup.trainee.new_head(best)
+    if setup.trainee.shape.cached:  # the kept trial's settings, for its weights below
+        setup.trainee.restart(best, best.seed)
     weights = winner["weights"]
     if weights is None:
         weights = setup.trainee.initial
@@ -343,7 +343,7 @@ def _refit(setup: _Setup, state: TrainState, config: FineTuneConfig, saved: dict
         state.refit = {"trial": winner["trial"] + 1, "epochs": winner["epoch"], "rows": rows}
     setup.use_every_row()
     torch.manual_seed(config.seed)
-    if setup.adapter_type != "projection_head":  # a head starts afresh in Run
+    if not setup.trainee.shape.cached:  # a cached shape starts afresh in Run
         setup.trainee.load_state(setup.trainee.initial)
     run = Run(setup, config, winner["trial"], judged=False)
     run.planned = setup.steps(config, epochs=state.refit["epochs"])

@@ -17,12 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..artifacts import layout as artifacts
 from ..config import FineTuneConfig
 from ..evaluation.metrics import retrieval_metrics, similarity_metrics
 from ..inference.encoder import Encoder, length_sorted_batches
-from ..shapes.head import ProjectionHead
-from ..shapes.lora import inject_lora, lora_state_dict
+from ..shapes import shape_named
 from . import losses as L
 from .dataset import TrainingSet
 from .memory import free_memory
@@ -75,33 +73,21 @@ class Trainee:
         """``queries``: ids of the texts a query-side head applies to (``applies_to`` 'query');
         ``batch_tokens``: padded tokens of the largest batch that trains with gradients."""
         self.encoder, self.adapter_type, self.token_ids = encoder, adapter_type, token_ids
+        self.shape = shape_named(adapter_type)
         self.module: torch.nn.Module = encoder  # what training forwards run through (DDP's wrapper)
         self.query_mask, self.recompute = None, False
         if queries is not None:
             self.query_mask = torch.zeros(len(token_ids), dtype=torch.bool, device=encoder.device)
             self.query_mask[torch.from_numpy(queries).to(encoder.device)] = True
         transformer = encoder.transformer
-        if adapter_type != "full":
+        if not self.shape.trains_encoder:
             transformer.requires_grad_(False)
-        if adapter_type == "projection_head":
+        if self.shape.cached:
             # The encoder never changes: encode each distinct text once. clone() leaves
-            # inference mode, so the head can backpropagate into (not through) the cache.
+            # inference mode, so what trains can backpropagate into (not through) the cache.
             self.cache = encode_ids(encoder, token_ids, should_stop, pooled_only=True).clone()
-            self.new_head(config)
-        else:
-            if adapter_type == "encoder_adapters":
-                inject_lora(
-                    transformer,
-                    config.target_modules,
-                    config.lora_rank,
-                    config.lora_alpha,
-                    config.lora_dropout,
-                    config.use_rslora,
-                    config.layers_to_transform,
-                    config.rank_pattern,
-                    seed=config.seed,
-                )
-            self.trainable = transformer
+        self.restart(config, config.seed)
+        if not self.shape.cached:
             self.recompute = needs_recompute(
                 transformer.config,
                 batch_tokens,
@@ -117,21 +103,11 @@ class Trainee:
                     )
                 else:
                     transformer.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-            self.initial = self.state()  # a head sets its own in new_head
 
-    def new_head(self, config: FineTuneConfig, seed: int | None = None) -> None:
-        """A fresh head (the identity) with this config's rank: each trial starts from the base;
-        its low-rank A drawn from ``seed`` (``config.seed`` when None)."""
-        self.head = ProjectionHead(
-            self.encoder.dimensions,
-            config.lora_rank,
-            config.lora_alpha,
-            config.lora_dropout,
-            config.use_rslora,
-            config.seed if seed is None else seed,
-        ).to(self.encoder.device)
-        self.encoder.head = self.trainable = self.head
-        self.encoder.head_side = config.applies_to
+    def restart(self, config: FineTuneConfig, seed: int) -> None:
+        """Attach the shape with ``config``'s settings, its random draws from ``seed``; a cached
+        shape (the head) does this again for each trial, so each starts from the base."""
+        self.trainable = self.shape.attach(self.encoder, config, seed)
         self.initial = self.state()
 
     def parameters(self) -> list[torch.nn.Parameter]:
@@ -139,14 +115,10 @@ class Trainee:
 
     def state(self) -> dict[str, torch.Tensor]:
         """A CPU copy of the weights that train."""
-        if self.adapter_type == "encoder_adapters":
-            sd = lora_state_dict(self.trainable)
-        else:
-            sd = self.trainable.state_dict()
-        return {k: v.detach().to("cpu", copy=True) for k, v in sd.items()}
+        return self.shape.state(self.trainable)
 
     def load_state(self, state: dict[str, torch.Tensor]) -> None:
-        self.trainable.load_state_dict(state, strict=self.adapter_type != "encoder_adapters")
+        self.shape.load_state(self.trainable, state)
 
     def train(self, mode: bool = True) -> None:
         self.trainable.train(mode)
@@ -159,7 +131,7 @@ class Trainee:
 
     def embed(self, ids: np.ndarray) -> torch.Tensor:
         """Training-mode embeddings (n, D) of the texts ``ids``, with gradients."""
-        if self.adapter_type == "projection_head":
+        if self.shape.cached:
             return self.project_cached(ids)
         lengths = [len(self.token_ids[i]) for i in ids]
         parts, order = [], []
@@ -180,52 +152,17 @@ class Trainee:
         """Inference embeddings (n, D) of the texts ``ids``."""
         self.train(False)
         with torch.inference_mode():
-            if self.adapter_type == "projection_head":
+            if self.shape.cached:
                 return self.project_cached(ids)
             return encode_ids(self.encoder, [self.token_ids[i] for i in ids], should_stop)
 
     def save(
         self, output_dir: Path, config: FineTuneConfig, base_model_id: str, base_folder: Path
     ) -> None:
-        common = dict(base_model_id=base_model_id, base_model_path=str(base_folder))
-        if self.adapter_type == "full":
-            encoder = self.encoder
-
-            def write_model(folder: Path) -> None:
-                encoder.transformer.save_pretrained(str(folder), safe_serialization=True)
-                encoder.tokenizer.save_pretrained(str(folder))
-
-            spec = encoder.spec
-            describe = dict(
-                pooling=spec.pooling,
-                normalize=spec.normalize,
-                max_seq_length=spec.max_seq_length,
-                do_lower_case=spec.do_lower_case,
-                dimensions=encoder.dimensions,
-            )
-            artifacts.save(
-                output_dir, "full", config={}, write_model=write_model, describe=describe, **common
-            )
-            return
-        meta = {
-            "lora_rank": config.lora_rank,
-            "lora_alpha": config.lora_alpha,
-            "use_rslora": config.use_rslora,
-        }
-        if self.adapter_type == "projection_head":
-            meta.update(lora_rank=self.head.dim if self.head.full_rank else self.head.r)
-            meta.update(head_layers=["projection"], head_form=self.head.form)
-            meta.update(applies_to=config.applies_to)
-        else:
-            meta = {
-                "model_type": self.encoder.transformer.config.model_type,
-                **meta,
-                "target_modules": list(config.target_modules),
-                "layers_to_transform": config.layers_to_transform,
-                "rank_pattern": dict(config.rank_pattern),
-                "backbone_dtype": "f32",
-            }
-        artifacts.save(output_dir, self.adapter_type, config=meta, tensors=self.state(), **common)
+        """Write the artifact of the weights it holds, in its shape's format."""
+        self.shape.save(
+            output_dir, self.encoder, self.trainable, config, base_model_id, base_folder
+        )
 
 
 def encode_ids(

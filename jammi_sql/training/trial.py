@@ -93,9 +93,9 @@ class Run:
         self.setup, self.config, self.trial, self.judged = setup, config, trial, judged
         self.trainee, self.should_stop = setup.trainee, setup.should_stop
         self.lr = config.learning_rate
-        if setup.adapter_type == "projection_head":
+        if self.trainee.shape.cached:  # each trial of settings starts from the base
             torch.manual_seed(config.seed + trial)  # dropout's masks
-            self.trainee.new_head(config, config.seed + trial)
+            self.trainee.restart(config, config.seed + trial)
         # ---- optimizer (no weight decay on biases and norms; LoRA+ rate for B)
         self.params = self.trainee.parameters()
         self.optimizer = _adamw(_groups(self.trainee, config), self.lr)
