@@ -5,6 +5,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import duckdb
+import pytest
+
 import jammi_sql
 from jammi_sql.catalog.tables import sql_dir
 
@@ -109,3 +112,21 @@ def test_df_without_pandas_is_a_jammi_error_that_says_how_to_install_it(tmp_path
             assert "pip install pandas" in str(err.value) and "jammi-sql[pandas]" in str(err.value)
             assert isinstance(err.value, ModuleNotFoundError)
         assert relation.fetchall() == [(1,)]
+
+
+@pytest.mark.parametrize("read_only", [False, True])
+def test_a_catalog_a_newer_jammi_wrote_is_refused_and_left_as_it_was(tmp_path, read_only):
+    path = str(tmp_path / "newer.duckdb")
+    jammi_sql.connect(path, home=str(tmp_path / "home")).close()
+    with duckdb.connect(path) as con:  # what a later jammi-sql would have recorded
+        con.execute("INSERT INTO jammi.schema_version (version) VALUES (999)")
+        before = con.execute("SELECT version FROM jammi.schema_version ORDER BY 1").fetchall()
+    with pytest.raises(jammi_sql.JammiError, match="schema version 999, newer than this jammi-sql"):
+        jammi_sql.connect(path, home=str(tmp_path / "home"), read_only=read_only)
+    # the refused connect let go of the file: another process may open it for writing at once
+    opened = subprocess.run([sys.executable, "-c", f"import duckdb; duckdb.connect({path!r})"])
+    assert opened.returncode == 0
+    with duckdb.connect(path) as con:
+        assert (
+            con.execute("SELECT version FROM jammi.schema_version ORDER BY 1").fetchall() == before
+        )

@@ -69,7 +69,12 @@ class Database:
         with translated():
             check_precision(precision)  # before opening anything
         self.con = con if con is not None else open_connection(self.path, read_only)
-        self.ctx = install(self.con, home=home, precision=precision)
+        try:
+            self.ctx = install(self.con, home=home, precision=precision)
+        except BaseException:
+            if con is None:  # ours: let go of the file (and its lock) at once
+                self.con.close()
+            raise
         self._closed = False
         self._own: duckdb.DuckDBPyConnection | None = None
         _close_at_exit(self)  # even if the caller forgot (see install)

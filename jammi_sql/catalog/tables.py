@@ -19,12 +19,8 @@ from typing import Any
 
 import duckdb
 
-SCHEMA_VERSION = 2
 UNFINISHED = ("queued", "running")
 GONE = "the process running this job stopped; resume_job continues it"
-
-# Jobs queued or running in this process, across every database opened here: a second
-# connection to the same file must not mistake them for jobs a dead process left behind.
 
 
 def sql_dir() -> Path:
@@ -165,6 +161,9 @@ class Catalog:
                 "this database has no jammi catalog yet, and a read-only open cannot create "
                 "one; open it once without read_only"
             )
+        else:
+            found = catalog.query("SELECT coalesce(max(version), 0) FROM jammi.schema_version")
+            _refuse_newer(found[0][0], int(_schema_scripts()[-1].name.split("_", 1)[0]))
         return catalog
 
     def cursor(self) -> Catalog:
@@ -230,7 +229,9 @@ class Catalog:
             current = self.con.execute(
                 "SELECT coalesce(max(version), 0) FROM jammi.schema_version"
             ).fetchall()[0][0]
-            for path in sorted((sql_dir() / "schema").glob("*.sql")):
+            scripts = _schema_scripts()
+            _refuse_newer(current, int(scripts[-1].name.split("_", 1)[0]))
+            for path in scripts:
                 version = int(path.name.split("_", 1)[0])
                 if version <= current:
                     continue
@@ -417,3 +418,20 @@ class _Transaction:
             _bump()
         finally:
             self.catalog.lock.release()
+
+
+def _schema_scripts() -> list[Path]:
+    """sql/schema/NNN_*.sql, in the order they apply."""
+    return sorted((sql_dir() / "schema").glob("*.sql"))
+
+
+def _refuse_newer(found: int, known: int) -> None:
+    """A catalog a newer jammi-sql wrote may hold what this one would misread or overwrite."""
+    if found > known:
+        from ..errors import DataError
+
+        raise DataError(
+            f"this database's jammi catalog is at schema version {found}, newer than this "
+            f"jammi-sql knows ({known}): a newer jammi-sql wrote it; upgrade jammi-sql "
+            "(pip install -U jammi-sql) to open it"
+        )
