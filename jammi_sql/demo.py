@@ -150,10 +150,19 @@ def fine_tune(db) -> str:
 def add_held_out_sources(db) -> None:
     """Sources heldout_questions, corpus and qrels: what evaluate_retrieval scores on."""
     for name, sql in (
-        ("heldout_questions", f"SELECT id::VARCHAR AS query_id, question AS text FROM read_csv('{QUESTIONS}') WHERE {HELD_OUT}"),
-        ("corpus", f"SELECT id::VARCHAR AS doc_id, title || '. ' || body AS text FROM read_csv('{ARTICLES}')"),
-        ("qrels", f"SELECT id::VARCHAR AS query_id, article_id::VARCHAR AS doc_id, 1 AS score FROM read_csv('{QUESTIONS}')"),
-    ):  # fmt: skip
+        (
+            "heldout_questions",
+            f"SELECT id::VARCHAR AS query_id, question AS text FROM read_csv('{QUESTIONS}') WHERE {HELD_OUT}",
+        ),
+        (
+            "corpus",
+            f"SELECT id::VARCHAR AS doc_id, title || '. ' || body AS text FROM read_csv('{ARTICLES}')",
+        ),
+        (
+            "qrels",
+            f"SELECT id::VARCHAR AS query_id, article_id::VARCHAR AS doc_id, 1 AS score FROM read_csv('{QUESTIONS}')",
+        ),
+    ):
         db.sql(f"SELECT add_source('{name}', $${sql}$$, format := 'query')").fetchall()
 
 

@@ -34,10 +34,24 @@ def foreign_folders(db, tiny_model, tmp_path) -> None:
     folder = layout.model_dir(db.home, "head")
     tensors = {"lora_A.weight": torch.zeros(2, 32), "lora_B.weight": torch.zeros(32, 2)}
     config = {"lora_rank": 2, "lora_alpha": 4.0, "head_layers": ["projection"]}
-    layout.save(folder, "projection_head", config=config, base_model_id="tiny",
-                base_model_path=str(tiny_model), tensors=tensors)  # fmt: skip
-    db.ctx.catalog.add_model(ModelRecord("head", "fine_tuned", "job", base_model_id="tiny",
-                             adapter_type="projection_head", artifact_path=str(folder)))  # fmt: skip
+    layout.save(
+        folder,
+        "projection_head",
+        config=config,
+        base_model_id="tiny",
+        base_model_path=str(tiny_model),
+        tensors=tensors,
+    )
+    db.ctx.catalog.add_model(
+        ModelRecord(
+            "head",
+            "fine_tuned",
+            "job",
+            base_model_id="tiny",
+            adapter_type="projection_head",
+            artifact_path=str(folder),
+        )
+    )
     lora = {"peft_type": "LORA", "r": 2, "lora_alpha": 4, "target_modules": ["query"]}
     for name, extra, weights in [
         ("peft-no-weights", {"base_model_name_or_path": "tiny"}, False),
@@ -51,8 +65,9 @@ def foreign_folders(db, tiny_model, tmp_path) -> None:
             (tmp_path / name / "adapter_model.safetensors").write_bytes(b"")
     st = Path(shutil.copytree(tiny_model, tmp_path / "st-missing-dense"))
     modules = json.loads((st / "modules.json").read_text())
-    modules.insert(2, {"idx": 9, "name": "9", "path": "2_Dense",
-                       "type": "sentence_transformers.models.Dense"})  # fmt: skip
+    modules.insert(
+        2, {"idx": 9, "name": "9", "path": "2_Dense", "type": "sentence_transformers.models.Dense"}
+    )
     (st / "modules.json").write_text(json.dumps(modules))
 
 

@@ -67,15 +67,21 @@ def test_the_pairs_train_with_fine_tune(notes):
         ("pairs_from_documents('notes', 'nope')", "has no column 'nope'"),
         ("pairs_from_documents('notes', 'id')", "not text"),
         ("pairs_from_documents('nowhere', 'body')", "nowhere"),
-        ("pairs_from_documents('notes', 'body', model := 'tiny', chunk_tokens := 500)",
-         "does not fit model 'tiny'"),
-        ("pairs_from_documents('notes', 'title', model := 'tiny', chunk_tokens := 16)",
-         "smaller chunk_tokens"),  # every title fits one window: nothing adjacent
-        ("pairs_from_documents('notes', 'body', title := 'title', chunk_tokens := 16)",
-         "leave model and chunk_tokens NULL"),
+        (
+            "pairs_from_documents('notes', 'body', model := 'tiny', chunk_tokens := 500)",
+            "does not fit model 'tiny'",
+        ),
+        (
+            "pairs_from_documents('notes', 'title', model := 'tiny', chunk_tokens := 16)",
+            "smaller chunk_tokens",
+        ),  # every title fits one window: nothing adjacent
+        (
+            "pairs_from_documents('notes', 'body', title := 'title', chunk_tokens := 16)",
+            "leave model and chunk_tokens NULL",
+        ),
         ("pairs_from_documents('notes', 'body', output := 'notes')", "already exists"),
     ],
-)  # fmt: skip
+)
 def test_bad_input_is_a_jammi_error_and_writes_nothing(notes, call, message):
     before = catalog_snapshot(notes)
     with pytest.raises(JammiError) as err:

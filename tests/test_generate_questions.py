@@ -30,8 +30,16 @@ def build_generator(folder, kind: str):
     torch.manual_seed(1)
     ids = dict(pad_token_id=0, eos_token_id=3, bos_token_id=2, tie_word_embeddings=False)
     if kind == "seq2seq":
-        config = T5Config(vocab_size=vocab, d_model=32, d_ff=64, num_layers=1, num_heads=2,
-                          d_kv=16, decoder_start_token_id=0, **ids)  # fmt: skip
+        config = T5Config(
+            vocab_size=vocab,
+            d_model=32,
+            d_ff=64,
+            num_layers=1,
+            num_heads=2,
+            d_kv=16,
+            decoder_start_token_id=0,
+            **ids,
+        )
         model = T5ForConditionalGeneration(config)
     else:
         config = GPT2Config(

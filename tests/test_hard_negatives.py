@@ -148,9 +148,12 @@ def test_mined_triplets_train_with_fine_tune(qa):
     n = qa.sql("SELECT count(*) FROM jammi.mined_qa_hard_negatives").fetchall()[0][0]
     assert n > 0
     job = qa.fine_tune(
-        "qa_hard_negatives", "tiny", ["anchor", "positive", "negative"], epochs=1,
+        "qa_hard_negatives",
+        "tiny",
+        ["anchor", "positive", "negative"],
+        epochs=1,
         embedding_loss="multiple_negatives_ranking",
-    )  # fmt: skip
+    )
     assert job.wait().status == "succeeded"
     scores = qa.sql(
         "SELECT positive_score - negative_score FROM jammi.mined_qa_hard_negatives"

@@ -51,9 +51,16 @@ def plant(db, tiny_model: Path, model_id: str, shape: str, **config) -> str:
     folder = model_dir(db.home, model_id)
     trainee.save(folder, cfg, "tiny", tiny_model)
     db.ctx.catalog.add_model(
-        ModelRecord(model_id, "fine_tuned", "job", base_model_id="tiny",
-                    adapter_type=adapter_type, dimensions=32, artifact_path=str(folder))
-    )  # fmt: skip
+        ModelRecord(
+            model_id,
+            "fine_tuned",
+            "job",
+            base_model_id="tiny",
+            adapter_type=adapter_type,
+            dimensions=32,
+            artifact_path=str(folder),
+        )
+    )
     return model_id
 
 
@@ -96,8 +103,11 @@ def test_a_head_is_a_dense_module_between_pooling_and_normalize(db, tiny_model, 
     out = Path(db.export_model("tuned", tmp_path / "out"))
     modules = json.loads((out / "modules.json").read_text())
     assert [m["type"].rsplit(".", 1)[-1] for m in modules] == [
-        "Transformer", "Pooling", "Dense", "Normalize"
-    ]  # fmt: skip
+        "Transformer",
+        "Pooling",
+        "Dense",
+        "Normalize",
+    ]
     dense = json.loads((out / modules[2]["path"] / "config.json").read_text())
     assert dense["activation_function"].endswith("Identity") and dense["bias"] is False
 
@@ -154,9 +164,13 @@ def test_a_peft_adapter_folder_registers_on_its_base_and_embeds_as_peft(db, tiny
 
     torch.manual_seed(0)
     config = LoraConfig(
-        r=4, lora_alpha=8, target_modules=["query", "value", "dense"], use_rslora=True,
-        rank_pattern={"value": 2}, init_lora_weights=False,
-    )  # fmt: skip
+        r=4,
+        lora_alpha=8,
+        target_modules=["query", "value", "dense"],
+        use_rslora=True,
+        rank_pattern={"value": 2},
+        init_lora_weights=False,
+    )
     model = get_peft_model(AutoModel.from_pretrained(str(tiny_model)), config).eval()
     model.save_pretrained(str(tmp_path / "adapter"))
     db.register_model("theirs", tmp_path / "adapter", base_model="tiny")
@@ -191,9 +205,14 @@ def test_a_fine_tuned_model_exports_with_a_card_of_its_lineage_config_and_metric
     )
     db.add_source("pairs", "pairs")
     job = db.fine_tune(
-        "pairs", "tiny", ["text_a", "text_b", "score"], epochs=2, trials=1, model_name="tuned",
+        "pairs",
+        "tiny",
+        ["text_a", "text_b", "score"],
+        epochs=2,
+        trials=1,
+        model_name="tuned",
         matryoshka_dims=[16, 8],
-    ).wait()  # fmt: skip
+    ).wait()
     card = (Path(db.export_model("tuned", tmp_path / "out")) / "README.md").read_text()
     assert "base_model: tiny" in card and "`tuned` <- `tiny`" in card
     assert "source `pairs`" in card and job.job_id in card and '"epochs": 2' in card
@@ -242,12 +261,25 @@ def test_the_real_model_with_a_head_exports_and_loads_in_sentence_transformers_a
             "lora_B.weight": torch.randn(384, 8, generator=g) * 0.05,
         }
         config = {"lora_rank": 8, "lora_alpha": 16.0, "head_layers": ["projection"]}
-        layout.save(folder, "projection_head", config=config, base_model_id=BUNDLED,
-                    base_model_path=str(bundled_model_folder), tensors=tensors)  # fmt: skip
+        layout.save(
+            folder,
+            "projection_head",
+            config=config,
+            base_model_id=BUNDLED,
+            base_model_path=str(bundled_model_folder),
+            tensors=tensors,
+        )
         db.ctx.catalog.add_model(
-            ModelRecord("real-head", "fine_tuned", "job", base_model_id=BUNDLED,
-                        adapter_type="projection_head", dimensions=384, artifact_path=str(folder))
-        )  # fmt: skip
+            ModelRecord(
+                "real-head",
+                "fine_tuned",
+                "job",
+                base_model_id=BUNDLED,
+                adapter_type="projection_head",
+                dimensions=384,
+                artifact_path=str(folder),
+            )
+        )
         expected = db.encode_text("real-head", TEXTS)
         assert cosines(expected, db.encode_text(BUNDLED, TEXTS)).min() < 0.999
         st = sentence_transformer(db.export_model("real-head", tmp_path / "st")).encode(TEXTS)

@@ -283,12 +283,22 @@ def test_wait_job_on_an_unknown_job_is_a_clear_error(db):
         ("'text_a', 'text_b'", "", "projection_head", [], "data"),
         ("'text_a', 'text_b', 'score'", ", method := 'lora'", "projection_head", [], "user"),
         ("'text_a', 'text_b', 'score'", ", method := 'full'", "full", [], "user"),
-        ("'text_a', 'text_b', 'score'", ", config := {'target_modules': ['query']}",
-         "encoder_adapters", ["query"], "user"),
-        ("'text_a', 'text_b'", ", config := {'target_modules': ['value']}",
-         "encoder_adapters", ["value"], "user"),
+        (
+            "'text_a', 'text_b', 'score'",
+            ", config := {'target_modules': ['query']}",
+            "encoder_adapters",
+            ["query"],
+            "user",
+        ),
+        (
+            "'text_a', 'text_b'",
+            ", config := {'target_modules': ['value']}",
+            "encoder_adapters",
+            ["value"],
+            "user",
+        ),
     ],
-)  # fmt: skip
+)
 def test_the_shape_follows_the_data_unless_the_user_names_one(
     pairs, columns, args, shape, modules, chosen_by
 ):
@@ -404,9 +414,15 @@ def test_a_head_jobs_progress_epoch_and_steps_never_go_back_across_trials(db, mo
 
     monkeypatch.setattr(JobRunner, "_record_progress", recording)
     job = db.fine_tune(  # several trials, early stopping, then the refit: 60 rows validate
-        "scored", "tiny", ["text_a", "text_b", "score"], "lora", epochs=6, trials=4,
-        validation_fraction=0.5, early_stopping_patience=1,
-    )  # fmt: skip
+        "scored",
+        "tiny",
+        ["text_a", "text_b", "score"],
+        "lora",
+        epochs=6,
+        trials=4,
+        validation_fraction=0.5,
+        early_stopping_patience=1,
+    )
     job.wait(timeout=120)
     assert len(job.metrics["trials"]) == 4 and "refit" in job.metrics
     assert any(t["stopped_early"] for t in job.metrics["trials"])  # the plan was cut short
@@ -476,8 +492,16 @@ def test_a_jobs_weights_do_not_depend_on_other_threads_drawing_random_numbers(ti
 
     def adapters_job() -> dict:
         settings = {"target_modules": ["query", "value"], "lora_dropout": 0, "epochs": 2}
-        job = db.fine_tune("qa", "calm", ["anchor", "positive"], method="lora", warmup_steps=0,
-                           validation_fraction=0, batch_size=8, **settings)  # fmt: skip
+        job = db.fine_tune(
+            "qa",
+            "calm",
+            ["anchor", "positive"],
+            method="lora",
+            warmup_steps=0,
+            validation_fraction=0,
+            batch_size=8,
+            **settings,
+        )
         assert job.wait(120).status == "succeeded", job.error
         folder = db.home / "models" / job.model_id
         return {k: v for f in folder.glob("*.safetensors") for k, v in load_file(f).items()}

@@ -37,9 +37,17 @@ def trained(db):
         db.add_source(name, name)
     db.generate_text_embeddings("docs", "tiny", ["text"], "doc_id")
     job = db.fine_tune(
-        "qa", "tiny", ["question", "document"], applies_to="query", epochs=30, trials=1,
-        learning_rate=3e-3, weight_decay=0.0, validation_fraction=0.0, model_name="tiny-q",
-    ).wait()  # fmt: skip
+        "qa",
+        "tiny",
+        ["question", "document"],
+        applies_to="query",
+        epochs=30,
+        trials=1,
+        learning_rate=3e-3,
+        weight_decay=0.0,
+        validation_fraction=0.0,
+        model_name="tiny-q",
+    ).wait()
     assert job.status == "succeeded"
     return db
 

@@ -207,9 +207,14 @@ def test_no_epoch_better_than_the_base_keeps_the_base(tmp_path, tiny_model, monk
 
     monkeypatch.setattr(train, "validate", worse_each_epoch)
     result = fit(
-        tmp_path, tiny_model, MANY, epochs=5, early_stopping_patience=2, trials=1,
+        tmp_path,
+        tiny_model,
+        MANY,
+        epochs=5,
+        early_stopping_patience=2,
+        trials=1,
         validation_fraction=0.5,
-    )  # fmt: skip
+    )
     # epoch 1 is the best trained one; 2 and 3 are worse (patience 2), and the base beats it
     # by far more than the validation's noise
     assert result.stopped_early and result.epochs_run == 3 and result.best_epoch == 0
@@ -267,9 +272,14 @@ def test_a_later_epoch_is_kept_unless_validation_clearly_prefers_an_earlier_one(
 ):
     scripted_validation(monkeypatch, scores)
     result = fit(
-        tmp_path, tiny_model, MANY, epochs=3, trials=1, validation_fraction=0.5,
+        tmp_path,
+        tiny_model,
+        MANY,
+        epochs=3,
+        trials=1,
+        validation_fraction=0.5,
         early_stopping_patience=0,
-    )  # fmt: skip
+    )
     assert result.best_epoch == kept == result.metrics["kept"]["epoch"]
     assert result.metrics["fine_tuned"]["spearman"] == scores[kept]
     se = result.metrics["standard_error"]  # Fisher's, beside the kept score
@@ -293,9 +303,15 @@ def test_a_validation_split_too_small_to_judge_keeps_the_final_weights_and_says_
 def test_a_head_tries_several_settings_and_keeps_the_best_on_validation(tmp_path, tiny_model):
     seen = []
     result = fit(
-        tmp_path, tiny_model, MANY, epochs=2, trials=3, validation_fraction=0.5,
-        learning_rate=None, progress=lambda p: seen.extend(p.trial_logs),
-    )  # fmt: skip
+        tmp_path,
+        tiny_model,
+        MANY,
+        epochs=2,
+        trials=3,
+        validation_fraction=0.5,
+        learning_rate=None,
+        progress=lambda p: seen.extend(p.trial_logs),
+    )
     m = result.metrics
     assert m["judged"] is True and [t["trial"] for t in m["trials"]] == [1, 2, 3]
     scores, winner = [t["val"]["spearman"] for t in m["trials"]], 0
@@ -338,11 +354,17 @@ def test_a_resumed_head_with_trials_ends_where_an_uninterrupted_one_does(tmp_pat
     with pytest.raises(Cancelled):  # stopped inside the second trial
         fit(tmp_path, tiny_model, MANY, name="resumed", stop=lambda: next(polls) >= 6, **cfg)
     resumed = run_training(
-        tiny_model, make_training_set("scored_pairs", MANY),
-        FineTuneConfig(warmup_steps=0, **cfg), "lora",
-        work_dir=tmp_path / "resumed-work", output_dir=tmp_path / "resumed-model",
-        on_progress=lambda p: None, should_stop=lambda: False, device=CPU, resume=True,
-    )  # fmt: skip
+        tiny_model,
+        make_training_set("scored_pairs", MANY),
+        FineTuneConfig(warmup_steps=0, **cfg),
+        "lora",
+        work_dir=tmp_path / "resumed-work",
+        output_dir=tmp_path / "resumed-model",
+        on_progress=lambda p: None,
+        should_stop=lambda: False,
+        device=CPU,
+        resume=True,
+    )
     assert resumed.metrics["kept"] == straight.metrics["kept"]
     assert_same_weights(weights(straight), weights(resumed))
 
@@ -363,29 +385,46 @@ def test_a_small_set_trains_the_chosen_setting_again_on_every_row(tmp_path, tiny
     first = math.ceil(m["n_train"] / 8) * 2
     assert (seen[-1].step, seen[-1].total_steps) == (first + 15 * 2,) * 2
     assert {p.total_steps for p in seen} == {first + 30}
-    assert not all(torch.equal(a, b) for a, b in zip(
-        weights(chosen).values(), weights(refit).values(), strict=True
-    ))  # fmt: skip
+    assert not all(
+        torch.equal(a, b)
+        for a, b in zip(weights(chosen).values(), weights(refit).values(), strict=True)
+    )
 
     def in_the_refit() -> bool:
         return bool(progress) and progress[-1].step >= first + 4
 
     progress = []
     with pytest.raises(Cancelled):
-        fit(tmp_path, tiny_model, MANY, name="resumed", progress=progress.append,
-            stop=in_the_refit, **cfg)  # fmt: skip
+        fit(
+            tmp_path,
+            tiny_model,
+            MANY,
+            name="resumed",
+            progress=progress.append,
+            stop=in_the_refit,
+            **cfg,
+        )
     saved = torch.load(tmp_path / "resumed-work" / train.CHECKPOINT_FILE, weights_only=True)
     assert saved["run"]["refit"] == m["refit"] and saved["run"]["step"] > 0  # inside the refit
     method, extra = SHAPES[shape]
     config = FineTuneConfig(
-        warmup_steps=0, learning_rate=1e-2, **extra,
+        warmup_steps=0,
+        learning_rate=1e-2,
+        **extra,
         **{k: v for k, v in cfg.items() if k != "shape"},
-    )  # fmt: skip
+    )
     resumed = run_training(
-        tiny_model, make_training_set("scored_pairs", MANY), config, method,
-        work_dir=tmp_path / "resumed-work", output_dir=tmp_path / "resumed-model",
-        on_progress=lambda p: None, should_stop=lambda: False, device=CPU, resume=True,
-    )  # fmt: skip
+        tiny_model,
+        make_training_set("scored_pairs", MANY),
+        config,
+        method,
+        work_dir=tmp_path / "resumed-work",
+        output_dir=tmp_path / "resumed-model",
+        on_progress=lambda p: None,
+        should_stop=lambda: False,
+        device=CPU,
+        resume=True,
+    )
     assert resumed.metrics["refit"] == m["refit"]
     assert_same_weights(weights(refit), weights(resumed))
 
@@ -538,8 +577,10 @@ def test_matryoshka_dims_make_the_first_dimensions_work_on_their_own(tmp_path, t
     from jammi_sql.inference.loader import load_fine_tuned
     from jammi_sql.training.losses import MultipleNegativesRankingLoss
 
-    pairs = [(f"{_W[i % 11]} {_W[(i * 7) % 11]}", f"the {_W[i % 11]} and a {_W[(i * 3) % 11]}")
-             for i in range(40)]  # fmt: skip
+    pairs = [
+        (f"{_W[i % 11]} {_W[(i * 7) % 11]}", f"the {_W[i % 11]} and a {_W[(i * 3) % 11]}")
+        for i in range(40)
+    ]
     cfg = dict(kind="pairs", epochs=6, trials=1, validation_fraction=0.0, batch_size=8)
     losses = {}
     for dims in ([], [4]):

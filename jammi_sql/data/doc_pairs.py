@@ -168,19 +168,41 @@ def generate_questions(
         )
     positives = [d for d, qs in zip(texts, written, strict=True) for _ in qs]
     staged = pa.table({"anchor": anchors, "positive": positives}, schema=PAIRS)
-    settings = {"text": text, "per_document": per_document, "max_new_tokens": max_new_tokens,
-                "prompt": prompt, "seed": seed}  # fmt: skip
+    settings = {
+        "text": text,
+        "per_document": per_document,
+        "max_new_tokens": max_new_tokens,
+        "prompt": prompt,
+        "seed": seed,
+    }
     select = f"SELECT anchor, positive FROM {STAGED}"
-    return _write(ctx, output, source_name, ref.model_id, select, settings, "questions", staged,
-                  "generate_questions")  # fmt: skip
+    return _write(
+        ctx,
+        output,
+        source_name,
+        ref.model_id,
+        select,
+        settings,
+        "questions",
+        staged,
+        "generate_questions",
+    )
 
 
 PAIRS = pa.schema([("anchor", pa.string()), ("positive", pa.string())])
 
 
-def _write(ctx: Context, output: str, source_name: str, model_id: str | None, select: str,
-           settings: dict, kind: str, staged: pa.Table | None = None,
-           built_by: str = "pairs_from_documents") -> str:  # fmt: skip
+def _write(
+    ctx: Context,
+    output: str,
+    source_name: str,
+    model_id: str | None,
+    select: str,
+    settings: dict,
+    kind: str,
+    staged: pa.Table | None = None,
+    built_by: str = "pairs_from_documents",
+) -> str:
     """Table ``jammi.pairs_<output>``, source ``<output>`` and its lineage, in one transaction."""
     cur = ctx.catalog.cursor()
     table = f"jammi.pairs_{output.lower()}"

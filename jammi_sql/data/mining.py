@@ -92,8 +92,9 @@ class Mined:
     rank: np.ndarray  # (m,) 0-based position among the anchor's chosen negatives
 
 
-def ceilings(positive_scores: np.ndarray, pair_anchor: np.ndarray, n_anchors: int,
-             s: MiningSettings) -> np.ndarray:  # fmt: skip
+def ceilings(
+    positive_scores: np.ndarray, pair_anchor: np.ndarray, n_anchors: int, s: MiningSettings
+) -> np.ndarray:
     """(anchors,) the highest score a negative of each anchor may have.
 
     With several positives, the hardest (lowest scored) one sets the margin, as

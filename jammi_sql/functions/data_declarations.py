@@ -66,8 +66,9 @@ def pairs_from_documents(ctx: Context, source, text, title, model, output, chunk
     V,
     **WRITES,
 )
-def generate_questions(ctx: Context, source, text, model, output, per_document, max_new_tokens,
-                       prompt, seed):  # fmt: skip
+def generate_questions(
+    ctx: Context, source, text, model, output, per_document, max_new_tokens, prompt, seed
+):
     """Writes (anchor, positive) pairs to a new source `output` (default `<source>_questions`):
     questions that `model`, a registered local text-generation model (a doc2query T5 or a causal
     language model), writes for each distinct `text` (`per_document` of them, sampled when more

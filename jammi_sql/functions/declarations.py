@@ -187,8 +187,14 @@ def _fine_tune_call(
     """db.fine_tune's arguments: config keys may also be given as keyword arguments."""
     if options or not isinstance(config, str):
         config = {**(config or {}), **options}
-    return dict(source=source, base_model=base_model, columns=columns, method=method, task=task,
-                config=config)  # fmt: skip
+    return dict(
+        source=source,
+        base_model=base_model,
+        columns=columns,
+        method=method,
+        task=task,
+        config=config,
+    )
 
 
 @sql_function(

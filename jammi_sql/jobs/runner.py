@@ -132,9 +132,17 @@ class JobRunner:
             )
         stored = config.replace(model_name=model_id).to_dict()
         record = JobRecord(
-            job_id, "queued", source, ref.model_id, method, task, list(columns), loss, stored,
+            job_id,
+            "queued",
+            source,
+            ref.model_id,
+            method,
+            task,
+            list(columns),
+            loss,
+            stored,
             metrics={"shape": shape},
-        )  # fmt: skip
+        )
         self.catalog.add_job(record)
         self._enqueue(_Plan(job_id))
         return job_id

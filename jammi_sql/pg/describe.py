@@ -100,8 +100,13 @@ def answer(cursor: Any, sql: str) -> StaticStatement | None:
     """The answer to one of psql's describe queries, or None for any other statement."""
     if "pg_catalog" not in sql:
         return None
-    queries = ((_RELATION, _relation), (_COLUMNS, _columns), (_VIEW_DEF, _view),
-               (_INDEXES, _indexes), (_REFERENCED_BY, _referenced_by))  # fmt: skip
+    queries = (
+        (_RELATION, _relation),
+        (_COLUMNS, _columns),
+        (_VIEW_DEF, _view),
+        (_INDEXES, _indexes),
+        (_REFERENCED_BY, _referenced_by),
+    )
     for pattern, build in queries:
         found = pattern.match(sql)
         if found:
@@ -133,7 +138,7 @@ def _relation(cursor: Any, sql: str, oid: int) -> StaticStatement:
             "indexed": counts[0] > 0,
             "checks": counts[1],
             "keyed": counts[2] > 0,
-        }  # fmt: skip
+        }
         for kind, temp in found[:1]
     ]
     return _static(sql, RELATION_ITEMS, rows)
@@ -192,8 +197,10 @@ def _static(sql: str, items: list, records: list[dict]) -> StaticStatement:
     for item in _select_list(sql):
         match = next((i for i in items if i[0] in item), None)
         picked.append(match or (item, TEXT, lambda r: None))
-    columns = [ResultColumn(_alias(item, key), oid) for item, (key, oid, _) in
-               zip(_select_list(sql), picked, strict=True)]  # fmt: skip
+    columns = [
+        ResultColumn(_alias(item, key), oid)
+        for item, (key, oid, _) in zip(_select_list(sql), picked, strict=True)
+    ]
     rows = [tuple(value(r) for _, _, value in picked) for r in records]
     return StaticStatement(sql, columns, rows)
 

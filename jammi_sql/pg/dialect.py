@@ -220,7 +220,7 @@ REWRITES = [
     (
         re.compile(r"\bgenerate_subscripts\s*\(\s*([\w.]+)\s*,([^)]*)\)", re.I),
         r"unnest(generate_series(1, len(\1) + 0 * (\2)))",
-    ),  # 1-D: the dimension is 1  # fmt: skip
+    ),  # 1-D: the dimension is 1
 ]
 # Catalog tables DuckDB lacks or fills differently, as PostgreSQL clients join them for keys
 # and indexes (SQLAlchemy's reflection, JDBC's getPrimaryKeys): pg_index holds one row per

@@ -131,7 +131,7 @@ def _worker(cfg: dict) -> None:
     import ray.train
     from ray.train.torch import get_device
 
-    from .train import _Setup, train
+    from .train import Setup, train
 
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
@@ -151,7 +151,7 @@ def _worker(cfg: dict) -> None:
     with tempfile.TemporaryDirectory(prefix="jammi-base-") as tmp:
         folder = _unpack(ray.get(cfg["model"]), Path(tmp))
         data, config = cfg["data"], cfg["config"]
-        setup = _Setup(folder, data, config, cfg["method"], device, group.should_stop, group)
+        setup = Setup(folder, data, config, cfg["method"], device, group.should_stop, group)
         outcome = train(setup, data, config, saved, write, report)
     if rank == 0:
         ray.get(channel.put.remote("done", outcome))

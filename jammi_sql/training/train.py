@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,7 +28,7 @@ from ..artifacts.layout import CHECKPOINT_FILE
 from ..config import BY_SHAPE, FineTuneConfig, adapter_type_for, refits, resolve
 from ..defaults import trial_configs
 from ..inference.encoder import Encoder, pick_device
-from ..shapes import shape_named
+from ..shapes import Shape, shape_named
 from . import checkpoint, selection
 from . import losses as L
 from .checkpoint import TrainState
@@ -79,12 +80,49 @@ def _fingerprint(data: TrainingSet, config: FineTuneConfig, method: str) -> str:
     return h.hexdigest()
 
 
-class _Setup:
+class Setup:
     """What every trial shares, built once: the split and its tokens, the trainee (with the
-    head's cached vectors), the loss, the validation distractors and the fingerprint."""
+    head's cached vectors), the loss, the validation distractors and the fingerprint. The
+    trials (``trial.Run``) read it; only a refit changes it (``use_every_row``)."""
 
-    def __init__(self, base_folder: Path, data: TrainingSet, config: FineTuneConfig, method: str,
-                 device: torch.device, should_stop: Callable[[], bool], group=None):  # fmt: skip
+    # ---- the job
+    kind: str  # the rows' kind: scored_pairs, pairs or triplets
+    adapter_type: str  # the shape's name, as artifacts and jammi.models store it
+    shape: Shape
+    config: FineTuneConfig  # the user's config with the shape's defaults filled in
+    user_set: set[str]  # the settings the user gave (trials leave them as they are)
+    loss_name: str
+    loss_fn: torch.nn.Module
+    metric: str  # what validation ranks epochs and trials by: spearman or ndcg_at_10
+    fingerprint: str  # what a checkpoint must match to be resumed
+    should_stop: Callable[[], bool]
+    group: Any  # this worker's distributed.Group in a Ray Train run, else None
+    # ---- the data: rows as ids into the distinct texts, and those texts' token counts
+    train_set: TrainingSet
+    val_set: TrainingSet
+    n_train: int
+    n_val: int
+    train_ids: np.ndarray  # (rows, columns) text ids
+    val_ids: np.ndarray
+    train_scores: np.ndarray | None  # scored pairs' scores
+    val_scores: np.ndarray | None
+    text_len: np.ndarray  # tokens per distinct text
+    row_len: np.ndarray | None  # a row's longest text, where batches are length-bucketed
+    extra_docs: np.ndarray | None  # training documents validation ranks positives among
+    # ---- the model
+    encoder: Encoder
+    trainee: Trainee
+
+    def __init__(
+        self,
+        base_folder: Path,
+        data: TrainingSet,
+        config: FineTuneConfig,
+        method: str,
+        device: torch.device,
+        should_stop: Callable[[], bool],
+        group=None,
+    ):
         """``group``: this worker's :class:`~jammi_sql.training.distributed.Group` when
         workers share the run (DDP), else None."""
         self.kind, self.should_stop, self.group = data.kind, should_stop, group
@@ -124,9 +162,14 @@ class _Setup:
         rows = self.config.mini_batch_size or self.config.batch_size
         batch_tokens = rows * int(text_len[self.train_ids].max(axis=0, initial=0).sum())
         self.trainee = Trainee(
-            self.encoder, self.adapter_type, self.config, token_ids, should_stop, queries,
+            self.encoder,
+            self.adapter_type,
+            self.config,
+            token_ids,
+            should_stop,
+            queries,
             batch_tokens,
-        )  # fmt: skip
+        )
         if group is not None:
             group.wrap(self.trainee)
         dims = [*self.config.matryoshka_dims, self.encoder.dimensions]
@@ -159,9 +202,15 @@ class _Setup:
         if not len(self.val_set):
             return None
         return validate(
-            self.trainee, self.loss_fn, self.kind, self.val_ids, self.val_scores,
-            self.config.batch_size, self.should_stop, self.extra_docs,
-        )  # fmt: skip
+            self.trainee,
+            self.loss_fn,
+            self.kind,
+            self.val_ids,
+            self.val_scores,
+            self.config.batch_size,
+            self.should_stop,
+            self.extra_docs,
+        )
 
 
 # ---- the loop ------------------------------------------------------------------------------
@@ -192,7 +241,7 @@ def run_training(
     base_folder, work_dir, output_dir = Path(base_folder), Path(work_dir), Path(output_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     base_model_id = base_model_id or str(base_folder)
-    setup = _Setup(base_folder, data, config, method, device or pick_device(), should_stop)
+    setup = Setup(base_folder, data, config, method, device or pick_device(), should_stop)
     saved = checkpoint.read(work_dir, setup.fingerprint) if resume else None
     best, weights, result = train(
         setup, data, config, saved, functools.partial(checkpoint.write, work_dir), on_progress
@@ -207,7 +256,7 @@ def fingerprint(data: TrainingSet, config: FineTuneConfig, method: str) -> str:
 
 
 def train(
-    setup: _Setup,
+    setup: Setup,
     data: TrainingSet,
     config: FineTuneConfig,
     saved: dict | None,
@@ -275,8 +324,9 @@ def train(
     return _finish(setup, state, trials, reason, time.monotonic() - started)
 
 
-def _finish(setup: _Setup, state: TrainState, trials: list, reason: str | None,
-            seconds: float) -> tuple[FineTuneConfig, dict, TrainResult]:  # fmt: skip
+def _finish(
+    setup: Setup, state: TrainState, trials: list, reason: str | None, seconds: float
+) -> tuple[FineTuneConfig, dict, TrainResult]:
     """The kept setting, its weights (the base's own where it did better) and the result."""
     winner = state.winner
     best = trials[winner["trial"]]
@@ -323,17 +373,30 @@ def _finish(setup: _Setup, state: TrainState, trials: list, reason: str | None,
     )
 
 
-def save_model(trainee: Trainee, best: FineTuneConfig, weights: dict, output_dir: Path,
-               base_model_id: str, base_folder: Path) -> None:  # fmt: skip
+def save_model(
+    trainee: Trainee,
+    best: FineTuneConfig,
+    weights: dict,
+    output_dir: Path,
+    base_model_id: str,
+    base_folder: Path,
+) -> None:
     """Write the artifact: ``trainee`` holding ``weights``, in the format of its shape."""
     trainee.load_state(weights)
     trainee.train(False)
     trainee.save(output_dir, best, base_model_id, base_folder)
 
 
-def _refit(setup: _Setup, state: TrainState, config: FineTuneConfig, saved: dict | None,
-           write: Callable[[dict], None], on_progress: Callable[[Progress], None], plan: Plan,
-           rank: int = 0) -> None:  # fmt: skip
+def _refit(
+    setup: Setup,
+    state: TrainState,
+    config: FineTuneConfig,
+    saved: dict | None,
+    write: Callable[[dict], None],
+    on_progress: Callable[[Progress], None],
+    plan: Plan,
+    rank: int = 0,
+) -> None:
     """Train the winning setting again from the base, on every row, for the epochs validation
     kept (the same schedule, stopped there); ``state.refit`` marks the phase, so a killed job
     resumes inside it to the same weights."""
