@@ -150,7 +150,7 @@ def wait_for(condition, timeout: float, what: str):
 
 
 def test_a_killed_worker_interrupts_the_job_and_resume_ends_where_one_process_does(calm):
-    long = dict(epochs=4, batch_size=4)  # 48 steps, a checkpoint every few
+    long = dict(epochs=3, batch_size=4)  # 36 steps, a checkpoint every few
     one = submit(calm, ADAPTERS, **long)
     assert calm.wait_job(one, 120) == "succeeded"
     two = submit(calm, ADAPTERS, **long, workers=2)
@@ -160,14 +160,14 @@ def test_a_killed_worker_interrupts_the_job_and_resume_ends_where_one_process_do
     assert calm.wait_job(two, 60) == "interrupted", job_row(calm, two)["error"]
     row = job_row(calm, two)
     assert "Ray Train worker was lost" in row["error"] and "resume_job" in row["error"]
-    assert 12 <= row["step"] < 48
+    assert 12 <= row["step"] < 36
     assert calm.sql(f"SELECT resume_job('{two}')").fetchall()[0][0] == two
     assert calm.wait_job(two, 240) == "succeeded", job_row(calm, two)["error"]
     # rounding differences grow with the steps (1.7e-6 after 12; 1.28e-5 after 144, as for an
     # uninterrupted run on 2 workers); a resume that lost or repeated a step, or the
     # optimizer's state, would be off by about one step, 1e-3
     diff = max_diff(weights(calm, one), weights(calm, two))
-    print(f"max abs weight difference after a kill and a resume, 48 steps: {diff:.3g}")
+    print(f"max abs weight difference after a kill and a resume, 36 steps: {diff:.3g}")
     assert diff < 1e-4
 
 

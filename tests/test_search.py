@@ -351,7 +351,7 @@ def test_a_kill_during_index_updates_never_gives_wrong_results(tiny_model, tmp_p
     db.sql("SELECT create_vector_index('docs', 'tiny')").fetchall()
     db.close()
     rng = np.random.default_rng(0)
-    for run in range(3):
+    for run in range(2):
         worker = subprocess.Popen(
             [sys.executable, "-c", KILLED.format(), path, home, str(1000 * run)],
             stdout=subprocess.PIPE,
