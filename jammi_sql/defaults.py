@@ -86,10 +86,10 @@ KIND_SHAPES: dict[str, dict[str, Any]] = {
 }
 # Defaults of a shape that differ by data kind (over SHAPE_DEFAULTS; a key the user set wins).
 # Adapters on scored pairs: two epochs at batch 16 (CoSENT compares every pair of the batch, so
-# it needs no large batch) rather than five at 32, two fifths of the compute. STS-B dev: +0.014
-# Spearman (five at 32: +0.014 to +0.017 over three seeds; one epoch at 16: +0.009, under the
-# +0.012 a full fine-tune reaches). STSb sources the job never saw (deft-forum, deft-news;
-# quality.py --tune --held-sources): two epochs at 16 +0.030, one +0.035, five at 32 +0.028.
+# it needs no large batch). Seeds 42, 1, 2: STS-B dev +0.010 on average (three epochs +0.014),
+# STSb sources the job never saw (deft-forum, deft-news; quality.py --tune --held-sources)
+# +0.037 (three epochs +0.025): a third epoch fits the sources training saw and carries less to
+# new ones. The README's "The shape by data" has the table.
 KIND_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
     ("encoder_adapters", "scored_pairs"): {"epochs": 2, "batch_size": 16},
 }
