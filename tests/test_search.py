@@ -383,17 +383,23 @@ def test_a_kill_during_index_updates_never_gives_wrong_results(tiny_model, tmp_p
     db.close()
 
 
+def _indexed_file(path: str, home: str, tiny_model) -> jammi_sql.Database:
+    """A database file with 500 docs embedded by 'tiny' and a vector index on them."""
+    db = jammi_sql.connect(path, home=home)
+    db.sql(f"SELECT register_model('tiny', '{tiny_model}')").fetchall()
+    db.con.execute(_corpus_sql(500))
+    db.sql("SELECT add_source('docs', 'docs')").fetchall()
+    db.sql("SELECT generate_text_embeddings('docs', 'tiny', ['body'], 'id')").fetchall()
+    db.sql("SELECT create_vector_index('docs', 'tiny')").fetchall()
+    return db
+
+
 def test_an_index_written_whole_before_a_kill_is_used_and_shown_ready(tiny_model, tmp_path):
     """Killed after the index file and current.json were written but before the catalog said
     so: on the next connect the state reads stale, and the first search finds the file current
     (same generation), uses it and records it ready, without building it again."""
     path, home = str(tmp_path / "w.duckdb"), str(tmp_path / "home")
-    with jammi_sql.connect(path, home=home) as db:
-        db.sql(f"SELECT register_model('tiny', '{tiny_model}')").fetchall()
-        db.con.execute(_corpus_sql(500))
-        db.sql("SELECT add_source('docs', 'docs')").fetchall()
-        db.sql("SELECT generate_text_embeddings('docs', 'tiny', ['body'], 'id')").fetchall()
-        db.sql("SELECT create_vector_index('docs', 'tiny')").fetchall()
+    with _indexed_file(path, home, tiny_model) as db:
         expected = _keys(db, "SELECT * FROM semantic_search('docs', 'tiny', 'wolf')")
         db.con.execute("UPDATE jammi.embedding_tables SET index_state = 'building'")  # the kill
     files = sorted(p.name for p in (Path(home) / "indexes").rglob("*"))
@@ -407,12 +413,7 @@ def test_an_index_written_whole_before_a_kill_is_used_and_shown_ready(tiny_model
 
 def test_a_read_only_database_searches_with_its_indexes(tiny_model, tmp_path):
     path, home = str(tmp_path / "r.duckdb"), str(tmp_path / "home")
-    with jammi_sql.connect(path, home=home) as db:
-        db.sql(f"SELECT register_model('tiny', '{tiny_model}')").fetchall()
-        db.con.execute(_corpus_sql(500))
-        db.sql("SELECT add_source('docs', 'docs')").fetchall()
-        db.sql("SELECT generate_text_embeddings('docs', 'tiny', ['body'], 'id')").fetchall()
-        db.sql("SELECT create_vector_index('docs', 'tiny')").fetchall()
+    with _indexed_file(path, home, tiny_model) as db:
         expected = _keys(db, "SELECT * FROM semantic_search('docs', 'tiny', 'wolf')")
         words = _keys(db, "SELECT * FROM keyword_search('docs', 'wolf', k := 5)")
     with jammi_sql.connect(path, home=home, read_only=True) as db:
